@@ -1,0 +1,205 @@
+// Package httpapi serves the metrics of the Redis view over HTTP with echo. It only reads the
+// view; it never builds Redis keys.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"go.uber.org/zap"
+
+	"github.com/searchflow/searchflow/view"
+)
+
+// Paging limits of every list endpoint.
+const (
+	DefaultLimit = 1000
+	MaxLimit     = 100000
+)
+
+// Readiness reports what keeps the process from serving fresh data; an empty map means ready.
+type Readiness func(ctx context.Context) map[string]string
+
+// Server is the HTTP API.
+type Server struct {
+	view  *view.View
+	ready Readiness
+	log   *zap.Logger
+	echo  *echo.Echo
+	http  *http.Server
+}
+
+// New returns the API over v; ready backs /readyz.
+func New(v *view.View, ready Readiness, log *zap.Logger) *Server {
+	s := &Server{view: v, ready: ready, log: log, echo: echo.New()}
+	e := s.echo
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleError
+	e.GET("/", s.welcome)
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	e.GET("/users", s.counts(view.Users))
+	e.GET("/hotels", s.counts(view.Hotels))
+	e.GET("/advertisers", s.counts(view.Advertisers))
+	e.GET("/hotel_min_offer_per_advertiser", s.minPrices)
+	s.http = &http.Server{
+		Handler:           e,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	return s
+}
+
+// Handler returns the routes, for tests that serve them with httptest.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Serve answers on ln until Shutdown; it returns nil after a clean shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("httpapi: serve: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting connections and waits for requests in flight.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if err := s.http.Shutdown(ctx); err != nil {
+		return fmt.Errorf("httpapi: shutdown: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) welcome(c echo.Context) error {
+	return c.String(http.StatusOK, "Welcome to searchflow: live hotel-search metrics. "+
+		"Try /users, /hotels, /advertisers and /hotel_min_offer_per_advertiser (?limit=&offset=).\n")
+}
+
+func (s *Server) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	if problems := s.ready(ctx); len(problems) > 0 {
+		return c.JSON(http.StatusServiceUnavailable, map[string]any{"status": "not ready", "problems": problems})
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// page reads ?limit= and ?offset=.
+func page(c echo.Context) (offset, limit int, err error) {
+	limit, offset = DefaultLimit, 0
+	if v := c.QueryParam("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > MaxLimit {
+			return 0, 0, echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("limit must be an integer in 1..%d, got %q", MaxLimit, v))
+		}
+	}
+	if v := c.QueryParam("offset"); v != "" {
+		if offset, err = strconv.Atoi(v); err != nil || offset < 0 || offset > 1<<40 {
+			return 0, 0, echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("offset must be an integer >= 0, got %q", v))
+		}
+	}
+	return offset, limit, nil
+}
+
+func (s *Server) counts(kind view.Kind) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		offset, limit, err := page(c)
+		if err != nil {
+			return err
+		}
+		total, entries, err := s.view.Counts(c.Request().Context(), kind, offset, limit)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", kind, err)
+		}
+		// Built by hand: a Go map would lose the count-descending order.
+		buf := make([]byte, 0, 64+len(entries)*48)
+		buf = append(buf, `{"count":`...)
+		buf = strconv.AppendInt(buf, total, 10)
+		buf = append(buf, `,"data":{`...)
+		for i, e := range entries {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = appendString(buf, e.ID)
+			buf = append(buf, ':')
+			buf = strconv.AppendInt(buf, e.Count, 10)
+		}
+		buf = append(buf, "}}"...)
+		c.Response().Header().Set("X-Total-Count", strconv.FormatInt(total, 10))
+		return c.JSONBlob(http.StatusOK, buf)
+	}
+}
+
+func (s *Server) minPrices(c echo.Context) error {
+	offset, limit, err := page(c)
+	if err != nil {
+		return err
+	}
+	total, hotels, err := s.view.MinPrices(c.Request().Context(), offset, limit)
+	if err != nil {
+		return fmt.Errorf("read min prices: %w", err)
+	}
+	buf := make([]byte, 0, 64+len(hotels)*128)
+	buf = append(buf, '{')
+	names := make([]string, 0, 16)
+	for i, h := range hotels {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = appendString(buf, h.HotelID)
+		buf = append(buf, ":{"...)
+		names = names[:0]
+		for adv := range h.Prices {
+			names = append(names, adv)
+		}
+		sort.Strings(names)
+		for j, adv := range names {
+			if j > 0 {
+				buf = append(buf, ',')
+			}
+			buf = appendString(buf, adv)
+			buf = append(buf, ':')
+			buf = strconv.AppendInt(buf, h.Prices[adv], 10)
+		}
+		buf = append(buf, '}')
+	}
+	buf = append(buf, '}')
+	c.Response().Header().Set("X-Total-Count", strconv.FormatInt(total, 10))
+	return c.JSONBlob(http.StatusOK, buf)
+}
+
+func appendString(buf []byte, s string) []byte {
+	b, _ := json.Marshal(s) // cannot fail for a string
+	return append(buf, b...)
+}
+
+// handleError answers every error as JSON: the HTTP errors the handlers chose, 404/405 from the
+// router, and 500 for anything else (logged, without internals in the body).
+func (s *Server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	code, msg := http.StatusInternalServerError, "internal error"
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		code, msg = he.Code, fmt.Sprint(he.Message)
+	} else {
+		s.log.Error("request failed", zap.String("path", c.Path()), zap.Error(err))
+	}
+	if jerr := c.JSON(code, map[string]any{"error": msg, "status": code}); jerr != nil {
+		s.log.Debug("write error response", zap.Error(jerr))
+	}
+}

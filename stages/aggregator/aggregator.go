@@ -1,0 +1,263 @@
+// Package aggregator is the third stage: it folds processed events into the Redis view. Each
+// polled batch is coalesced in memory and applied in one atomic step together with the next
+// offset of every partition it covers, so the view itself records how far it has read: on
+// assignment the aggregator resumes from the offsets in Redis, never from the group's commits,
+// and a batch the view already holds can never be applied twice.
+package aggregator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+
+	"github.com/searchflow/searchflow/view"
+)
+
+// Config is the aggregator's slice of the configuration.
+type Config struct {
+	Topic           string
+	Group           string
+	BatchMaxRecords int
+}
+
+// Aggregator is the aggregate stage.
+type Aggregator struct {
+	cfg       Config
+	kafkaOpts []kgo.Opt
+	view      *view.View
+	log       *zap.Logger
+
+	mu   sync.Mutex
+	next map[int32]int64 // per owned partition: the next offset the view expects
+
+	consumed, applied, batches, undecodable, conflicts, redisErrors atomic.Int64
+	redisDown                                                       atomic.Pointer[string]
+}
+
+// New returns an aggregator writing to v, whose Kafka client starts from kafkaOpts.
+func New(cfg Config, kafkaOpts []kgo.Opt, v *view.View, log *zap.Logger) *Aggregator {
+	return &Aggregator{cfg: cfg, kafkaOpts: kafkaOpts, view: v, log: log, next: map[int32]int64{}}
+}
+
+// Name implements the pipeline's stage.
+func (a *Aggregator) Name() string { return "aggregator" }
+
+// Counts returns the stage's running totals.
+func (a *Aggregator) Counts() map[string]int64 {
+	return map[string]int64{"consumed": a.consumed.Load(), "applied": a.applied.Load(), "batches": a.batches.Load(),
+		"undecodable": a.undecodable.Load(), "offset_conflicts": a.conflicts.Load(), "redis_errors": a.redisErrors.Load()}
+}
+
+// Problem says why the stage cannot make progress right now ("" when it can), for /readyz.
+func (a *Aggregator) Problem() string {
+	if p := a.redisDown.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// Run aggregates until ctx ends, then returns nil; a batch not yet applied stays unapplied and is
+// read again by whoever owns its partition next.
+func (a *Aggregator) Run(ctx context.Context) error {
+	opts := append([]kgo.Opt{
+		kgo.ConsumerGroup(a.cfg.Group),
+		kgo.ConsumeTopics(a.cfg.Topic),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.AdjustFetchOffsetsFn(a.resumeFromView),
+		kgo.OnPartitionsRevoked(a.forget),
+		kgo.OnPartitionsLost(a.forget),
+	}, a.kafkaOpts...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return fmt.Errorf("aggregator: create client: %w", err)
+	}
+	defer cl.Close()
+	a.log.Info("aggregator started", zap.String("topic", a.cfg.Topic), zap.String("group", a.cfg.Group))
+
+	for {
+		fetches := cl.PollRecords(ctx, a.cfg.BatchMaxRecords)
+		if ctx.Err() != nil {
+			cl.AllowRebalance()
+			return nil
+		}
+		fetches.EachError(func(topic string, p int32, err error) {
+			a.log.Warn("fetch error", zap.String("topic", topic), zap.Int32("partition", p), zap.Error(err))
+		})
+		records := fetches.Records()
+		if len(records) > 0 {
+			if err := a.applyRecords(ctx, cl, records); err != nil && ctx.Err() == nil {
+				cl.AllowRebalance()
+				return err
+			}
+		}
+		cl.AllowRebalance()
+	}
+}
+
+// processed is the part of a processed event the view needs.
+type processed struct {
+	UserID              string           `json:"user_id"`
+	HotelID             string           `json:"hotel_id"`
+	AdvertiserMinPrices map[string]int64 `json:"advertiser_min_prices"`
+}
+
+// applyRecords applies one poll's records, retrying Redis failures with capped backoff until they
+// succeed or ctx ends. Only records at or past a partition's stored offset are counted.
+func (a *Aggregator) applyRecords(ctx context.Context, cl *kgo.Client, records []*kgo.Record) error {
+	rewound := map[int32]bool{}
+	backoff := 100 * time.Millisecond
+	for {
+		batch, consumed := a.fold(records, rewound)
+		if batch.Empty() {
+			return nil
+		}
+		err := a.view.Apply(ctx, a.cfg.Topic, batch)
+		var conflict *view.OffsetConflictError
+		switch {
+		case err == nil:
+			a.redisDown.Store(nil)
+			a.mu.Lock()
+			for p, o := range batch.Offsets {
+				if _, owned := a.next[p]; owned {
+					a.next[p] = o.Next
+				}
+			}
+			a.mu.Unlock()
+			a.consumed.Add(consumed)
+			a.applied.Add(consumed)
+			a.batches.Add(1)
+			// The group's commits only feed lag monitoring; resuming reads the view's own offsets.
+			cl.CommitUncommittedOffsets(context.WithoutCancel(ctx))
+			return nil
+		case errors.As(err, &conflict):
+			a.conflicts.Add(1)
+			a.resolve(cl, batch, conflict, rewound)
+		default:
+			a.redisErrors.Add(1)
+			msg := "redis unavailable: " + err.Error()
+			if a.redisDown.Swap(&msg) == nil {
+				a.log.Error("aggregator: cannot apply batch; retrying until redis answers", zap.Error(err))
+			}
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+			backoff = min(2*backoff, 5*time.Second)
+		}
+	}
+}
+
+// resolve reacts to stored offsets that moved under us. Ahead of us: another writer applied
+// those records, skip them. Behind us (or gone): Redis lost data, so re-read the partition from
+// the stored offset (the start of the topic when none) to rebuild the view exactly.
+func (a *Aggregator) resolve(cl *kgo.Client, batch *view.Batch, conflict *view.OffsetConflictError, rewound map[int32]bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	seek := map[int32]kgo.EpochOffset{}
+	for p, stored := range conflict.Stored {
+		expected := batch.Offsets[p].Expect
+		a.log.Warn("aggregator: stored offset differs from expected", zap.String("topic", a.cfg.Topic),
+			zap.Int32("partition", p), zap.Int64("stored", stored), zap.Int64("expected", expected))
+		if _, owned := a.next[p]; owned {
+			a.next[p] = stored
+		}
+		if stored < expected {
+			rewound[p] = true
+			seek[p] = kgo.EpochOffset{Epoch: -1, Offset: max(stored, 0)}
+		}
+	}
+	if len(seek) > 0 {
+		cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{a.cfg.Topic: seek})
+	}
+}
+
+// fold coalesces the records the view does not hold yet into one batch.
+func (a *Aggregator) fold(records []*kgo.Record, skip map[int32]bool) (*view.Batch, int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	b := view.NewBatch()
+	var n int64
+	var ev processed
+	for _, r := range records {
+		next, owned := a.next[r.Partition]
+		if !owned || skip[r.Partition] || r.Offset < next {
+			continue
+		}
+		o, seen := b.Offsets[r.Partition]
+		if !seen {
+			o.Expect = next
+		}
+		o.Next = r.Offset + 1
+		b.Offsets[r.Partition] = o
+		ev = processed{}
+		if err := json.Unmarshal(r.Value, &ev); err != nil || ev.UserID == "" || ev.HotelID == "" {
+			// Only the transformer writes this topic; anything else is reported, and its offset
+			// still advances so it cannot block the partition.
+			a.undecodable.Add(1)
+			a.log.Error("aggregator: skipping undecodable processed record", zap.String("topic", r.Topic),
+				zap.Int32("partition", r.Partition), zap.Int64("offset", r.Offset), zap.Error(err))
+			continue
+		}
+		b.Add(ev.UserID, ev.HotelID, ev.AdvertiserMinPrices)
+		n++
+	}
+	return b, n
+}
+
+// resumeFromView points newly assigned partitions at the offsets stored in the view, or at the
+// start of the topic for a partition the view holds nothing of.
+func (a *Aggregator) resumeFromView(ctx context.Context, assigned map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	parts := make([]int32, 0, len(assigned[a.cfg.Topic]))
+	for p := range assigned[a.cfg.Topic] {
+		parts = append(parts, p)
+	}
+	var stored map[int32]int64
+	backoff := 100 * time.Millisecond
+	for {
+		var err error
+		if stored, err = a.view.Offsets(ctx, a.cfg.Topic, parts); err == nil {
+			break
+		}
+		a.redisErrors.Add(1)
+		a.log.Warn("aggregator: cannot read stored offsets; retrying", zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("aggregator: read stored offsets: %w", err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := map[string]map[int32]kgo.Offset{a.cfg.Topic: {}}
+	for _, p := range parts {
+		a.next[p] = stored[p]
+		if stored[p] == view.NoOffset {
+			out[a.cfg.Topic][p] = kgo.NewOffset().AtStart()
+		} else {
+			out[a.cfg.Topic][p] = kgo.NewOffset().At(stored[p]).WithEpoch(-1)
+		}
+	}
+	a.log.Info("aggregator: partitions assigned, resuming from the view's offsets", zap.Any("offsets", stored))
+	return out, nil
+}
+
+func (a *Aggregator) forget(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, p := range revoked[a.cfg.Topic] {
+		delete(a.next, p)
+	}
+}

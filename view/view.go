@@ -1,0 +1,283 @@
+// Package view owns searchflow's Redis view: the key schema, the aggregator's atomic batch apply
+// and the reads the API serves. It is the only package that knows key names.
+//
+// Layout (all under the "{searchflow}:" prefix):
+//
+//	users, hotels, advertisers   sorted sets, member = id, score = -count (so that ZRANGE by rank
+//	                             yields count descending, ties by id ascending)
+//	minprice:<hotel>             hash advertiser -> lowest eurocents ever seen for that hotel
+//	minprice_hotels              sorted set of hotel ids with a min-price hash (score 0, id order)
+//	offsets:<topic>              hash partition -> next offset already applied to this view
+package view
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+
+	"github.com/redis/rueidis"
+)
+
+// The hash tag keeps every key in one slot, so the Lua apply is also valid on Redis Cluster.
+const prefix = "{searchflow}:"
+
+// Kind names one of the three counters the view keeps.
+type Kind string
+
+// The counted kinds, as the API names them.
+const (
+	Users       Kind = "users"
+	Hotels      Kind = "hotels"
+	Advertisers Kind = "advertisers"
+)
+
+func (k Kind) key() string { return prefix + string(k) }
+
+const (
+	minPricePrefix  = prefix + "minprice:"
+	minPriceHotels  = prefix + "minprice_hotels"
+	offsetKeyPrefix = prefix + "offsets:"
+)
+
+//go:embed apply.lua
+var applyLua string
+
+// View reads and writes the metrics in one Redis database.
+type View struct {
+	client rueidis.Client
+	apply  *rueidis.Lua
+}
+
+// New returns a view over client. The client is owned by the caller.
+func New(client rueidis.Client) *View {
+	return &View{client: client, apply: rueidis.NewLuaScript(applyLua)}
+}
+
+// Ping checks that Redis answers.
+func (v *View) Ping(ctx context.Context) error {
+	if err := v.client.Do(ctx, v.client.B().Ping().Build()).Error(); err != nil {
+		return fmt.Errorf("view: ping redis: %w", err)
+	}
+	return nil
+}
+
+// NoOffset is the stored offset of a partition this view has never applied.
+const NoOffset int64 = -1
+
+// OffsetConflictError reports that a partition's stored offset is not what the batch expected:
+// another writer applied it, or Redis lost its data. Nothing of the batch was written.
+type OffsetConflictError struct {
+	Topic  string
+	Stored map[int32]int64 // partition -> offset found in Redis (NoOffset when absent)
+}
+
+func (e *OffsetConflictError) Error() string {
+	return fmt.Sprintf("view: stored offsets of %s moved: %v", e.Topic, e.Stored)
+}
+
+// Offsets returns the next offset to consume for each partition of topic, NoOffset for a
+// partition this view holds nothing of.
+func (v *View) Offsets(ctx context.Context, topic string, partitions []int32) (map[int32]int64, error) {
+	out := make(map[int32]int64, len(partitions))
+	if len(partitions) == 0 {
+		return out, nil
+	}
+	fields := make([]string, len(partitions))
+	for i, p := range partitions {
+		fields[i] = strconv.Itoa(int(p))
+	}
+	vals, err := v.client.Do(ctx, v.client.B().Hmget().Key(offsetKeyPrefix+topic).Field(fields...).Build()).ToArray()
+	if err != nil {
+		return nil, fmt.Errorf("view: read offsets of %s: %w", topic, err)
+	}
+	for i, p := range partitions {
+		out[p] = NoOffset
+		if i < len(vals) {
+			if n, err := vals[i].AsInt64(); err == nil {
+				out[p] = n
+			}
+		}
+	}
+	return out, nil
+}
+
+// Entry is one counted id.
+type Entry struct {
+	ID    string
+	Count int64
+}
+
+// Counts returns the number of distinct ids of kind and the page [offset, offset+limit) of them,
+// count descending, ties by id ascending.
+func (v *View) Counts(ctx context.Context, kind Kind, offset, limit int) (int64, []Entry, error) {
+	resps := v.client.DoMulti(ctx,
+		v.client.B().Zcard().Key(kind.key()).Build(),
+		v.client.B().Zrange().Key(kind.key()).Min(strconv.Itoa(offset)).Max(strconv.Itoa(offset+limit-1)).Withscores().Build(),
+	)
+	total, err := resps[0].AsInt64()
+	if err != nil {
+		return 0, nil, fmt.Errorf("view: count %s: %w", kind, err)
+	}
+	scores, err := resps[1].AsZScores()
+	if err != nil {
+		return 0, nil, fmt.Errorf("view: read %s: %w", kind, err)
+	}
+	entries := make([]Entry, len(scores))
+	for i, s := range scores {
+		entries[i] = Entry{ID: s.Member, Count: int64(-s.Score)}
+	}
+	return total, entries, nil
+}
+
+// HotelPrices is each advertiser's lowest price for one hotel.
+type HotelPrices struct {
+	HotelID string
+	Prices  map[string]int64
+}
+
+// MinPrices returns the number of hotels with prices and the page [offset, offset+limit) of them
+// in hotel id order.
+func (v *View) MinPrices(ctx context.Context, offset, limit int) (int64, []HotelPrices, error) {
+	resps := v.client.DoMulti(ctx,
+		v.client.B().Zcard().Key(minPriceHotels).Build(),
+		v.client.B().Zrange().Key(minPriceHotels).Min(strconv.Itoa(offset)).Max(strconv.Itoa(offset+limit-1)).Build(),
+	)
+	total, err := resps[0].AsInt64()
+	if err != nil {
+		return 0, nil, fmt.Errorf("view: count hotels with prices: %w", err)
+	}
+	hotels, err := resps[1].AsStrSlice()
+	if err != nil {
+		return 0, nil, fmt.Errorf("view: read hotels with prices: %w", err)
+	}
+	if len(hotels) == 0 {
+		return total, nil, nil
+	}
+	cmds := make(rueidis.Commands, len(hotels))
+	for i, h := range hotels {
+		cmds[i] = v.client.B().Hgetall().Key(minPricePrefix + h).Build()
+	}
+	out := make([]HotelPrices, len(hotels))
+	for i, r := range v.client.DoMulti(ctx, cmds...) {
+		m, err := r.AsIntMap()
+		if err != nil {
+			return 0, nil, fmt.Errorf("view: read prices of hotel %s: %w", hotels[i], err)
+		}
+		out[i] = HotelPrices{HotelID: hotels[i], Prices: m}
+	}
+	return total, out, nil
+}
+
+// Apply writes one batch atomically: the counters, the minimum prices and the partitions' next
+// offsets, in one Lua script. The script first checks that every partition's stored offset equals
+// the batch's Expect; if any differs, nothing is written and an *OffsetConflictError says what
+// Redis holds. Applying the same batch twice is therefore impossible.
+func (v *View) Apply(ctx context.Context, topic string, b *Batch) error {
+	if b.Empty() {
+		return nil
+	}
+	keys := []string{Users.key(), Hotels.key(), Advertisers.key(), offsetKeyPrefix + topic, minPriceHotels}
+	args := b.args()
+	res, err := v.apply.Exec(ctx, v.client, keys, args).ToArray()
+	if err != nil {
+		return fmt.Errorf("view: apply batch to redis: %w", err)
+	}
+	if len(res) == 0 {
+		return nil
+	}
+	conflict := &OffsetConflictError{Topic: topic, Stored: map[int32]int64{}}
+	for i := 0; i+1 < len(res); i += 2 {
+		p, err1 := res[i].AsInt64()
+		off, err2 := res[i+1].AsInt64()
+		if err := errors.Join(err1, err2); err != nil {
+			return fmt.Errorf("view: apply batch: unexpected script reply: %w", err)
+		}
+		conflict.Stored[int32(p)] = off
+	}
+	return conflict
+}
+
+// PartitionOffsets is what a batch knows about one partition: the offset the view must hold
+// before it (NoOffset if none) and the offset it holds after.
+type PartitionOffsets struct {
+	Expect, Next int64
+}
+
+// Batch is a set of metric updates coalesced in memory, applied to Redis in one step.
+type Batch struct {
+	Offsets   map[int32]PartitionOffsets
+	counts    [3]map[string]int64
+	minPrices map[string]map[string]int64 // hotel -> advertiser -> price
+}
+
+// NewBatch returns an empty batch.
+func NewBatch() *Batch {
+	b := &Batch{Offsets: map[int32]PartitionOffsets{}, minPrices: map[string]map[string]int64{}}
+	for i := range b.counts {
+		b.counts[i] = map[string]int64{}
+	}
+	return b
+}
+
+// Add folds one event: its user, its hotel and each advertiser count once, and each advertiser's
+// lowest price in it competes for the hotel's minimum.
+func (b *Batch) Add(user, hotel string, advertiserMinPrices map[string]int64) {
+	b.counts[0][user]++
+	b.counts[1][hotel]++
+	prices := b.minPrices[hotel]
+	if prices == nil {
+		prices = make(map[string]int64, len(advertiserMinPrices))
+		b.minPrices[hotel] = prices
+	}
+	for adv, price := range advertiserMinPrices {
+		b.counts[2][adv]++
+		if cur, ok := prices[adv]; !ok || price < cur {
+			prices[adv] = price
+		}
+	}
+}
+
+// Empty reports whether the batch would change nothing.
+func (b *Batch) Empty() bool { return len(b.Offsets) == 0 && len(b.counts[0]) == 0 }
+
+// args encodes the batch for apply.lua; see the script for the layout.
+func (b *Batch) args() []string {
+	n := 3 + 3*len(b.Offsets) + 3
+	for _, c := range b.counts {
+		n += 2 * len(c)
+	}
+	for _, p := range b.minPrices {
+		n += 3 * len(p)
+	}
+	args := make([]string, 0, n)
+	args = append(args, minPricePrefix, strconv.Itoa(len(b.Offsets)))
+	parts := make([]int32, 0, len(b.Offsets))
+	for p := range b.Offsets {
+		parts = append(parts, p)
+	}
+	sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
+	for _, p := range parts {
+		o := b.Offsets[p]
+		args = append(args, strconv.Itoa(int(p)), strconv.FormatInt(o.Expect, 10), strconv.FormatInt(o.Next, 10))
+	}
+	for _, c := range b.counts {
+		args = append(args, strconv.Itoa(len(c)))
+		for id, n := range c {
+			args = append(args, id, strconv.FormatInt(n, 10))
+		}
+	}
+	triples := 0
+	for _, p := range b.minPrices {
+		triples += len(p)
+	}
+	args = append(args, strconv.Itoa(triples))
+	for hotel, prices := range b.minPrices {
+		for adv, price := range prices {
+			args = append(args, hotel, adv, strconv.FormatInt(price, 10))
+		}
+	}
+	return args
+}

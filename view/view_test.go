@@ -1,0 +1,140 @@
+package view
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"testing"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/rueidis"
+
+	"github.com/searchflow/searchflow/internal/redistest"
+)
+
+// clients returns the view over a real redis-server and over miniredis (the embedded store), so
+// the Lua script is proven on both.
+func clients(t *testing.T) map[string]*View {
+	real := redistest.Start(t).Client(t)
+	mr := miniredis.RunT(t)
+	mc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{mr.Addr()}, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mc.Close)
+	return map[string]*View{"redis-server": New(real), "miniredis": New(mc)}
+}
+
+func TestApplyAndRead(t *testing.T) {
+	ctx := context.Background()
+	for name, v := range clients(t) {
+		t.Run(name, func(t *testing.T) {
+			b := NewBatch()
+			b.Add("u1", "h1", map[string]int64{"a": 500, "b": 300})
+			b.Add("u2", "h1", map[string]int64{"a": 400})
+			b.Add("u1", "h2", map[string]int64{"c": 100})
+			b.Offsets[0] = PartitionOffsets{Expect: NoOffset, Next: 3}
+			if err := v.Apply(ctx, "t", b); err != nil {
+				t.Fatal(err)
+			}
+			b = NewBatch()
+			b.Add("u3", "h1", map[string]int64{"a": 450, "b": 200})
+			b.Offsets[1] = PartitionOffsets{Expect: NoOffset, Next: 10}
+			if err := v.Apply(ctx, "t", b); err != nil {
+				t.Fatal(err)
+			}
+
+			total, got, err := v.Counts(ctx, Users, 0, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []Entry{{"u1", 2}, {"u2", 1}, {"u3", 1}}
+			if total != 3 || !reflect.DeepEqual(got, want) {
+				t.Errorf("users = %d %v, want 3 %v", total, got, want)
+			}
+			_, got, _ = v.Counts(ctx, Advertisers, 1, 2)
+			if want := []Entry{{"b", 2}, {"c", 1}}; !reflect.DeepEqual(got, want) {
+				t.Errorf("advertisers page = %v, want %v", got, want)
+			}
+			total, prices, err := v.MinPrices(ctx, 0, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantPrices := []HotelPrices{{"h1", map[string]int64{"a": 400, "b": 200}}, {"h2", map[string]int64{"c": 100}}}
+			if total != 2 || !reflect.DeepEqual(prices, wantPrices) {
+				t.Errorf("min prices = %d %v, want 2 %v", total, prices, wantPrices)
+			}
+			offs, err := v.Offsets(ctx, "t", []int32{0, 1, 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := map[int32]int64{0: 3, 1: 10, 2: NoOffset}; !reflect.DeepEqual(offs, want) {
+				t.Errorf("offsets = %v, want %v", offs, want)
+			}
+		})
+	}
+}
+
+func TestApplyRejectsStaleOffsets(t *testing.T) {
+	ctx := context.Background()
+	for name, v := range clients(t) {
+		t.Run(name, func(t *testing.T) {
+			b := NewBatch()
+			b.Add("u1", "h1", map[string]int64{"a": 5})
+			b.Offsets[0] = PartitionOffsets{Expect: NoOffset, Next: 1}
+			if err := v.Apply(ctx, "t", b); err != nil {
+				t.Fatal(err)
+			}
+			// The same batch again (a replay after a crash, or a second writer) must not count.
+			err := v.Apply(ctx, "t", b)
+			var conflict *OffsetConflictError
+			if !errors.As(err, &conflict) || conflict.Stored[0] != 1 {
+				t.Fatalf("err = %v, want a conflict holding offset 1", err)
+			}
+			_, got, _ := v.Counts(ctx, Users, 0, 10)
+			if want := []Entry{{"u1", 1}}; !reflect.DeepEqual(got, want) {
+				t.Errorf("users after rejected replay = %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+func TestEmptyPages(t *testing.T) {
+	ctx := context.Background()
+	for name, v := range clients(t) {
+		t.Run(name, func(t *testing.T) {
+			total, got, err := v.Counts(ctx, Hotels, 5, 10)
+			if err != nil || total != 0 || len(got) != 0 {
+				t.Errorf("empty hotels = %d %v %v", total, got, err)
+			}
+			total, prices, err := v.MinPrices(ctx, 0, 10)
+			if err != nil || total != 0 || len(prices) != 0 {
+				t.Errorf("empty prices = %d %v %v", total, prices, err)
+			}
+			if err := v.Ping(ctx); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+func BenchmarkApply(b *testing.B) {
+	v := New(redistest.Start(b).Client(b))
+	ctx := context.Background()
+	const events = 5000
+	next := int64(0)
+	b.ReportAllocs()
+	for b.Loop() {
+		batch := NewBatch()
+		for i := 0; i < events; i++ {
+			batch.Add(fmt.Sprintf("user-%d", i%3000), fmt.Sprintf("h%d", i%500), map[string]int64{"a": int64(i%900 + 1), "b": 7})
+		}
+		batch.Offsets[0] = PartitionOffsets{Expect: map[bool]int64{true: NoOffset, false: next}[next == 0], Next: next + events}
+		if err := v.Apply(ctx, "t", batch); err != nil {
+			b.Fatal(err)
+		}
+		next += events
+	}
+	b.ReportMetric(float64(events*b.N)/b.Elapsed().Seconds(), "events/s")
+}

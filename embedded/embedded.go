@@ -63,10 +63,9 @@ func (l kfakeLogger) Logf(level kfake.LogLevel, msg string, args ...any) {
 	switch level {
 	case kfake.LogLevelError:
 		l.log.Error(fmt.Sprintf(msg, args...))
-	case kfake.LogLevelWarn:
-		l.log.Warn(fmt.Sprintf(msg, args...))
-	case kfake.LogLevelInfo, kfake.LogLevelDebug:
-		// kfake's info level is one line per request: too chatty for our info.
+	case kfake.LogLevelWarn, kfake.LogLevelInfo, kfake.LogLevelDebug:
+		// kfake's warnings are its own timing notes ("EndTxn slow") and its info level is a line
+		// per request: both are debugging aids, not operator news.
 		if ce := l.log.Check(zap.DebugLevel, ""); ce != nil {
 			ce.Message = fmt.Sprintf(msg, args...)
 			ce.Write()

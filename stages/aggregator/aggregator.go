@@ -115,12 +115,16 @@ type processed struct {
 func (a *Aggregator) applyRecords(ctx context.Context, cl *kgo.Client, records []*kgo.Record) error {
 	rewound := map[int32]bool{}
 	backoff := 100 * time.Millisecond
+	// The batch in hand is applied even if a drain starts meanwhile; only retries stop on ctx.
+	work := context.WithoutCancel(ctx)
 	for {
 		batch, consumed := a.fold(records, rewound)
 		if batch.Empty() {
 			return nil
 		}
-		err := a.view.Apply(ctx, a.cfg.Topic, batch)
+		applyCtx, cancel := context.WithTimeout(work, 10*time.Second)
+		err := a.view.Apply(applyCtx, a.cfg.Topic, batch)
+		cancel()
 		var conflict *view.OffsetConflictError
 		switch {
 		case err == nil:
@@ -136,7 +140,7 @@ func (a *Aggregator) applyRecords(ctx context.Context, cl *kgo.Client, records [
 			a.applied.Add(consumed)
 			a.batches.Add(1)
 			// The group's commits only feed lag monitoring; resuming reads the view's own offsets.
-			cl.CommitUncommittedOffsets(context.WithoutCancel(ctx))
+			cl.CommitUncommittedOffsets(work)
 			return nil
 		case errors.As(err, &conflict):
 			a.conflicts.Add(1)

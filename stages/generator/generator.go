@@ -35,9 +35,9 @@ type Generator struct {
 	client *kgo.Client
 	log    *zap.Logger
 
-	produced, failed, badLines atomic.Int64
-	errMu                      sync.Mutex
-	err                        error
+	produced, failed, canceled, badLines atomic.Int64
+	errMu                                sync.Mutex
+	err                                  error
 }
 
 // New returns a generator producing through client (an idempotent producer; the caller closes it).
@@ -50,7 +50,7 @@ func (g *Generator) Name() string { return "generator" }
 
 // Counts returns the stage's running totals.
 func (g *Generator) Counts() map[string]int64 {
-	return map[string]int64{"produced": g.produced.Load(), "failed": g.failed.Load(), "bad_lines": g.badLines.Load()}
+	return map[string]int64{"produced": g.produced.Load(), "failed": g.failed.Load(), "canceled": g.canceled.Load(), "bad_lines": g.badLines.Load()}
 }
 
 // Run produces until ctx ends, or until MaxEvents or the replay file is exhausted; then it flushes
@@ -162,10 +162,11 @@ func (g *Generator) promise(_ *kgo.Record, err error) {
 		g.produced.Add(1)
 		return
 	}
-	g.failed.Add(1)
 	if errors.Is(err, context.Canceled) {
-		return // draining: the record was never produced, nothing was lost
+		g.canceled.Add(1) // draining: the record was never produced, nothing was lost
+		return
 	}
+	g.failed.Add(1)
 	g.errMu.Lock()
 	defer g.errMu.Unlock()
 	if g.err == nil {

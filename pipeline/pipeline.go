@@ -53,7 +53,7 @@ func Run(ctx context.Context, cfg config.Config, log *zap.Logger) error {
 // RunWith is Run with test hooks.
 func RunWith(ctx context.Context, cfg config.Config, log *zap.Logger, opts Options) error {
 	log.Info("searchflow starting", zap.Any("config", cfg.Masked()))
-	p := &pipeline{cfg: cfg, log: log, running: map[string]bool{}}
+	p := &pipeline{cfg: cfg, log: log, running: map[string]bool{}, problems: map[string]func() string{}}
 	defer p.closeAll()
 	if err := p.connect(ctx); err != nil {
 		if ctx.Err() != nil {
@@ -78,7 +78,7 @@ type pipeline struct {
 	running  map[string]bool
 	finished map[string]bool
 	draining bool
-	problems []func() string
+	problems map[string]func() string // stage name -> why it cannot make progress
 }
 
 func (p *pipeline) closeAll() {
@@ -200,16 +200,18 @@ func (p *pipeline) stages() ([]Stage, error) {
 		}, cl, p.log.With(zap.String("stage", "generator"))))
 	}
 	if cfg.Enabled(config.StageTransformer) {
-		out = append(out, transformer.New(transformer.Config{
+		t := transformer.New(transformer.Config{
 			RawTopic: cfg.RawTopic, ProcessedTopic: cfg.ProcessedTopic, DeadLetterTopic: cfg.DeadLetterTopic,
 			Group: cfg.ConsumerGroup + "-transformer", BatchMaxRecords: cfg.BatchMaxRecords,
-		}, p.kafkaOpts, p.log.With(zap.String("stage", "transformer"))))
+		}, p.kafkaOpts, p.log.With(zap.String("stage", "transformer")))
+		p.problems[t.Name()] = t.Problem
+		out = append(out, t)
 	}
 	if cfg.Enabled(config.StageAggregator) {
 		a := aggregator.New(aggregator.Config{
 			Topic: cfg.ProcessedTopic, Group: cfg.ConsumerGroup + "-aggregator", BatchMaxRecords: cfg.BatchMaxRecords,
 		}, p.kafkaOpts, p.view, p.log.With(zap.String("stage", "aggregator")))
-		p.problems = append(p.problems, a.Problem)
+		p.problems[a.Name()] = a.Problem
 		out = append(out, a)
 	}
 	return out, nil
@@ -406,9 +408,9 @@ func (p *pipeline) readiness(ctx context.Context) map[string]string {
 			problems["redis"] = err.Error()
 		}
 	}
-	for _, check := range checks {
+	for name, check := range checks {
 		if msg := check(); msg != "" {
-			problems["aggregator"] = msg
+			problems[name] = msg
 		}
 	}
 	return problems

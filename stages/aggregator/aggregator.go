@@ -83,15 +83,18 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	defer cl.Close()
 	a.log.Info("aggregator started", zap.String("topic", a.cfg.Topic), zap.String("group", a.cfg.Group))
 
+	var lastWarn time.Time
 	for {
 		fetches := cl.PollRecords(ctx, a.cfg.BatchMaxRecords)
 		if ctx.Err() != nil {
 			cl.AllowRebalance()
 			return nil
 		}
-		fetches.EachError(func(topic string, p int32, err error) {
-			a.log.Warn("fetch error", zap.String("topic", topic), zap.Int32("partition", p), zap.Error(err))
-		})
+		if errs := fetches.Errors(); len(errs) > 0 && time.Since(lastWarn) > 5*time.Second {
+			lastWarn = time.Now()
+			a.log.Warn("fetch errors (the client retries)", zap.Int("n", len(errs)), zap.String("topic", errs[0].Topic),
+				zap.Int32("partition", errs[0].Partition), zap.Error(errs[0].Err))
+		}
 		records := fetches.Records()
 		if len(records) > 0 {
 			if err := a.applyRecords(ctx, cl, records); err != nil && ctx.Err() == nil {

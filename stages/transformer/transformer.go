@@ -47,7 +47,17 @@ type Transformer struct {
 	log       *zap.Logger
 
 	consumed, produced, deadLettered, aborted atomic.Int64
+	problem                                   atomic.Pointer[string]
 }
+
+// Size limits. A dead-lettered record keeps at most maxDeadLetterValue bytes of the original value
+// (the rest is cut and the original length put in a header), so an oversized raw record cannot
+// fail its own dead-lettering and block its partition.
+const (
+	maxBatchBytes      = 1 << 20
+	maxDeadLetterValue = 256 << 10
+	HeaderTruncated    = "value_truncated_from"
+)
 
 // New returns a transformer whose clients start from kafkaOpts (seed brokers, logger).
 func New(cfg Config, kafkaOpts []kgo.Opt, log *zap.Logger) *Transformer {
@@ -63,10 +73,51 @@ func (t *Transformer) Counts() map[string]int64 {
 		"dead_lettered": t.deadLettered.Load(), "aborted_batches": t.aborted.Load()}
 }
 
-// Run transforms until ctx ends, then finishes the batch in hand and returns nil.
+// Problem says why the stage cannot make progress right now ("" when it can), for /readyz.
+func (t *Transformer) Problem() string {
+	if p := t.problem.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// Run transforms until ctx ends, then finishes the batch in hand and returns nil. A broken
+// transactional session (broker gone for longer than the client retries, a fenced producer) is
+// replaced by a new one after a capped backoff: its open transaction aborts and its records are
+// read again, so nothing is lost or doubled and the process does not crash-loop.
 func (t *Transformer) Run(ctx context.Context) error {
-	// A fresh transactional ID per start: kfake (and fencing in general) can hide a reused ID's
-	// later records after a crash; zombie fencing comes from the group generation (KIP-447).
+	backoff := time.Second
+	for {
+		err := t.session(ctx, func() { backoff = time.Second })
+		if ctx.Err() != nil {
+			return nil
+		}
+		var fatal *configError
+		if errors.As(err, &fatal) {
+			return err
+		}
+		msg := "transactional session failed: " + err.Error()
+		t.problem.Store(&msg)
+		t.log.Error("transformer: session failed; starting a new one", zap.Duration("backoff", backoff), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+// configError is a session that cannot be built at all: retrying would not help.
+type configError struct{ err error }
+
+func (e *configError) Error() string { return e.err.Error() }
+func (e *configError) Unwrap() error { return e.err }
+
+// session runs one transactional session until ctx ends (nil) or the session breaks.
+func (t *Transformer) session(ctx context.Context, committed func()) error {
+	// A fresh transactional ID per session: kfake can hide a reused ID's later records after a
+	// crash (../shared/TRAPS.md); zombie fencing comes from the group generation (KIP-447).
 	suffix := make([]byte, 6)
 	_, _ = rand.Read(suffix)
 	txnID := t.cfg.Group + "-" + hex.EncodeToString(suffix)
@@ -77,37 +128,46 @@ func (t *Transformer) Run(ctx context.Context) error {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequireStableFetchOffsets(),
 		kgo.ProducerLinger(2 * time.Millisecond),
-		kgo.ProducerBatchMaxBytes(1 << 20),
+		kgo.ProducerBatchMaxBytes(maxBatchBytes),
 	}, t.kafkaOpts...)
 	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
-		return fmt.Errorf("transformer: create transactional session: %w", err)
+		return &configError{fmt.Errorf("transformer: create transactional session: %w", err)}
 	}
 	defer sess.Close()
-	t.log.Info("transformer started", zap.String("topic", t.cfg.RawTopic), zap.String("group", t.cfg.Group),
+	t.log.Info("transformer session started", zap.String("topic", t.cfg.RawTopic), zap.String("group", t.cfg.Group),
 		zap.String("transactional_id", txnID))
 
+	var lastWarn time.Time
 	for {
 		fetches := sess.PollRecords(ctx, t.cfg.BatchMaxRecords)
 		if ctx.Err() != nil {
 			// Records polled but not transformed were never committed: the next owner reads them.
 			return nil
 		}
-		fetches.EachError(func(topic string, p int32, err error) {
-			t.log.Warn("fetch error", zap.String("topic", topic), zap.Int32("partition", p), zap.Error(err))
-		})
+		if errs := fetches.Errors(); len(errs) > 0 && time.Since(lastWarn) > 5*time.Second {
+			lastWarn = time.Now()
+			t.log.Warn("fetch errors (the client retries)", zap.Int("n", len(errs)), zap.String("topic", errs[0].Topic),
+				zap.Int32("partition", errs[0].Partition), zap.Error(errs[0].Err))
+		}
 		if fetches.NumRecords() == 0 {
 			continue
 		}
-		if err := t.transformBatch(ctx, sess, fetches); err != nil {
+		ok, err := t.transformBatch(ctx, sess, fetches)
+		if err != nil {
 			return err
+		}
+		if ok {
+			t.problem.Store(nil)
+			committed()
 		}
 	}
 }
 
-func (t *Transformer) transformBatch(ctx context.Context, sess *kgo.GroupTransactSession, fetches kgo.Fetches) error {
+// transformBatch runs one batch as one transaction and reports whether it committed.
+func (t *Transformer) transformBatch(ctx context.Context, sess *kgo.GroupTransactSession, fetches kgo.Fetches) (bool, error) {
 	if err := sess.Begin(); err != nil {
-		return fmt.Errorf("transformer: begin transaction: %w", err)
+		return false, fmt.Errorf("transformer: begin transaction: %w", err)
 	}
 	// Finish the batch even when a drain begins meanwhile; only the client's own timeouts bound it.
 	work := context.WithoutCancel(ctx)
@@ -135,7 +195,7 @@ func (t *Transformer) transformBatch(ctx context.Context, sess *kgo.GroupTransac
 		sess.Produce(work, out, promise)
 	})
 	if err := sess.Client().Flush(work); err != nil {
-		return fmt.Errorf("transformer: flush batch: %w", err)
+		return false, fmt.Errorf("transformer: flush batch: %w", err)
 	}
 	failMu.Lock()
 	produceErr := failErr
@@ -149,18 +209,18 @@ func (t *Transformer) transformBatch(ctx context.Context, sess *kgo.GroupTransac
 	defer cancel()
 	committed, err := sess.End(endCtx, commit)
 	if err != nil {
-		return fmt.Errorf("transformer: end transaction: %w", err)
+		return false, fmt.Errorf("transformer: end transaction: %w", err)
 	}
 	if !committed {
 		// A rebalance or a failed produce: the session rewinds to the last commit and the batch is
 		// read again, by us or by the partition's new owner.
 		t.aborted.Add(1)
-		return nil
+		return false, nil
 	}
 	t.consumed.Add(n + dl)
 	t.produced.Add(n)
 	t.deadLettered.Add(dl)
-	return nil
+	return true, nil
 }
 
 // transform returns the record to produce for r: its processed event, or r itself bound for the
@@ -187,5 +247,10 @@ func (t *Transformer) transform(r *kgo.Record) (*kgo.Record, bool) {
 		kgo.RecordHeader{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
 		kgo.RecordHeader{Key: HeaderStage, Value: []byte("transformer")},
 	)
-	return &kgo.Record{Topic: t.cfg.DeadLetterTopic, Key: r.Key, Value: r.Value, Headers: headers, Timestamp: r.Timestamp}, true
+	value := r.Value
+	if len(value) > maxDeadLetterValue {
+		value = value[:maxDeadLetterValue]
+		headers = append(headers, kgo.RecordHeader{Key: HeaderTruncated, Value: []byte(strconv.Itoa(len(r.Value)))})
+	}
+	return &kgo.Record{Topic: t.cfg.DeadLetterTopic, Key: r.Key, Value: value, Headers: headers, Timestamp: r.Timestamp}, true
 }

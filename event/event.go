@@ -6,10 +6,6 @@ package event
 import (
 	"encoding/json"
 	"fmt"
-	"sort"
-	"strconv"
-	"strings"
-	"unicode/utf8"
 )
 
 // MaxRawBytes is the largest raw record the transformer accepts; larger ones are dead-lettered.
@@ -38,7 +34,21 @@ const (
 	ReasonInvalidOffer        Reason = "invalid_offer"
 	ReasonInvalidEurocents    Reason = "invalid_eurocents"
 	ReasonNonPositiveEurocent Reason = "non_positive_eurocents"
+	ReasonDuplicateKey        Reason = "duplicate_key"
+	ReasonTooDeep             Reason = "too_deep"
 )
+
+// Reasons lists every reason, for documentation and metrics labels.
+func Reasons() []Reason {
+	return []Reason{ReasonTooLarge, ReasonInvalidUTF8, ReasonNotJSON, ReasonNotObject, ReasonTooDeep,
+		ReasonDuplicateKey, ReasonMissingUserID, ReasonInvalidUserID, ReasonMissingHotelID, ReasonInvalidHotelID,
+		ReasonMissingTimestamp, ReasonInvalidTimestamp, ReasonMissingAdvertisers, ReasonInvalidAdvertisers,
+		ReasonNoAdvertisers, ReasonInvalidAdvertiser, ReasonNoOffers, ReasonInvalidOffer, ReasonInvalidEurocents,
+		ReasonNonPositiveEurocent}
+}
+
+// MaxDepth is the deepest nesting of arrays and objects a raw record may have.
+const MaxDepth = 512
 
 // ValidationError says why a raw record cannot be processed.
 type ValidationError struct {
@@ -80,191 +90,4 @@ type Processed struct {
 	Advertisers         []string         `json:"advertisers"`
 	MinOffer            MinOffer         `json:"min_offer"`
 	AdvertiserMinPrices map[string]int64 `json:"advertiser_min_prices"`
-}
-
-// Transform validates one raw record and derives its processed event. A *ValidationError says
-// why the record is invalid; no other error is returned. Unknown fields are ignored.
-func Transform(value []byte) (Processed, error) {
-	var p Processed
-	if len(value) > MaxRawBytes {
-		return p, invalid(ReasonTooLarge, "record is %d bytes, over the %d byte limit", len(value), MaxRawBytes)
-	}
-	if !utf8.Valid(value) {
-		return p, invalid(ReasonInvalidUTF8, "record is not valid UTF-8")
-	}
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(value, &top); err != nil {
-		if !json.Valid(value) {
-			return p, invalid(ReasonNotJSON, "%v", err)
-		}
-		return p, invalid(ReasonNotObject, "record is JSON but not an object")
-	}
-	if top == nil {
-		return p, invalid(ReasonNotObject, "record is JSON null")
-	}
-
-	u, ok := top["user_id"]
-	if !ok || isNull(u) {
-		return p, invalid(ReasonMissingUserID, "user_id is missing")
-	}
-	var err error
-	if p.UserID, err = nonBlankString(u); err != nil {
-		return p, invalid(ReasonInvalidUserID, "user_id %s", err)
-	}
-
-	h, ok := top["hotel_id"]
-	if !ok || isNull(h) {
-		return p, invalid(ReasonMissingHotelID, "hotel_id is missing")
-	}
-	if p.HotelID, err = hotelID(h); err != nil {
-		return p, invalid(ReasonInvalidHotelID, "hotel_id %s", err)
-	}
-
-	ts, ok := top["search_timestamp"]
-	if !ok || isNull(ts) {
-		return p, invalid(ReasonMissingTimestamp, "search_timestamp is missing")
-	}
-	if p.SearchTimestamp, err = positiveNumber(ts); err != nil {
-		return p, invalid(ReasonInvalidTimestamp, "search_timestamp %s", err)
-	}
-
-	ha, ok := top["hotel_advertisers"]
-	if !ok || isNull(ha) {
-		return p, invalid(ReasonMissingAdvertisers, "hotel_advertisers is missing")
-	}
-	var advertisers map[string]json.RawMessage
-	if kind(ha) != '{' || json.Unmarshal(ha, &advertisers) != nil {
-		return p, invalid(ReasonInvalidAdvertisers, "hotel_advertisers is not an object")
-	}
-	if len(advertisers) == 0 {
-		return p, invalid(ReasonNoAdvertisers, "hotel_advertisers is empty")
-	}
-	p.AdvertiserMinPrices = make(map[string]int64, len(advertisers))
-	p.Advertisers = make([]string, 0, len(advertisers))
-	for name, offersRaw := range advertisers {
-		if name == "" {
-			return p, invalid(ReasonInvalidAdvertiser, "advertiser name is empty")
-		}
-		low, verr := lowestOffer(name, offersRaw)
-		if verr != nil {
-			return p, verr
-		}
-		p.AdvertiserMinPrices[name] = low
-		p.Advertisers = append(p.Advertisers, name)
-	}
-	// JSON objects carry no order that survives decoding; sorted names make the output and the
-	// choice between equally cheap advertisers deterministic.
-	sort.Strings(p.Advertisers)
-	for _, name := range p.Advertisers {
-		if price := p.AdvertiserMinPrices[name]; p.MinOffer.Advertiser == "" || price < p.MinOffer.Price {
-			p.MinOffer = MinOffer{Price: price, Advertiser: name}
-		}
-	}
-	return p, nil
-}
-
-func lowestOffer(name string, raw json.RawMessage) (int64, *ValidationError) {
-	var offers []json.RawMessage
-	if kind(raw) != '[' || json.Unmarshal(raw, &offers) != nil {
-		return 0, invalid(ReasonNoOffers, "advertiser %q: offers are not a list", name)
-	}
-	if len(offers) == 0 {
-		return 0, invalid(ReasonNoOffers, "advertiser %q has no offers", name)
-	}
-	var low int64
-	for i, o := range offers {
-		var offer map[string]json.RawMessage
-		if kind(o) != '{' || json.Unmarshal(o, &offer) != nil {
-			return 0, invalid(ReasonInvalidOffer, "advertiser %q offer %d is not an object", name, i)
-		}
-		c, ok := offer["eurocents"]
-		if !ok || kind(c) != '0' || !isIntegerLiteral(c) {
-			return 0, invalid(ReasonInvalidEurocents, "advertiser %q offer %d: eurocents is not an integer", name, i)
-		}
-		cents, err := strconv.ParseInt(string(c), 10, 64)
-		if err != nil {
-			return 0, invalid(ReasonInvalidEurocents, "advertiser %q offer %d: eurocents %s out of range", name, i, c)
-		}
-		if cents <= 0 {
-			return 0, invalid(ReasonNonPositiveEurocent, "advertiser %q offer %d: eurocents %d is not positive", name, i, cents)
-		}
-		if i == 0 || cents < low {
-			low = cents
-		}
-	}
-	return low, nil
-}
-
-// kind returns the first byte that tells a JSON value's type: '"', '{', '[', 't', 'f', 'n', or
-// '0' for a number.
-func kind(v json.RawMessage) byte {
-	s := strings.TrimLeft(string(v), " \t\r\n")
-	if s == "" {
-		return 0
-	}
-	switch c := s[0]; c {
-	case '"', '{', '[', 't', 'f', 'n':
-		return c
-	default:
-		return '0'
-	}
-}
-
-func isNull(v json.RawMessage) bool { return kind(v) == 'n' }
-
-func isIntegerLiteral(v json.RawMessage) bool {
-	s := strings.TrimSpace(string(v))
-	s = strings.TrimPrefix(s, "-")
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-func nonBlankString(v json.RawMessage) (string, error) {
-	if kind(v) != '"' {
-		return "", fmt.Errorf("is not a string")
-	}
-	var s string
-	if err := json.Unmarshal(v, &s); err != nil {
-		return "", fmt.Errorf("is not a string: %w", err)
-	}
-	if strings.TrimSpace(s) == "" {
-		return "", fmt.Errorf("is empty")
-	}
-	return s, nil
-}
-
-func hotelID(v json.RawMessage) (string, error) {
-	switch kind(v) {
-	case '"':
-		return nonBlankString(v)
-	case '0':
-		if !isIntegerLiteral(v) {
-			return "", fmt.Errorf("%s is not an integer", v)
-		}
-		return strings.TrimSpace(string(v)), nil
-	default:
-		return "", fmt.Errorf("is neither a string nor an integer")
-	}
-}
-
-func positiveNumber(v json.RawMessage) (json.Number, error) {
-	if kind(v) != '0' {
-		return "", fmt.Errorf("is not a number")
-	}
-	s := strings.TrimSpace(string(v))
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		return "", fmt.Errorf("%s is not a number", s)
-	}
-	if f <= 0 {
-		return "", fmt.Errorf("%s is not positive", s)
-	}
-	return json.Number(s), nil
 }

@@ -62,6 +62,9 @@ func (g *Generator) Run(ctx context.Context) error {
 	} else {
 		err = g.synthesize(ctx)
 	}
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		err = nil // a drain, not a failure; a real produce error below still counts
+	}
 	// Flush even when draining: records already handed to the client should reach the broker.
 	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
@@ -71,10 +74,8 @@ func (g *Generator) Run(ctx context.Context) error {
 	if perr := g.produceErr(); perr != nil && err == nil {
 		err = perr
 	}
-	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
-		err = nil
-	}
-	g.log.Info("generator stopped", zap.Int64("produced", g.produced.Load()), zap.Int64("bad_lines", g.badLines.Load()))
+	g.log.Info("generator stopped", zap.Int64("produced", g.produced.Load()), zap.Int64("failed", g.failed.Load()),
+		zap.Int64("bad_lines", g.badLines.Load()))
 	return err
 }
 
@@ -107,8 +108,15 @@ func (g *Generator) replay(ctx context.Context) error {
 	r := bufio.NewReaderSize(f, 1<<20)
 	p := newPacer(g.cfg.Rate)
 	var n int64
+	lines := 0
 	for lineNo := 1; ; lineNo++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		line, rerr := r.ReadString('\n')
+		if line != "" {
+			lines = lineNo
+		}
 		if rerr != nil && !errors.Is(rerr, io.EOF) {
 			return fmt.Errorf("generator: read %s line %d: %w", g.cfg.ReplayFile, lineNo, rerr)
 		}
@@ -132,7 +140,7 @@ func (g *Generator) replay(ctx context.Context) error {
 			}
 		}
 		if rerr != nil { // io.EOF
-			g.log.Info("replay finished", zap.String("file", g.cfg.ReplayFile), zap.Int("lines", lineNo-1),
+			g.log.Info("replay finished", zap.String("file", g.cfg.ReplayFile), zap.Int("lines", lines),
 				zap.Int64("events", n), zap.Int64("bad_lines", g.badLines.Load()))
 			return nil
 		}
@@ -162,7 +170,7 @@ func (g *Generator) promise(_ *kgo.Record, err error) {
 		g.produced.Add(1)
 		return
 	}
-	if errors.Is(err, context.Canceled) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		g.canceled.Add(1) // draining: the record was never produced, nothing was lost
 		return
 	}

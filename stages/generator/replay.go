@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // ReplayEvent is one raw event taken from a line of a replay file.
@@ -29,6 +30,10 @@ func ParseReplayLine(line string) ([]ReplayEvent, error) {
 	user := parts[0]
 	if strings.TrimSpace(user) == "" {
 		return nil, fmt.Errorf("empty user id")
+	}
+	if !utf8.ValidString(user) {
+		// The key would keep the bad bytes while the JSON value replaced them: refuse the line.
+		return nil, fmt.Errorf("user id is not valid UTF-8")
 	}
 	ts, err := strconv.ParseInt(strings.TrimSpace(parts[1]), 10, 64)
 	if err != nil {
@@ -126,7 +131,7 @@ func quoteBareKeys(s string) ([]byte, error) {
 			wantKey = len(stack) > 0 && stack[len(stack)-1] == '{'
 			continue
 		}
-		if wantKey && (c >= '0' && c <= '9' || c == '-') {
+		if wantKey && (c >= '0' && c <= '9' || c == '-' && i+1 < len(s) && s[i+1] >= '0' && s[i+1] <= '9') {
 			j := i + 1
 			for j < len(s) && s[j] >= '0' && s[j] <= '9' {
 				j++

@@ -1,0 +1,408 @@
+package event
+
+import (
+	"bytes"
+	"encoding/json"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// Transform validates one raw record and derives its processed event. A *ValidationError says
+// why the record is invalid; no other error is returned. Unknown fields are ignored; a key that
+// appears twice in an object is an error (JSON leaves its meaning open).
+//
+// It is a single pass over the bytes, without reflection: this is the transformer's hot path.
+// Syntax is checked in full before any field is judged, so a record that is not JSON is always
+// reported as not_json, and the field errors come in a fixed order (user, hotel, timestamp,
+// advertisers in document order), whatever the key order.
+func Transform(value []byte) (Processed, error) {
+	var p Processed
+	if len(value) > MaxRawBytes {
+		return p, invalid(ReasonTooLarge, "record is %d bytes, over the %d byte limit", len(value), MaxRawBytes)
+	}
+	if !utf8.Valid(value) {
+		return p, invalid(ReasonInvalidUTF8, "record is not valid UTF-8")
+	}
+	d := decoder{s: scanner{b: value}}
+	d.s.ws()
+	if d.s.peek() != '{' {
+		if json.Valid(value) {
+			return p, invalid(ReasonNotObject, "record is JSON but not an object")
+		}
+		return p, invalid(ReasonNotJSON, "record is not JSON")
+	}
+	d.top()
+	if d.s.err == nil {
+		d.s.ws()
+		if d.s.i != len(d.s.b) {
+			d.s.fail("trailing data at byte %d", d.s.i)
+		}
+	}
+	if d.s.err != nil {
+		if d.s.tooDeep {
+			return p, invalid(ReasonTooDeep, "nesting deeper than %d", MaxDepth)
+		}
+		return p, invalid(ReasonNotJSON, "%s", d.s.err.Error())
+	}
+	if err := d.result(&p); err != nil {
+		return Processed{}, err
+	}
+	return p, nil
+}
+
+// field is what the decoder saw of one known top-level key.
+type field struct {
+	seen bool
+	kind byte   // as kind(): '"', '{', '[', 't', 'f', 'n', '0'
+	raw  []byte // the value's bytes (strings: without quotes, still escaped)
+	esc  bool   // raw string holds escapes
+}
+
+type advertiser struct {
+	name string
+	low  int64
+}
+
+type decoder struct {
+	s                 scanner
+	user, hotel, ts   field
+	advs              field
+	advertisers       []advertiser
+	advErr            *ValidationError // first advertiser-level error in document order
+	dupErr            *ValidationError
+	advertisersParsed bool
+}
+
+func (d *decoder) dup(where string, key []byte) {
+	if d.dupErr == nil {
+		d.dupErr = invalid(ReasonDuplicateKey, "key %q appears twice in %s", key, where)
+	}
+}
+
+func (d *decoder) top() {
+	s := &d.s
+	var seen keySet
+	s.object(func(key []byte, esc bool) {
+		k := unescapeKey(key, esc)
+		if seen.add(k) {
+			d.dup("the record", k)
+		}
+		var f *field
+		switch string(k) {
+		case "user_id":
+			f = &d.user
+		case "hotel_id":
+			f = &d.hotel
+		case "search_timestamp":
+			f = &d.ts
+		case "hotel_advertisers":
+			f = &d.advs
+		default:
+			s.skipValue()
+			return
+		}
+		f.seen = true
+		f.kind = s.kindAt()
+		switch f.kind {
+		case '"':
+			f.raw, f.esc = s.str()
+		case '0':
+			f.raw = s.number()
+		case '{':
+			if f == &d.advs {
+				d.advertisersParsed = true
+				d.advertisers = d.advertisers[:0]
+				d.advErr = nil
+				d.parseAdvertisers()
+				return
+			}
+			s.skipValue()
+		default:
+			s.skipValue()
+		}
+	})
+}
+
+func (d *decoder) parseAdvertisers() {
+	s := &d.s
+	var seen keySet
+	s.object(func(key []byte, esc bool) {
+		name := unescapeKey(key, esc)
+		if seen.add(name) {
+			d.dup("hotel_advertisers", name)
+		}
+		if d.advErr != nil {
+			s.skipValue()
+			return
+		}
+		if len(name) == 0 {
+			d.advErr = invalid(ReasonInvalidAdvertiser, "advertiser name is empty")
+			s.skipValue()
+			return
+		}
+		if s.kindAt() != '[' {
+			d.advErr = invalid(ReasonNoOffers, "advertiser %q: offers are not a list", name)
+			s.skipValue()
+			return
+		}
+		low, n := int64(0), 0
+		s.array(func() {
+			i := n
+			n++
+			if d.advErr != nil {
+				s.skipValue()
+				return
+			}
+			if s.kindAt() != '{' {
+				d.advErr = invalid(ReasonInvalidOffer, "advertiser %q offer %d is not an object", name, i)
+				s.skipValue()
+				return
+			}
+			var cents []byte
+			centsKind := byte(0)
+			var offerKeys keySet
+			s.object(func(key []byte, esc bool) {
+				k := unescapeKey(key, esc)
+				if offerKeys.add(k) {
+					d.dup("an offer", k)
+				}
+				if string(k) != "eurocents" {
+					s.skipValue()
+					return
+				}
+				centsKind = s.kindAt()
+				if centsKind == '0' {
+					cents = s.number()
+				} else {
+					s.skipValue()
+				}
+			})
+			if s.err != nil || d.advErr != nil {
+				return
+			}
+			if centsKind != '0' || !isIntegerLiteral(cents) {
+				d.advErr = invalid(ReasonInvalidEurocents, "advertiser %q offer %d: eurocents is not an integer", name, i)
+				return
+			}
+			v, err := strconv.ParseInt(string(cents), 10, 64)
+			if err != nil {
+				d.advErr = invalid(ReasonInvalidEurocents, "advertiser %q offer %d: eurocents %s out of range", name, i, cents)
+				return
+			}
+			if v <= 0 {
+				d.advErr = invalid(ReasonNonPositiveEurocent, "advertiser %q offer %d: eurocents %d is not positive", name, i, v)
+				return
+			}
+			if i == 0 || v < low {
+				low = v
+			}
+		})
+		if s.err != nil || d.advErr != nil {
+			return
+		}
+		if n == 0 {
+			d.advErr = invalid(ReasonNoOffers, "advertiser %q has no offers", name)
+			return
+		}
+		d.advertisers = append(d.advertisers, advertiser{name: string(name), low: low})
+	})
+}
+
+// result judges the fields in a fixed order and fills p.
+func (d *decoder) result(p *Processed) error {
+	if d.dupErr != nil {
+		return d.dupErr
+	}
+	if !d.user.seen || d.user.kind == 'n' {
+		return invalid(ReasonMissingUserID, "user_id is missing")
+	}
+	if d.user.kind != '"' {
+		return invalid(ReasonInvalidUserID, "user_id is not a string")
+	}
+	p.UserID = unescape(d.user.raw, d.user.esc)
+	if strings.TrimSpace(p.UserID) == "" {
+		return invalid(ReasonInvalidUserID, "user_id is empty")
+	}
+
+	switch {
+	case !d.hotel.seen || d.hotel.kind == 'n':
+		return invalid(ReasonMissingHotelID, "hotel_id is missing")
+	case d.hotel.kind == '"':
+		p.HotelID = unescape(d.hotel.raw, d.hotel.esc)
+		if strings.TrimSpace(p.HotelID) == "" {
+			return invalid(ReasonInvalidHotelID, "hotel_id is empty")
+		}
+	case d.hotel.kind == '0':
+		if !isIntegerLiteral(d.hotel.raw) {
+			return invalid(ReasonInvalidHotelID, "hotel_id %s is not an integer", d.hotel.raw)
+		}
+		p.HotelID = string(d.hotel.raw)
+	default:
+		return invalid(ReasonInvalidHotelID, "hotel_id is neither a string nor an integer")
+	}
+
+	if !d.ts.seen || d.ts.kind == 'n' {
+		return invalid(ReasonMissingTimestamp, "search_timestamp is missing")
+	}
+	if d.ts.kind != '0' {
+		return invalid(ReasonInvalidTimestamp, "search_timestamp is not a number")
+	}
+	f, err := strconv.ParseFloat(string(d.ts.raw), 64)
+	if err != nil {
+		return invalid(ReasonInvalidTimestamp, "search_timestamp %s is not a number", d.ts.raw)
+	}
+	if f <= 0 {
+		return invalid(ReasonInvalidTimestamp, "search_timestamp %s is not positive", d.ts.raw)
+	}
+	p.SearchTimestamp = json.Number(d.ts.raw)
+
+	if !d.advs.seen || d.advs.kind == 'n' {
+		return invalid(ReasonMissingAdvertisers, "hotel_advertisers is missing")
+	}
+	if d.advs.kind != '{' || !d.advertisersParsed {
+		return invalid(ReasonInvalidAdvertisers, "hotel_advertisers is not an object")
+	}
+	if d.advErr != nil {
+		return d.advErr
+	}
+	if len(d.advertisers) == 0 {
+		return invalid(ReasonNoAdvertisers, "hotel_advertisers is empty")
+	}
+	// JSON objects carry no order that survives decoding; sorted names make the output and the
+	// choice between equally cheap advertisers deterministic.
+	sort.Slice(d.advertisers, func(i, j int) bool { return d.advertisers[i].name < d.advertisers[j].name })
+	p.Advertisers = make([]string, len(d.advertisers))
+	p.AdvertiserMinPrices = make(map[string]int64, len(d.advertisers))
+	for i, a := range d.advertisers {
+		p.Advertisers[i] = a.name
+		p.AdvertiserMinPrices[a.name] = a.low
+		if i == 0 || a.low < p.MinOffer.Price {
+			p.MinOffer = MinOffer{Price: a.low, Advertiser: a.name}
+		}
+	}
+	return nil
+}
+
+func isIntegerLiteral(b []byte) bool {
+	if len(b) > 0 && b[0] == '-' {
+		b = b[1:]
+	}
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// keySet remembers the keys of one object to find duplicates: a fixed array for the few keys
+// real objects have (no allocation), a map beyond that.
+type keySet struct {
+	few  [8][]byte
+	n    int
+	many map[string]struct{}
+}
+
+// add records k and reports whether it was already there.
+func (ks *keySet) add(k []byte) bool {
+	if ks.many != nil {
+		if _, ok := ks.many[string(k)]; ok {
+			return true
+		}
+		ks.many[string(k)] = struct{}{}
+		return false
+	}
+	for _, f := range ks.few[:ks.n] {
+		if bytes.Equal(f, k) {
+			return true
+		}
+	}
+	if ks.n < len(ks.few) {
+		ks.few[ks.n] = k
+		ks.n++
+		return false
+	}
+	ks.many = make(map[string]struct{}, 2*len(ks.few))
+	for _, f := range ks.few {
+		ks.many[string(f)] = struct{}{}
+	}
+	ks.many[string(k)] = struct{}{}
+	return false
+}
+
+func unescapeKey(raw []byte, esc bool) []byte {
+	if !esc {
+		return raw
+	}
+	return []byte(unescape(raw, true))
+}
+
+// unescape decodes the body of a JSON string as encoding/json does (lone surrogates become
+// U+FFFD).
+func unescape(raw []byte, esc bool) string {
+	if !esc {
+		return string(raw)
+	}
+	out := make([]byte, 0, len(raw))
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if c != '\\' {
+			out = append(out, c)
+			continue
+		}
+		i++
+		switch raw[i] {
+		case '"', '\\', '/':
+			out = append(out, raw[i])
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			r := rune(hex4(raw[i+1 : i+5]))
+			i += 4
+			if utf16.IsSurrogate(r) {
+				r2 := rune(-1)
+				if i+6 < len(raw)+0 && raw[i+1] == '\\' && raw[i+2] == 'u' {
+					r2 = rune(hex4(raw[i+3 : i+7]))
+				}
+				if dec := utf16.DecodeRune(r, r2); dec != utf8.RuneError {
+					i += 6
+					r = dec
+				} else {
+					r = utf8.RuneError
+				}
+			}
+			out = utf8.AppendRune(out, r)
+		}
+	}
+	return string(out)
+}
+
+func hex4(b []byte) int {
+	n := 0
+	for _, c := range b {
+		n <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			n |= int(c - '0')
+		case c >= 'a' && c <= 'f':
+			n |= int(c - 'a' + 10)
+		case c >= 'A' && c <= 'F':
+			n |= int(c - 'A' + 10)
+		}
+	}
+	return n
+}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/redis/rueidis"
 	"go.uber.org/zap"
 
 	"github.com/searchflow/searchflow/view"
@@ -24,6 +26,13 @@ const (
 	DefaultLimit = 1000
 	MaxLimit     = 100000
 )
+
+// readTimeout bounds each request's reads of the view: the Redis client retries reads while
+// Redis is away, and a request must not wait for it indefinitely.
+const readTimeout = 5 * time.Second
+
+// errStoreUnavailable answers a read that ran out of time.
+var errStoreUnavailable = echo.NewHTTPError(http.StatusServiceUnavailable, "metrics store unavailable, try again later")
 
 // Readiness reports what keeps the process from serving fresh data; an empty map means ready.
 type Readiness func(ctx context.Context) map[string]string
@@ -39,10 +48,14 @@ type Server struct {
 
 // New returns the API over v; ready backs /readyz.
 func New(v *view.View, ready Readiness, log *zap.Logger) *Server {
+	if ready == nil {
+		ready = func(context.Context) map[string]string { return nil }
+	}
 	s := &Server{view: v, ready: ready, log: log, echo: echo.New()}
 	e := s.echo
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
+	e.Use(middleware.Recover())
 	e.GET("/", s.welcome)
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
@@ -120,9 +133,11 @@ func (s *Server) counts(kind view.Kind) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		total, entries, err := s.view.Counts(c.Request().Context(), kind, offset, limit)
+		ctx, cancel := context.WithTimeout(c.Request().Context(), readTimeout)
+		defer cancel()
+		total, entries, err := s.view.Counts(ctx, kind, offset, limit)
 		if err != nil {
-			return fmt.Errorf("read %s: %w", kind, err)
+			return readError(ctx, fmt.Errorf("read %s: %w", kind, err))
 		}
 		// Built by hand: a Go map would lose the count-descending order.
 		buf := make([]byte, 0, 64+len(entries)*48)
@@ -148,9 +163,11 @@ func (s *Server) minPrices(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	total, hotels, err := s.view.MinPrices(c.Request().Context(), offset, limit)
+	ctx, cancel := context.WithTimeout(c.Request().Context(), readTimeout)
+	defer cancel()
+	total, hotels, err := s.view.MinPrices(ctx, offset, limit)
 	if err != nil {
-		return fmt.Errorf("read min prices: %w", err)
+		return readError(ctx, fmt.Errorf("read min prices: %w", err))
 	}
 	buf := make([]byte, 0, 64+len(hotels)*128)
 	buf = append(buf, '{')
@@ -181,6 +198,18 @@ func (s *Server) minPrices(c echo.Context) error {
 	return c.JSONBlob(http.StatusOK, buf)
 }
 
+// readError answers 503 when Redis cannot be reached or did not answer in time (logged), and
+// leaves anything else, such as an error reply from Redis, a 500.
+func readError(ctx context.Context, err error) error {
+	if _, isReply := rueidis.IsRedisErr(err); isReply && ctx.Err() == nil {
+		return err
+	}
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return err // the client went away
+	}
+	return &echo.HTTPError{Code: http.StatusServiceUnavailable, Message: errStoreUnavailable.Message, Internal: err}
+}
+
 func appendString(buf []byte, s string) []byte {
 	b, _ := json.Marshal(s) // cannot fail for a string
 	return append(buf, b...)
@@ -194,9 +223,15 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	code, msg := http.StatusInternalServerError, "internal error"
 	var he *echo.HTTPError
-	if errors.As(err, &he) {
+	switch {
+	case errors.As(err, &he):
 		code, msg = he.Code, fmt.Sprint(he.Message)
-	} else {
+		if he.Internal != nil {
+			s.log.Warn("request failed", zap.String("path", c.Path()), zap.Int("status", code), zap.Error(he.Internal))
+		}
+	case errors.Is(c.Request().Context().Err(), context.Canceled):
+		s.log.Debug("client went away", zap.String("path", c.Path()), zap.Error(err))
+	default:
 		s.log.Error("request failed", zap.String("path", c.Path()), zap.Error(err))
 	}
 	if jerr := c.JSON(code, map[string]any{"error": msg, "status": code}); jerr != nil {

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,39 +17,11 @@ import (
 
 	"github.com/searchflow/searchflow/config"
 	"github.com/searchflow/searchflow/event"
+	"github.com/searchflow/searchflow/internal/apitest"
 	"github.com/searchflow/searchflow/internal/kafkatest"
 	"github.com/searchflow/searchflow/internal/redistest"
 	"github.com/searchflow/searchflow/stages/generator"
 )
-
-// expected is the ground truth of the four metric endpoints, folded from raw events by the test
-// itself.
-type expected struct {
-	events              int64
-	users, hotels, advs map[string]int64
-	min                 map[string]map[string]int64
-}
-
-func newExpected() *expected {
-	return &expected{users: map[string]int64{}, hotels: map[string]int64{}, advs: map[string]int64{}, min: map[string]map[string]int64{}}
-}
-
-func (e *expected) add(user, hotel string, offers map[string][]int64) {
-	e.events++
-	e.users[user]++
-	e.hotels[hotel]++
-	if e.min[hotel] == nil {
-		e.min[hotel] = map[string]int64{}
-	}
-	for adv, prices := range offers {
-		e.advs[adv]++
-		for _, p := range prices {
-			if cur, ok := e.min[hotel][adv]; !ok || p < cur {
-				e.min[hotel][adv] = p
-			}
-		}
-	}
-}
 
 type harness struct {
 	t      *testing.T
@@ -129,54 +100,6 @@ func (h *harness) get(path string, into any) (int, http.Header) {
 	return resp.StatusCode, resp.Header
 }
 
-type countsBody struct {
-	Count int64            `json:"count"`
-	Data  map[string]int64 `json:"data"`
-}
-
-// waitEvents polls /hotels until its counts sum to want.
-func (h *harness) waitEvents(want int64) {
-	h.t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	var sum int64
-	for time.Now().Before(deadline) {
-		var b countsBody
-		h.get("/hotels?limit=100000", &b)
-		sum = 0
-		for _, n := range b.Data {
-			sum += n
-		}
-		if sum >= want {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	h.t.Fatalf("%d of %d events aggregated before the deadline", sum, want)
-}
-
-// check compares every endpoint with the truth.
-func (h *harness) check(want *expected) {
-	h.t.Helper()
-	for path, m := range map[string]map[string]int64{"/users": want.users, "/hotels": want.hotels, "/advertisers": want.advs} {
-		var b countsBody
-		code, hdr := h.get(path+"?limit=100000", &b)
-		if code != http.StatusOK || b.Count != int64(len(m)) || hdr.Get("X-Total-Count") != strconv.Itoa(len(m)) {
-			h.t.Errorf("%s: status %d count %d header %q, want %d", path, code, b.Count, hdr.Get("X-Total-Count"), len(m))
-		}
-		if !reflect.DeepEqual(b.Data, m) {
-			h.t.Errorf("%s differs from the truth:\n got %v\nwant %v", path, b.Data, m)
-		}
-	}
-	var prices map[string]map[string]int64
-	code, hdr := h.get("/hotel_min_offer_per_advertiser?limit=100000", &prices)
-	if code != http.StatusOK || hdr.Get("X-Total-Count") != strconv.Itoa(len(want.min)) {
-		h.t.Errorf("min prices: status %d header %q", code, hdr.Get("X-Total-Count"))
-	}
-	if !reflect.DeepEqual(prices, want.min) {
-		h.t.Errorf("/hotel_min_offer_per_advertiser differs from the truth:\n got %v\nwant %v", prices, want.min)
-	}
-}
-
 func (h *harness) waitReady() {
 	h.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -201,7 +124,7 @@ func TestEndToEndGenerated(t *testing.T) {
 		"REDIS_ADDR": srv.Addr, "GENERATOR_MAX_EVENTS": strconv.Itoa(n), "GENERATOR_SEED": strconv.Itoa(seed),
 		"GENERATOR_USERS": strconv.Itoa(users), "GENERATOR_HOTELS": strconv.Itoa(hotels),
 	})
-	want := newExpected()
+	want := apitest.New()
 	s := generator.NewSynth(seed, users, hotels)
 	for i := int64(0); i < n; i++ {
 		ev := s.Event(i, time.Unix(1, 0))
@@ -211,10 +134,9 @@ func TestEndToEndGenerated(t *testing.T) {
 				offers[adv] = append(offers[adv], o.Eurocents)
 			}
 		}
-		want.add(ev.UserID, ev.HotelID, offers)
+		want.Add(ev.UserID, ev.HotelID, offers)
 	}
-	h.waitEvents(n)
-	h.check(want)
+	want.WaitEqual(t, h.base, 90*time.Second)
 	h.waitReady() // the generator finished by design; the process stays ready
 	h.stop()
 }
@@ -237,13 +159,12 @@ func TestEndToEndReplayEmbedded(t *testing.T) {
 	}
 	kafkaPort := freePort(t)
 	h := start(t, map[string]string{"GENERATOR_REPLAY_FILE": file, "EMBEDDED_KAFKA_ADDR": kafkaPort})
-	want := newExpected()
-	want.add("u1", "6036", map[string][]int64{"Amoma": {17558}, "Mercure": {31266, 12621}})
-	want.add("u1", "6035", map[string][]int64{"Amoma": {13328}})
-	want.add("u2", "6036", map[string][]int64{"Amoma": {9000}, "expedia": {11471}})
-	want.add("u1", "6035", map[string][]int64{"Destinia": {8359}})
-	h.waitEvents(want.events)
-	h.check(want)
+	want := apitest.New()
+	want.Add("u1", "6036", map[string][]int64{"Amoma": {17558}, "Mercure": {31266, 12621}})
+	want.Add("u1", "6035", map[string][]int64{"Amoma": {13328}})
+	want.Add("u2", "6036", map[string][]int64{"Amoma": {9000}, "expedia": {11471}})
+	want.Add("u1", "6035", map[string][]int64{"Destinia": {8359}})
+	want.WaitEqual(t, h.base, 60*time.Second)
 
 	dead := kafkatest.ReadAll(t, kafkaPort, "dead_letter_events", 1)
 	if !strings.Contains(string(dead[0].Value), `"hotel_id":"7046"`) {

@@ -83,26 +83,82 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	defer cl.Close()
 	a.log.Info("aggregator started", zap.String("topic", a.cfg.Topic), zap.String("group", a.cfg.Group))
 
-	var lastWarn time.Time
+	var lastWarn, lastVerify time.Time
 	for {
-		fetches := cl.PollRecords(ctx, a.cfg.BatchMaxRecords)
+		// A bounded poll lets an idle aggregator still verify the view now and then.
+		pollCtx, cancel := context.WithTimeout(ctx, pollWait)
+		fetches := cl.PollRecords(pollCtx, a.cfg.BatchMaxRecords)
+		cancel()
 		if ctx.Err() != nil {
 			cl.AllowRebalance()
 			return nil
 		}
-		if errs := fetches.Errors(); len(errs) > 0 && time.Since(lastWarn) > 5*time.Second {
+		var errs []kgo.FetchError
+		for _, e := range fetches.Errors() {
+			if !errors.Is(e.Err, context.DeadlineExceeded) {
+				errs = append(errs, e)
+			}
+		}
+		if len(errs) > 0 && time.Since(lastWarn) > 5*time.Second {
 			lastWarn = time.Now()
 			a.log.Warn("fetch errors (the client retries)", zap.Int("n", len(errs)), zap.String("topic", errs[0].Topic),
 				zap.Int32("partition", errs[0].Partition), zap.Error(errs[0].Err))
 		}
-		records := fetches.Records()
-		if len(records) > 0 {
+		if records := fetches.Records(); len(records) > 0 {
 			if err := a.applyRecords(ctx, cl, records); err != nil && ctx.Err() == nil {
 				cl.AllowRebalance()
 				return err
 			}
+		} else if time.Since(lastVerify) > verifyInterval {
+			lastVerify = time.Now()
+			a.verify(ctx, cl)
 		}
 		cl.AllowRebalance()
+	}
+}
+
+// Idle-time checks: an aggregator with nothing to read still notices within verifyInterval that
+// Redis lost the view (and rebuilds it) or cannot be reached (and says so on /readyz).
+const (
+	pollWait       = time.Second
+	verifyInterval = 2 * time.Second
+)
+
+// verify compares the offsets stored in the view with the ones this aggregator expects for its
+// partitions and re-reads the partitions whose stored offset moved.
+func (a *Aggregator) verify(ctx context.Context, cl *kgo.Client) {
+	a.mu.Lock()
+	expected := make(map[int32]int64, len(a.next))
+	parts := make([]int32, 0, len(a.next))
+	for p, o := range a.next {
+		expected[p] = o
+		parts = append(parts, p)
+	}
+	a.mu.Unlock()
+	if len(parts) == 0 {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	stored, err := a.view.Offsets(rctx, a.cfg.Topic, parts)
+	if err != nil {
+		a.redisErrors.Add(1)
+		msg := "redis unavailable: " + err.Error()
+		if a.redisDown.Swap(&msg) == nil {
+			a.log.Error("aggregator: cannot read the view's offsets", zap.Error(err))
+		}
+		return
+	}
+	a.redisDown.Store(nil)
+	moved := map[int32]int64{}
+	for p, o := range stored {
+		if o != expected[p] {
+			moved[p] = o
+		}
+	}
+	if len(moved) > 0 {
+		a.conflicts.Add(1)
+		a.resolve(cl, expected, moved, map[int32]bool{})
 	}
 }
 
@@ -147,7 +203,11 @@ func (a *Aggregator) applyRecords(ctx context.Context, cl *kgo.Client, records [
 			return nil
 		case errors.As(err, &conflict):
 			a.conflicts.Add(1)
-			a.resolve(cl, batch, conflict, rewound)
+			expected := make(map[int32]int64, len(batch.Offsets))
+			for p, o := range batch.Offsets {
+				expected[p] = o.Expect
+			}
+			a.resolve(cl, expected, conflict.Stored, rewound)
 		default:
 			a.redisErrors.Add(1)
 			msg := "redis unavailable: " + err.Error()
@@ -169,12 +229,12 @@ func (a *Aggregator) applyRecords(ctx context.Context, cl *kgo.Client, records [
 // resolve reacts to stored offsets that moved under us. Ahead of us: another writer applied
 // those records, skip them. Behind us (or gone): Redis lost data, so re-read the partition from
 // the stored offset (the start of the topic when none) to rebuild the view exactly.
-func (a *Aggregator) resolve(cl *kgo.Client, batch *view.Batch, conflict *view.OffsetConflictError, rewound map[int32]bool) {
+func (a *Aggregator) resolve(cl *kgo.Client, expectedOffsets, storedOffsets map[int32]int64, rewound map[int32]bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	seek := map[int32]kgo.EpochOffset{}
-	for p, stored := range conflict.Stored {
-		expected := batch.Offsets[p].Expect
+	for p, stored := range storedOffsets {
+		expected := expectedOffsets[p]
 		a.log.Warn("aggregator: stored offset differs from expected", zap.String("topic", a.cfg.Topic),
 			zap.Int32("partition", p), zap.Int64("stored", stored), zap.Int64("expected", expected))
 		if _, owned := a.next[p]; owned {

@@ -1,0 +1,159 @@
+package pipeline
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/searchflow/searchflow/internal/apitest"
+	"github.com/searchflow/searchflow/internal/kafkatest"
+	"github.com/searchflow/searchflow/internal/redistest"
+	"github.com/searchflow/searchflow/stages/generator"
+)
+
+// synthTruth folds the n events the generator makes for seed, users and hotels.
+func synthTruth(n, seed int64, users, hotels int) *apitest.Expected {
+	want := apitest.New()
+	s := generator.NewSynth(seed, users, hotels)
+	for i := int64(0); i < n; i++ {
+		ev := s.Event(i, time.Unix(1, 0))
+		offers := map[string][]int64{}
+		for adv, os := range ev.HotelAdvertisers {
+			for _, o := range os {
+				offers[adv] = append(offers[adv], o.Eurocents)
+			}
+		}
+		want.Add(ev.UserID, ev.HotelID, offers)
+	}
+	return want
+}
+
+func readyz(t *testing.T, base string) (int, map[string]string) {
+	resp, err := http.Get(base + "/readyz")
+	if err != nil {
+		t.Fatalf("GET /readyz: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var b struct {
+		Problems map[string]string `json:"problems"`
+	}
+	_ = json.Unmarshal(body, &b)
+	return resp.StatusCode, b.Problems
+}
+
+// TestRedisOutage kills redis-server mid-stream and starts an empty one on the same port: /readyz
+// must say not ready meanwhile, and the view must end exact (rebuilt from Kafka).
+func TestRedisOutage(t *testing.T) {
+	const n, seed, users, hotels = 6000, 7, 300, 30
+	srv := redistest.Start(t)
+	h := start(t, map[string]string{
+		"REDIS_ADDR": srv.Addr, "GENERATOR_MAX_EVENTS": strconv.Itoa(n), "GENERATOR_SEED": strconv.Itoa(seed),
+		"GENERATOR_USERS": strconv.Itoa(users), "GENERATOR_HOTELS": strconv.Itoa(hotels), "GENERATOR_RATE": "3000",
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var b struct{ Count int }
+		if resp, err := http.Get(h.base + "/users?limit=1"); err == nil {
+			_ = json.NewDecoder(resp.Body).Decode(&b)
+			resp.Body.Close()
+		}
+		if b.Count > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("nothing aggregated within 30s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	srv.Stop()
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		code, problems := readyz(t, h.base)
+		if code == http.StatusServiceUnavailable && problems["redis"] != "" {
+			t.Logf("not ready while Redis is down: %v", problems)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz still %d %v 30s into the outage", code, problems)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	srv.Restart(t) // empty, as a Redis without persistence comes back
+
+	synthTruth(n, seed, users, hotels).WaitEqual(t, h.base, 90*time.Second)
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		code, problems := readyz(t, h.base)
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz not ready again after the outage: %v", problems)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	h.stop()
+}
+
+// faultInjector closes the client's connection on every nth request of some keys, up to a
+// budget per key, as a flaky broker or network would.
+type faultInjector struct {
+	mu       sync.Mutex
+	every    int
+	budget   int
+	seen     map[int16]int
+	injected map[int16]int
+}
+
+func (f *faultInjector) control(key int16) func(kmsg.Request) (kmsg.Response, error, bool) {
+	return func(kmsg.Request) (kmsg.Response, error, bool) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.seen[key]++
+		if f.seen[key]%f.every != 0 || f.injected[key] >= f.budget {
+			return nil, nil, false // let the broker handle it
+		}
+		f.injected[key]++
+		return nil, errors.New("injected fault"), true
+	}
+}
+
+// TestBrokerFaults runs the daemon against a kfake broker that drops connections on produce,
+// fetch, transaction and commit requests; the counts must end exact.
+func TestBrokerFaults(t *testing.T) {
+	const n, seed, users, hotels = 5000, 11, 250, 25
+	cluster, addr := kafkatest.Start(t, 3)
+	f := &faultInjector{every: 7, budget: 15, seen: map[int16]int{}, injected: map[int16]int{}}
+	for _, key := range []int16{kmsg.Produce.Int16(), kmsg.Fetch.Int16(), kmsg.OffsetCommit.Int16(),
+		kmsg.TxnOffsetCommit.Int16(), kmsg.EndTxn.Int16(), kmsg.AddPartitionsToTxn.Int16(), kmsg.Heartbeat.Int16()} {
+		cluster.ControlKey(key, func(req kmsg.Request) (kmsg.Response, error, bool) {
+			cluster.KeepControl()
+			return f.control(req.Key())(req)
+		})
+	}
+	srv := redistest.Start(t)
+	h := start(t, map[string]string{
+		"KAFKA_BROKERS": addr, "REDIS_ADDR": srv.Addr, "GENERATOR_MAX_EVENTS": strconv.Itoa(n),
+		"GENERATOR_SEED": strconv.Itoa(seed), "GENERATOR_USERS": strconv.Itoa(users),
+		"GENERATOR_HOTELS": strconv.Itoa(hotels), "GENERATOR_RATE": "5000", "BATCH_MAX_RECORDS": "200",
+	})
+	synthTruth(n, seed, users, hotels).WaitEqual(t, h.base, 120*time.Second)
+	f.mu.Lock()
+	t.Logf("faults injected per request key: %v (requests seen: %v)", f.injected, f.seen)
+	for _, key := range []int16{kmsg.Produce.Int16(), kmsg.Fetch.Int16(), kmsg.EndTxn.Int16()} {
+		if f.injected[key] == 0 {
+			t.Errorf("no fault was injected on request key %d: the test did not test it", key)
+		}
+	}
+	f.mu.Unlock()
+	h.stop()
+}

@@ -4,8 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
-	"strings"
 	"testing"
+
+	"github.com/searchflow/searchflow/internal/corpus"
 )
 
 func TestTransformValid(t *testing.T) {
@@ -52,106 +53,43 @@ func TestTransformAcceptsEdgeValues(t *testing.T) {
 	}
 }
 
-type malformed struct {
-	name, raw string
-	reason    Reason
-}
-
-// malformedCorpus is every kind of bad raw record the transformer must dead-letter, with its
-// reason. It also seeds FuzzTransform.
-func malformedCorpus() []malformed {
-	ok := `"user_id":"u","hotel_id":1,"search_timestamp":1`
-	adv := `"hotel_advertisers":{"a":[{"eurocents":1}]}`
-	return []malformed{
-		{"too large", `{"user_id":"` + strings.Repeat("x", MaxRawBytes) + `"}`, ReasonTooLarge},
-		{"invalid utf8", "{\"user_id\":\"\xff\"," + adv + "}", ReasonInvalidUTF8},
-		{"not json", `{"user_id":`, ReasonNotJSON},
-		{"empty", ``, ReasonNotJSON},
-		{"array", `[1,2]`, ReasonNotObject},
-		{"null", `null`, ReasonNotObject},
-		{"string", `"hello"`, ReasonNotObject},
-		{"missing user", `{"hotel_id":1,"search_timestamp":1,` + adv + `}`, ReasonMissingUserID},
-		{"null user", `{"user_id":null,"hotel_id":1,"search_timestamp":1,` + adv + `}`, ReasonMissingUserID},
-		{"empty user", `{"user_id":"","hotel_id":1,"search_timestamp":1,` + adv + `}`, ReasonInvalidUserID},
-		{"blank user", `{"user_id":"  ","hotel_id":1,"search_timestamp":1,` + adv + `}`, ReasonInvalidUserID},
-		{"numeric user", `{"user_id":5,"hotel_id":1,"search_timestamp":1,` + adv + `}`, ReasonInvalidUserID},
-		{"missing hotel", `{"user_id":"u","search_timestamp":1,` + adv + `}`, ReasonMissingHotelID},
-		{"empty hotel", `{"user_id":"u","hotel_id":"","search_timestamp":1,` + adv + `}`, ReasonInvalidHotelID},
-		{"fractional hotel", `{"user_id":"u","hotel_id":1.5,"search_timestamp":1,` + adv + `}`, ReasonInvalidHotelID},
-		{"bool hotel", `{"user_id":"u","hotel_id":true,"search_timestamp":1,` + adv + `}`, ReasonInvalidHotelID},
-		{"object hotel", `{"user_id":"u","hotel_id":{},"search_timestamp":1,` + adv + `}`, ReasonInvalidHotelID},
-		{"missing ts", `{"user_id":"u","hotel_id":1,` + adv + `}`, ReasonMissingTimestamp},
-		{"string ts", `{"user_id":"u","hotel_id":1,"search_timestamp":"1620224528",` + adv + `}`, ReasonInvalidTimestamp},
-		{"zero ts", `{"user_id":"u","hotel_id":1,"search_timestamp":0,` + adv + `}`, ReasonInvalidTimestamp},
-		{"negative ts", `{"user_id":"u","hotel_id":1,"search_timestamp":-5,` + adv + `}`, ReasonInvalidTimestamp},
-		{"bool ts", `{"user_id":"u","hotel_id":1,"search_timestamp":true,` + adv + `}`, ReasonInvalidTimestamp},
-		{"missing advertisers", `{` + ok + `}`, ReasonMissingAdvertisers},
-		{"advertisers array", `{` + ok + `,"hotel_advertisers":[]}`, ReasonInvalidAdvertisers},
-		{"advertisers string", `{` + ok + `,"hotel_advertisers":"a"}`, ReasonInvalidAdvertisers},
-		{"no advertisers", `{` + ok + `,"hotel_advertisers":{}}`, ReasonNoAdvertisers},
-		{"empty advertiser name", `{` + ok + `,"hotel_advertisers":{"":[{"eurocents":1}]}}`, ReasonInvalidAdvertiser},
-		{"advertiser without offers", `{` + ok + `,"hotel_advertisers":{"a":[]}}`, ReasonNoOffers},
-		{"offers not a list", `{` + ok + `,"hotel_advertisers":{"a":{"eurocents":1}}}`, ReasonNoOffers},
-		{"offers null", `{` + ok + `,"hotel_advertisers":{"a":null}}`, ReasonNoOffers},
-		{"offer not an object", `{` + ok + `,"hotel_advertisers":{"a":[5]}}`, ReasonInvalidOffer},
-		{"offer without price", `{` + ok + `,"hotel_advertisers":{"a":[{"breakfast":true}]}}`, ReasonInvalidEurocents},
-		{"string price", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":"100"}]}}`, ReasonInvalidEurocents},
-		{"fractional price", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":10.5}]}}`, ReasonInvalidEurocents},
-		{"exponent price", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":1e3}]}}`, ReasonInvalidEurocents},
-		{"huge price", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":99999999999999999999}]}}`, ReasonInvalidEurocents},
-		{"zero price", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":0}]}}`, ReasonNonPositiveEurocent},
-		{"negative price", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":-100}]}}`, ReasonNonPositiveEurocent},
-		{"one bad offer among good", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":5},{"eurocents":0}],"b":[{"eurocents":2}]}}`, ReasonNonPositiveEurocent},
-		{"deeply nested", `{` + ok + `,"x":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `,` + adv + `}`, ReasonTooDeep},
-		{"nested just too deep", `{` + ok + `,"x":` + strings.Repeat("[", MaxDepth) + strings.Repeat("]", MaxDepth) + `,` + adv + `}`, ReasonTooDeep},
-		{"truncated", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":1}`, ReasonNotJSON},
-		{"trailing data", `{` + ok + `,` + adv + `} {}`, ReasonNotJSON},
-		{"single quotes", `{'user_id':'u'}`, ReasonNotJSON},
-		{"trailing comma", `{` + ok + `,` + adv + `,}`, ReasonNotJSON},
-		{"bad escape", `{"user_id":"\x41","hotel_id":1,"search_timestamp":1,` + adv + `}`, ReasonNotJSON},
-		{"raw control char", "{\"user_id\":\"a\tb\",\"hotel_id\":1,\"search_timestamp\":1," + adv + "}", ReasonNotJSON},
-		{"leading zero", `{"user_id":"u","hotel_id":01,"search_timestamp":1,` + adv + `}`, ReasonNotJSON},
-		{"NaN", `{"user_id":"u","hotel_id":1,"search_timestamp":NaN,` + adv + `}`, ReasonNotJSON},
-		{"syntax error after a field error", `{"user_id":5,"hotel_id":1,"search_timestamp":1,` + adv + `,}`, ReasonNotJSON},
-		{"duplicate user", `{"user_id":"u","user_id":"v","hotel_id":1,"search_timestamp":1,` + adv + `}`, ReasonDuplicateKey},
-		{"duplicate among many keys", `{"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":10,"k3":0,` + ok + `,` + adv + `}`, ReasonDuplicateKey},
-		{"duplicate unknown key", `{"x":1,"x":2,` + ok + `,` + adv + `}`, ReasonDuplicateKey},
-		{"duplicate advertiser", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":1}],"a":[{"eurocents":2}]}}`, ReasonDuplicateKey},
-		{"duplicate advertiser via escape", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":1}],"\u0061":[{"eurocents":2}]}}`, ReasonDuplicateKey},
-		{"duplicate eurocents", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":1,"eurocents":0}]}}`, ReasonDuplicateKey},
-		{"advertisers null", `{` + ok + `,"hotel_advertisers":null}`, ReasonMissingAdvertisers},
-		{"advertisers number", `{` + ok + `,"hotel_advertisers":5}`, ReasonInvalidAdvertisers},
-		{"offer null", `{` + ok + `,"hotel_advertisers":{"a":[null]}}`, ReasonInvalidOffer},
-		{"price null", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":null}]}}`, ReasonInvalidEurocents},
-		{"price bool", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":true}]}}`, ReasonInvalidEurocents},
-		{"price array", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":[1]}]}}`, ReasonInvalidEurocents},
-		{"price minus zero", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":-0}]}}`, ReasonNonPositiveEurocent},
-		{"ts huge", `{"user_id":"u","hotel_id":1,"search_timestamp":1e999,` + adv + `}`, ReasonInvalidTimestamp},
-		{"ts null", `{"user_id":"u","hotel_id":1,"search_timestamp":null,` + adv + `}`, ReasonMissingTimestamp},
-		{"hotel null", `{"user_id":"u","hotel_id":null,"search_timestamp":1,` + adv + `}`, ReasonMissingHotelID},
-		{"hotel blank", `{"user_id":"u","hotel_id":" ","search_timestamp":1,` + adv + `}`, ReasonInvalidHotelID},
-		{"hotel array", `{"user_id":"u","hotel_id":[1],"search_timestamp":1,` + adv + `}`, ReasonInvalidHotelID},
-		{"user object", `{"user_id":{"id":"u"},"hotel_id":1,"search_timestamp":1,` + adv + `}`, ReasonInvalidUserID},
-		{"user escaped blank", `{"user_id":"\u0020","hotel_id":1,"search_timestamp":1,` + adv + `}`, ReasonInvalidUserID},
-	}
-}
-
 func TestTransformRejects(t *testing.T) {
-	cases := malformedCorpus()
+	cases := corpus.Malformed()
 	if len(cases) < 20 {
 		t.Fatalf("the malformed corpus must hold at least 20 kinds, has %d", len(cases))
 	}
+	known := map[Reason]bool{}
+	for _, r := range Reasons() {
+		known[r] = true
+	}
+	covered := map[Reason]bool{}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			_, err := Transform([]byte(c.raw))
+		t.Run(c.Name, func(t *testing.T) {
+			if !known[Reason(c.Reason)] {
+				t.Fatalf("corpus reason %q is not one of event.Reasons()", c.Reason)
+			}
+			covered[Reason(c.Reason)] = true
+			_, err := Transform([]byte(c.Raw))
 			var ve *ValidationError
 			if !errors.As(err, &ve) {
 				t.Fatalf("err = %v, want a *ValidationError", err)
 			}
-			if ve.Reason != c.reason {
-				t.Errorf("reason = %s (%v), want %s", ve.Reason, ve, c.reason)
+			if string(ve.Reason) != c.Reason {
+				t.Errorf("reason = %s (%v), want %s", ve.Reason, ve, c.Reason)
 			}
 		})
+	}
+	for r := range known {
+		if !covered[r] {
+			t.Errorf("no corpus record is rejected for %s", r)
+		}
+	}
+}
+
+// TestCorpusLimits keeps the corpus package's copy of the limits equal to ours.
+func TestCorpusLimits(t *testing.T) {
+	if corpus.MaxRawBytes != MaxRawBytes || corpus.MaxDepth != MaxDepth {
+		t.Errorf("corpus limits %d/%d, event limits %d/%d", corpus.MaxRawBytes, corpus.MaxDepth, MaxRawBytes, MaxDepth)
 	}
 }
 

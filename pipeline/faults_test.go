@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/searchflow/searchflow/internal/apitest"
@@ -58,24 +60,10 @@ func TestRedisOutage(t *testing.T) {
 		"REDIS_ADDR": srv.Addr, "GENERATOR_MAX_EVENTS": strconv.Itoa(n), "GENERATOR_SEED": strconv.Itoa(seed),
 		"GENERATOR_USERS": strconv.Itoa(users), "GENERATOR_HOTELS": strconv.Itoa(hotels), "GENERATOR_RATE": "3000",
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var b struct{ Count int }
-		if resp, err := http.Get(h.base + "/users?limit=1"); err == nil {
-			_ = json.NewDecoder(resp.Body).Decode(&b)
-			resp.Body.Close()
-		}
-		if b.Count > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("nothing aggregated within 30s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitSomeAggregated(t, h.base)
 
 	srv.Stop()
-	deadline = time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		code, problems := readyz(t, h.base)
 		if code == http.StatusServiceUnavailable && problems["redis"] != "" {
@@ -156,4 +144,69 @@ func TestBrokerFaults(t *testing.T) {
 	}
 	f.mu.Unlock()
 	h.stop()
+}
+
+// TestBrokerOutage stops the (external) broker mid-stream and brings it back on the same port
+// and data: the stages must retry rather than exit, /readyz must say Kafka is unreachable, and the
+// counts must end exact.
+func TestBrokerOutage(t *testing.T) {
+	const n, seed, users, hotels = 6000, 13, 200, 20
+	dir := t.TempDir()
+	addr := freePort(t)
+	_, portStr, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(portStr)
+	startBroker := func() *kfake.Cluster {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.DataDir(dir))
+		if err != nil {
+			t.Fatalf("start broker: %v", err)
+		}
+		return c
+	}
+	broker := startBroker()
+	t.Cleanup(func() { broker.Close() })
+	srv := redistest.Start(t)
+	h := start(t, map[string]string{
+		"KAFKA_BROKERS": addr, "REDIS_ADDR": srv.Addr, "GENERATOR_MAX_EVENTS": strconv.Itoa(n),
+		"GENERATOR_SEED": strconv.Itoa(seed), "GENERATOR_USERS": strconv.Itoa(users),
+		"GENERATOR_HOTELS": strconv.Itoa(hotels), "GENERATOR_RATE": "2000",
+	})
+	waitSomeAggregated(t, h.base)
+
+	broker.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, problems := readyz(t, h.base)
+		if code == http.StatusServiceUnavailable && problems["kafka"] != "" {
+			t.Logf("not ready while the broker is down: %v", problems["kafka"])
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz still %d %v 30s into the broker outage", code, problems)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	broker = startBroker()
+
+	synthTruth(n, seed, users, hotels).WaitEqual(t, h.base, 120*time.Second)
+	h.stop()
+}
+
+// waitSomeAggregated waits until the API shows at least one user.
+func waitSomeAggregated(t *testing.T, base string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var b struct{ Count int }
+		if resp, err := http.Get(base + "/users?limit=1"); err == nil {
+			_ = json.NewDecoder(resp.Body).Decode(&b)
+			resp.Body.Close()
+		}
+		if b.Count > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("nothing aggregated within 30s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

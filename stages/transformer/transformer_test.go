@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/searchflow/searchflow/event"
+	"github.com/searchflow/searchflow/internal/corpus"
 	"github.com/searchflow/searchflow/internal/kafkatest"
 )
 
@@ -155,6 +157,60 @@ func TestTransformerRestartDoesNotDuplicate(t *testing.T) {
 	for u, n := range users {
 		if n != 1 {
 			t.Errorf("user %s processed %d times", u, n)
+		}
+	}
+}
+
+// TestTransformerDeadLettersTheCorpus sends every kind of malformed record in the corpus through
+// the stage, between valid ones: each lands in the dead-letter topic once with its reason, the
+// valid ones are processed, and the stage keeps running.
+func TestTransformerDeadLettersTheCorpus(t *testing.T) {
+	_, addr := kafkatest.Start(t, 2, "raw", "processed", "dlq")
+	cases := corpus.Malformed()
+	var recs []*kgo.Record
+	for i, c := range cases {
+		recs = append(recs,
+			&kgo.Record{Topic: "raw", Key: []byte(strconv.Itoa(i)), Value: []byte(c.Raw)},
+			&kgo.Record{Topic: "raw", Value: []byte(corpus.Valid()[i%len(corpus.Valid())])})
+	}
+	big, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ProducerBatchMaxBytes(4<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer big.Close()
+	if err := big.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatalf("produce the corpus: %v", err)
+	}
+
+	tr := New(Config{RawTopic: "raw", ProcessedTopic: "processed", DeadLetterTopic: "dlq", Group: "g",
+		BatchMaxRecords: 16}, []kgo.Opt{kgo.SeedBrokers(addr)}, zaptest.NewLogger(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tr.Run(ctx) }()
+	dead := kafkatest.ReadAll(t, addr, "dlq", len(cases))
+	processed := kafkatest.ReadAll(t, addr, "processed", len(cases))
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if len(dead) != len(cases) || len(processed) != len(cases) {
+		t.Errorf("%d dead letters and %d processed, want %d each", len(dead), len(processed), len(cases))
+	}
+	for _, r := range dead {
+		i, err := strconv.Atoi(string(r.Key))
+		if err != nil || i >= len(cases) {
+			t.Fatalf("dead letter with unexpected key %q", r.Key)
+		}
+		c := cases[i]
+		if got := header(r, HeaderReason); got != c.Reason {
+			t.Errorf("%s: reason header %q, want %q", c.Name, got, c.Reason)
+		}
+		if len(c.Raw) > maxDeadLetterValue {
+			if header(r, HeaderTruncated) != strconv.Itoa(len(c.Raw)) || len(r.Value) != maxDeadLetterValue {
+				t.Errorf("%s: oversized value kept %d bytes, header %q", c.Name, len(r.Value), header(r, HeaderTruncated))
+			}
+		} else if string(r.Value) != c.Raw {
+			t.Errorf("%s: dead letter value %q, want the original bytes", c.Name, r.Value)
 		}
 	}
 }

@@ -146,12 +146,24 @@ func (p *pipeline) connect(ctx context.Context) error {
 
 func (p *pipeline) createTopics(ctx context.Context) error {
 	adm := kadm.NewClient(p.admin)
-	topics := []string{p.cfg.RawTopic, p.cfg.ProcessedTopic, p.cfg.DeadLetterTopic}
-	resp, err := adm.CreateTopics(ctx, int32(p.cfg.TopicPartitions), -1, nil, topics...)
-	if err != nil {
-		return fmt.Errorf("pipeline: create topics: %w", err)
+	// The processed topic is what the view is rebuilt from: it keeps everything.
+	keepAll := "-1"
+	var results []kadm.CreateTopicResponse
+	for _, t := range []struct {
+		name    string
+		configs map[string]*string
+	}{
+		{p.cfg.RawTopic, nil},
+		{p.cfg.ProcessedTopic, map[string]*string{"retention.ms": &keepAll}},
+		{p.cfg.DeadLetterTopic, nil},
+	} {
+		resp, err := adm.CreateTopics(ctx, int32(p.cfg.TopicPartitions), -1, t.configs, t.name)
+		if err != nil {
+			return fmt.Errorf("pipeline: create topic %s: %w", t.name, err)
+		}
+		results = append(results, resp.Sorted()...)
 	}
-	for _, t := range resp.Sorted() {
+	for _, t := range results {
 		switch {
 		case t.Err == nil:
 			p.log.Info("created topic", zap.String("topic", t.Topic), zap.Int32("partitions", t.NumPartitions))

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/searchflow/searchflow/config"
@@ -178,6 +180,29 @@ func TestEndToEndReplayEmbedded(t *testing.T) {
 	}
 	if reason != string(event.ReasonNonPositiveEurocent) {
 		t.Errorf("dead letter reason %q", reason)
+	}
+	// The processed topic, which a lost view is rebuilt from, keeps everything.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kafkaPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	configs, err := kadm.NewClient(cl).DescribeTopicConfigs(context.Background(), "processed_events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := configs.On("processed_events", nil)
+	if err != nil || rc.Err != nil {
+		t.Fatalf("describe processed_events: %v %v", err, rc.Err)
+	}
+	retention := "unset"
+	for _, c := range rc.Configs {
+		if c.Key == "retention.ms" && c.Value != nil {
+			retention = *c.Value
+		}
+	}
+	if retention != "-1" {
+		t.Errorf("processed_events retention.ms = %s, want -1", retention)
 	}
 	h.stop()
 }

@@ -3,7 +3,7 @@ BINARY ?= searchflow
 GO     ?= go
 IMAGE  ?= searchflow:latest
 
-.PHONY: build run test lint docker bench clean
+.PHONY: build run test lint docker bench bench-api clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BINARY) .
@@ -25,3 +25,7 @@ docker:
 
 clean:
 	rm -rf $(BINARY) data
+
+# End-to-end benchmark against the broker's own ceiling; BENCH_EVENTS (default 1,000,000).
+bench:
+	$(GO) run ./cmd/bench -out bench-results.json

@@ -4,7 +4,6 @@ package httpapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -18,6 +17,7 @@ import (
 	"github.com/redis/rueidis"
 	"go.uber.org/zap"
 
+	"github.com/searchflow/searchflow/internal/jsonw"
 	"github.com/searchflow/searchflow/view"
 )
 
@@ -148,7 +148,7 @@ func (s *Server) counts(kind view.Kind) echo.HandlerFunc {
 			if i > 0 {
 				buf = append(buf, ',')
 			}
-			buf = appendString(buf, e.ID)
+			buf = jsonw.AppendString(buf, e.ID)
 			buf = append(buf, ':')
 			buf = strconv.AppendInt(buf, e.Count, 10)
 		}
@@ -176,7 +176,7 @@ func (s *Server) minPrices(c echo.Context) error {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		buf = appendString(buf, h.HotelID)
+		buf = jsonw.AppendString(buf, h.HotelID)
 		buf = append(buf, ":{"...)
 		names = names[:0]
 		for adv := range h.Prices {
@@ -187,7 +187,7 @@ func (s *Server) minPrices(c echo.Context) error {
 			if j > 0 {
 				buf = append(buf, ',')
 			}
-			buf = appendString(buf, adv)
+			buf = jsonw.AppendString(buf, adv)
 			buf = append(buf, ':')
 			buf = strconv.AppendInt(buf, h.Prices[adv], 10)
 		}
@@ -208,11 +208,6 @@ func readError(ctx context.Context, err error) error {
 		return err // the client went away
 	}
 	return &echo.HTTPError{Code: http.StatusServiceUnavailable, Message: errStoreUnavailable.Message, Internal: err}
-}
-
-func appendString(buf []byte, s string) []byte {
-	b, _ := json.Marshal(s) // cannot fail for a string
-	return append(buf, b...)
 }
 
 // handleError answers every error as JSON: the HTTP errors the handlers chose, 404/405 from the

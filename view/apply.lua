@@ -1,51 +1,70 @@
 -- Apply one aggregator batch atomically (see view.go for the key layout).
 -- KEYS: 1 users, 2 hotels, 3 advertisers (sorted sets, score = -count), 4 offsets hash,
 --       5 index of hotels with min prices.
--- ARGV: 1 min-price hash key prefix; 2 partition count n, then n triples
---       (partition, expected stored offset or -1 for none, next offset);
---       then for each of KEYS 1..3: a count m and m pairs (member, increment);
---       then a count k and k triples (hotel, advertiser, lowest price in the batch).
+-- ARGV (each section one JSON document, decoded by cjson):
+--   1 min-price key prefix
+--   2 [[partition, expected stored offset or -1 for none, next offset], ...]
+--   3, 4, 5 increments for KEYS 1..3: [member, increment, member, increment, ...]
+--   6 minimum prices: [hotel, [price, advertiser, price, advertiser, ...], hotel, [...], ...]
 -- Returns an empty array when applied, or pairs (partition, stored offset or -1) for every
 -- partition whose stored offset differs from the expected one; then nothing is written.
-local n = tonumber(ARGV[2])
+local offsets = cjson.decode(ARGV[2])
 local conflicts = {}
-local i = 3
-for _ = 1, n do
-  local stored = redis.call('HGET', KEYS[4], ARGV[i])
+for _, o in ipairs(offsets) do
+  local stored = redis.call('HGET', KEYS[4], o[1])
   local have = -1
   if stored then have = tonumber(stored) end
-  if have ~= tonumber(ARGV[i + 1]) then
-    conflicts[#conflicts + 1] = tonumber(ARGV[i])
+  if have ~= o[2] then
+    conflicts[#conflicts + 1] = o[1]
     conflicts[#conflicts + 1] = have
   end
-  i = i + 3
 end
 if #conflicts > 0 then
   return conflicts
 end
-i = 3
-for _ = 1, n do
-  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 2])
-  i = i + 3
+for _, o in ipairs(offsets) do
+  redis.call('HSET', KEYS[4], o[1], o[3])
 end
+
+-- Counts: read the current scores of a chunk in one ZMSCORE and write the new ones in one
+-- variadic ZADD, instead of one ZINCRBY per member (chunks stay below unpack's limit).
+local chunk = 2000
 for z = 1, 3 do
-  local m = tonumber(ARGV[i])
-  i = i + 1
-  for _ = 1, m do
-    redis.call('ZINCRBY', KEYS[z], -tonumber(ARGV[i + 1]), ARGV[i])
-    i = i + 2
+  local inc = cjson.decode(ARGV[2 + z])
+  for c = 1, #inc, 2 * chunk do
+    local last = math.min(c + 2 * chunk - 1, #inc)
+    local members = {}
+    for i = c, last, 2 do
+      members[#members + 1] = inc[i]
+    end
+    local current = redis.call('ZMSCORE', KEYS[z], unpack(members))
+    local pairs = {}
+    for j = 1, #members do
+      local score = -inc[c + 2 * j - 1]
+      if current[j] then
+        score = score + tonumber(current[j])
+      end
+      pairs[2 * j - 1] = score
+      pairs[2 * j] = members[j]
+    end
+    redis.call('ZADD', KEYS[z], unpack(pairs))
   end
 end
-local k = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, k do
-  local key = ARGV[1] .. ARGV[i]
-  local price = tonumber(ARGV[i + 2])
-  local cur = redis.call('HGET', key, ARGV[i + 1])
-  if not cur or tonumber(cur) > price then
-    redis.call('HSET', key, ARGV[i + 1], ARGV[i + 2])
+
+-- Minimum prices: one ZADD LT per hotel (it only ever lowers a score), and the hotel index in
+-- chunks.
+local mins = cjson.decode(ARGV[6])
+local index = {}
+for h = 1, #mins, 2 do
+  redis.call('ZADD', ARGV[1] .. mins[h], 'LT', unpack(mins[h + 1]))
+  index[#index + 1] = 0
+  index[#index + 1] = mins[h]
+  if #index >= 2 * chunk then
+    redis.call('ZADD', KEYS[5], unpack(index))
+    index = {}
   end
-  redis.call('ZADD', KEYS[5], 0, ARGV[i])
-  i = i + 3
+end
+if #index > 0 then
+  redis.call('ZADD', KEYS[5], unpack(index))
 end
 return {}

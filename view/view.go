@@ -5,7 +5,8 @@
 //
 //	users, hotels, advertisers   sorted sets, member = id, score = -count (so that ZRANGE by rank
 //	                             yields count descending, ties by id ascending)
-//	minprice:<hotel>             hash advertiser -> lowest eurocents ever seen for that hotel
+//	minprice:<hotel>             sorted set, member = advertiser, score = lowest eurocents ever seen
+//	                             for that hotel (ZADD LT keeps the minimum atomically)
 //	minprice_hotels              sorted set of hotel ids with a min-price hash (score 0, id order)
 //	offsets:<topic>              hash partition -> next offset already applied to this view
 package view
@@ -17,8 +18,11 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/searchflow/searchflow/internal/jsonw"
 )
 
 // The hash tag keeps every key in one slot, so the Lua apply is also valid on Redis Cluster.
@@ -41,6 +45,11 @@ const (
 	minPriceHotels  = prefix + "minprice_hotels"
 	offsetKeyPrefix = prefix + "offsets:"
 )
+
+// cacheTTL bounds how long rueidis keeps a read in its client-side cache. Redis invalidates a
+// cached key as soon as it changes (RESP3 client tracking), so the TTL is only a safety net; the
+// cache pays off because the API is read far more often than a batch lands.
+const cacheTTL = 5 * time.Second
 
 //go:embed apply.lua
 var applyLua string
@@ -113,9 +122,9 @@ type Entry struct {
 // Counts returns the number of distinct ids of kind and the page [offset, offset+limit) of them,
 // count descending, ties by id ascending.
 func (v *View) Counts(ctx context.Context, kind Kind, offset, limit int) (int64, []Entry, error) {
-	resps := v.client.DoMulti(ctx,
-		v.client.B().Zcard().Key(kind.key()).Build(),
-		v.client.B().Zrange().Key(kind.key()).Min(strconv.Itoa(offset)).Max(strconv.Itoa(offset+limit-1)).Withscores().Build(),
+	resps := v.client.DoMultiCache(ctx,
+		rueidis.CT(v.client.B().Zcard().Key(kind.key()).Cache(), cacheTTL),
+		rueidis.CT(v.client.B().Zrange().Key(kind.key()).Min(strconv.Itoa(offset)).Max(strconv.Itoa(offset+limit-1)).Withscores().Cache(), cacheTTL),
 	)
 	total, err := resps[0].AsInt64()
 	if err != nil {
@@ -141,9 +150,9 @@ type HotelPrices struct {
 // MinPrices returns the number of hotels with prices and the page [offset, offset+limit) of them
 // in hotel id order.
 func (v *View) MinPrices(ctx context.Context, offset, limit int) (int64, []HotelPrices, error) {
-	resps := v.client.DoMulti(ctx,
-		v.client.B().Zcard().Key(minPriceHotels).Build(),
-		v.client.B().Zrange().Key(minPriceHotels).Min(strconv.Itoa(offset)).Max(strconv.Itoa(offset+limit-1)).Build(),
+	resps := v.client.DoMultiCache(ctx,
+		rueidis.CT(v.client.B().Zcard().Key(minPriceHotels).Cache(), cacheTTL),
+		rueidis.CT(v.client.B().Zrange().Key(minPriceHotels).Min(strconv.Itoa(offset)).Max(strconv.Itoa(offset+limit-1)).Cache(), cacheTTL),
 	)
 	total, err := resps[0].AsInt64()
 	if err != nil {
@@ -156,15 +165,19 @@ func (v *View) MinPrices(ctx context.Context, offset, limit int) (int64, []Hotel
 	if len(hotels) == 0 {
 		return total, nil, nil
 	}
-	cmds := make(rueidis.Commands, len(hotels))
+	cmds := make([]rueidis.CacheableTTL, len(hotels))
 	for i, h := range hotels {
-		cmds[i] = v.client.B().Hgetall().Key(minPricePrefix + h).Build()
+		cmds[i] = rueidis.CT(v.client.B().Zrange().Key(minPricePrefix+h).Min("0").Max("-1").Withscores().Cache(), cacheTTL)
 	}
 	out := make([]HotelPrices, len(hotels))
-	for i, r := range v.client.DoMulti(ctx, cmds...) {
-		m, err := r.AsIntMap()
+	for i, r := range v.client.DoMultiCache(ctx, cmds...) {
+		scores, err := r.AsZScores()
 		if err != nil {
 			return 0, nil, fmt.Errorf("view: read prices of hotel %s: %w", hotels[i], err)
+		}
+		m := make(map[string]int64, len(scores))
+		for _, s := range scores {
+			m[s.Member] = int64(s.Score)
 		}
 		out[i] = HotelPrices{HotelID: hotels[i], Prices: m}
 	}
@@ -225,17 +238,39 @@ func NewBatch() *Batch {
 // Add folds one event: its user, its hotel and each advertiser count once, and each advertiser's
 // lowest price in it competes for the hotel's minimum.
 func (b *Batch) Add(user, hotel string, advertiserMinPrices map[string]int64) {
+	b.Count(user, hotel)
+	for adv, price := range advertiserMinPrices {
+		b.CountAdvertiser(adv)
+		b.OfferPrice(hotel, adv, price)
+	}
+}
+
+// Count counts one event for its user and its hotel.
+func (b *Batch) Count(user, hotel string) {
 	b.counts[0][user]++
 	b.counts[1][hotel]++
+}
+
+// CountAdvertiser counts one event for an advertiser.
+func (b *Batch) CountAdvertiser(adv string) { b.counts[2][adv]++ }
+
+// OfferPrice lets price compete for the hotel's minimum of adv.
+func (b *Batch) OfferPrice(hotel, adv string, price int64) {
 	prices := b.minPrices[hotel]
 	if prices == nil {
-		prices = make(map[string]int64, len(advertiserMinPrices))
+		prices = make(map[string]int64, 4)
 		b.minPrices[hotel] = prices
 	}
-	for adv, price := range advertiserMinPrices {
-		b.counts[2][adv]++
-		if cur, ok := prices[adv]; !ok || price < cur {
-			prices[adv] = price
+	if cur, ok := prices[adv]; !ok || price < cur {
+		prices[adv] = price
+	}
+}
+
+// MinPrices calls fn with every (hotel, advertiser, lowest price) the batch carries.
+func (b *Batch) MinPrices(fn func(hotel, adv string, price int64)) {
+	for hotel, prices := range b.minPrices {
+		for adv, price := range prices {
+			fn(hotel, adv, price)
 		}
 	}
 }
@@ -243,41 +278,64 @@ func (b *Batch) Add(user, hotel string, advertiserMinPrices map[string]int64) {
 // Empty reports whether the batch would change nothing.
 func (b *Batch) Empty() bool { return len(b.Offsets) == 0 && len(b.counts[0]) == 0 }
 
-// args encodes the batch for apply.lua; see the script for the layout.
+// args encodes the batch for apply.lua: one JSON document per section, so Redis parses a handful
+// of arguments (and cjson decodes each section in C) instead of a few per event.
 func (b *Batch) args() []string {
-	n := 3 + 3*len(b.Offsets) + 3
-	for _, c := range b.counts {
-		n += 2 * len(c)
-	}
-	for _, p := range b.minPrices {
-		n += 3 * len(p)
-	}
-	args := make([]string, 0, n)
-	args = append(args, minPricePrefix, strconv.Itoa(len(b.Offsets)))
 	parts := make([]int32, 0, len(b.Offsets))
 	for p := range b.Offsets {
 		parts = append(parts, p)
 	}
 	sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
-	for _, p := range parts {
+	buf := make([]byte, 0, 64*len(parts))
+	buf = append(buf, '[')
+	for i, p := range parts {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
 		o := b.Offsets[p]
-		args = append(args, strconv.Itoa(int(p)), strconv.FormatInt(o.Expect, 10), strconv.FormatInt(o.Next, 10))
+		buf = append(buf, '[')
+		buf = strconv.AppendInt(buf, int64(p), 10)
+		buf = append(buf, ',')
+		buf = strconv.AppendInt(buf, o.Expect, 10)
+		buf = append(buf, ',')
+		buf = strconv.AppendInt(buf, o.Next, 10)
+		buf = append(buf, ']')
 	}
+	args := []string{minPricePrefix, string(append(buf, ']'))}
 	for _, c := range b.counts {
-		args = append(args, strconv.Itoa(len(c)))
+		buf = append(buf[:0], '[')
+		first := true
 		for id, n := range c {
-			args = append(args, id, strconv.FormatInt(n, 10))
+			if !first {
+				buf = append(buf, ',')
+			}
+			first = false
+			buf = jsonw.AppendString(buf, id)
+			buf = append(buf, ',')
+			buf = strconv.AppendInt(buf, n, 10)
 		}
+		args = append(args, string(append(buf, ']')))
 	}
-	triples := 0
-	for _, p := range b.minPrices {
-		triples += len(p)
-	}
-	args = append(args, strconv.Itoa(triples))
+	buf = append(buf[:0], '[')
+	first := true
 	for hotel, prices := range b.minPrices {
-		for adv, price := range prices {
-			args = append(args, hotel, adv, strconv.FormatInt(price, 10))
+		if !first {
+			buf = append(buf, ',')
 		}
+		first = false
+		buf = jsonw.AppendString(buf, hotel)
+		buf = append(buf, ",["...)
+		j := 0
+		for adv, price := range prices {
+			if j > 0 {
+				buf = append(buf, ',')
+			}
+			j++
+			buf = strconv.AppendInt(buf, price, 10)
+			buf = append(buf, ',')
+			buf = jsonw.AppendString(buf, adv)
+		}
+		buf = append(buf, ']')
 	}
-	return args
+	return append(args, string(append(buf, ']')))
 }

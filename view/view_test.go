@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/rueidis"
@@ -137,4 +138,46 @@ func BenchmarkApply(b *testing.B) {
 		next += events
 	}
 	b.ReportMetric(float64(events*b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// TestCachedReadsSeeNewWrites reads through rueidis's client-side cache (as the API does with a
+// real Redis) and checks that a write made by another client invalidates what was cached.
+func TestCachedReadsSeeNewWrites(t *testing.T) {
+	srv := redistest.Start(t)
+	cached, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cached.Close)
+	reader, writer := New(cached), New(srv.Client(t))
+	ctx := context.Background()
+	apply := func(next int64, user string, price int64) {
+		b := NewBatch()
+		b.Add(user, "h1", map[string]int64{"a": price})
+		b.Offsets[0] = PartitionOffsets{Expect: next - 1, Next: next}
+		if next == 1 {
+			b.Offsets[0] = PartitionOffsets{Expect: NoOffset, Next: next}
+		}
+		if err := writer.Apply(ctx, "t", b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(1, "u1", 500)
+	if total, _, _ := reader.Counts(ctx, Users, 0, 10); total != 1 {
+		t.Fatalf("users = %d, want 1", total)
+	}
+	_, _, _ = reader.MinPrices(ctx, 0, 10) // cache the prices too
+	apply(2, "u2", 300)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		total, _, err := reader.Counts(ctx, Users, 0, 10)
+		_, prices, err2 := reader.MinPrices(ctx, 0, 10)
+		if err == nil && err2 == nil && total == 2 && len(prices) == 1 && prices[0].Prices["a"] == 300 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cached reads still stale after 10s: users %d, prices %v", total, prices)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -1,5 +1,5 @@
-// Package redistest starts real redis-server processes for tests, each on a free port with
-// nothing persisted, stopped when the test ends.
+// Package redistest starts real redis-server processes for tests (and the benchmark), each on a
+// free port with nothing persisted.
 package redistest
 
 import (
@@ -26,24 +26,33 @@ type Server struct {
 // on PATH (.ci/run installs it); a missing server fails the test rather than skipping it.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	s, err := Run()
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Run starts redis-server on a free loopback port; the caller stops it. For tools that are not
+// tests (the benchmark).
+func Run() (*Server, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		t.Fatalf("redistest: redis-server not found on PATH (apt-get install redis-server): %v", err)
+		return nil, fmt.Errorf("redis-server not found on PATH (apt-get install redis-server): %w", err)
 	}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		port, err := freePort()
 		if err != nil {
-			t.Fatalf("redistest: %v", err)
+			return nil, err
 		}
 		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
 		if lastErr = s.start(bin, port); lastErr == nil {
-			t.Cleanup(s.Stop)
-			return s
+			return s, nil
 		}
 	}
-	t.Fatalf("redistest: start redis-server: %v", lastErr)
-	return nil
+	return nil, fmt.Errorf("start redis-server: %w", lastErr)
 }
 
 // Restart stops the server and starts an empty one on the same port, as a Redis without

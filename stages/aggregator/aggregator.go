@@ -7,7 +7,6 @@ package aggregator
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
+	"github.com/searchflow/searchflow/event"
 	"github.com/searchflow/searchflow/view"
 )
 
@@ -25,6 +25,9 @@ type Config struct {
 	Topic           string
 	Group           string
 	BatchMaxRecords int
+	// OnApplied, if set, is called after each successful apply with the batch's records (their
+	// timestamps give the end-to-end latency). It runs on the stage's goroutine: keep it cheap.
+	OnApplied func(records []*kgo.Record, appliedAt time.Time)
 }
 
 // Aggregator is the aggregate stage.
@@ -36,6 +39,11 @@ type Aggregator struct {
 
 	mu   sync.Mutex
 	next map[int32]int64 // per owned partition: the next offset the view expects
+
+	// Owned by the polling goroutine.
+	facts       event.ProcessedFacts
+	minKnown    map[string]map[string]int64 // hotel -> advertiser -> a price the view holds or beats
+	knownPrices int
 
 	consumed, applied, batches, undecodable, conflicts, redisErrors atomic.Int64
 	redisDown                                                       atomic.Pointer[string]
@@ -162,13 +170,6 @@ func (a *Aggregator) verify(ctx context.Context, cl *kgo.Client) {
 	}
 }
 
-// processed is the part of a processed event the view needs.
-type processed struct {
-	UserID              string           `json:"user_id"`
-	HotelID             string           `json:"hotel_id"`
-	AdvertiserMinPrices map[string]int64 `json:"advertiser_min_prices"`
-}
-
 // applyRecords applies one poll's records, retrying Redis failures with capped backoff until they
 // succeed or ctx ends. Only records at or past a partition's stored offset are counted.
 func (a *Aggregator) applyRecords(ctx context.Context, cl *kgo.Client, records []*kgo.Record) error {
@@ -195,9 +196,13 @@ func (a *Aggregator) applyRecords(ctx context.Context, cl *kgo.Client, records [
 				}
 			}
 			a.mu.Unlock()
+			a.rememberPrices(batch)
 			a.consumed.Add(consumed)
 			a.applied.Add(consumed)
 			a.batches.Add(1)
+			if a.cfg.OnApplied != nil {
+				a.cfg.OnApplied(records, time.Now())
+			}
 			// The group's commits only feed lag monitoring; resuming reads the view's own offsets.
 			cl.CommitUncommittedOffsets(work)
 			return nil
@@ -232,6 +237,7 @@ func (a *Aggregator) applyRecords(ctx context.Context, cl *kgo.Client, records [
 func (a *Aggregator) resolve(cl *kgo.Client, expectedOffsets, storedOffsets map[int32]int64, rewound map[int32]bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.minKnown = nil // what Redis holds is no longer what we remember
 	seek := map[int32]kgo.EpochOffset{}
 	for p, stored := range storedOffsets {
 		expected := expectedOffsets[p]
@@ -256,7 +262,6 @@ func (a *Aggregator) fold(records []*kgo.Record, skip map[int32]bool) (*view.Bat
 	defer a.mu.Unlock()
 	b := view.NewBatch()
 	var n int64
-	var ev processed
 	for _, r := range records {
 		next, owned := a.next[r.Partition]
 		if !owned || skip[r.Partition] || r.Offset < next {
@@ -268,8 +273,7 @@ func (a *Aggregator) fold(records []*kgo.Record, skip map[int32]bool) (*view.Bat
 		}
 		o.Next = r.Offset + 1
 		b.Offsets[r.Partition] = o
-		ev = processed{}
-		if err := json.Unmarshal(r.Value, &ev); err != nil || ev.UserID == "" || ev.HotelID == "" {
+		if err := event.ParseProcessed(r.Value, &a.facts); err != nil {
 			// Only the transformer writes this topic; anything else is reported, and its offset
 			// still advances so it cannot block the partition.
 			a.undecodable.Add(1)
@@ -277,10 +281,45 @@ func (a *Aggregator) fold(records []*kgo.Record, skip map[int32]bool) (*view.Bat
 				zap.Int32("partition", r.Partition), zap.Int64("offset", r.Offset), zap.Error(err))
 			continue
 		}
-		b.Add(ev.UserID, ev.HotelID, ev.AdvertiserMinPrices)
+		f := &a.facts
+		b.Count(f.UserID, f.HotelID)
+		known := a.minKnown[f.HotelID]
+		for _, ap := range f.Prices {
+			b.CountAdvertiser(ap.Advertiser)
+			if low, ok := known[ap.Advertiser]; ok && ap.Price >= low {
+				continue // the view already holds this price or a lower one
+			}
+			b.OfferPrice(f.HotelID, ap.Advertiser, ap.Price)
+		}
 		n++
 	}
 	return b, n
+}
+
+// maxKnownPrices bounds the minimum-price cache; past it the cache starts over.
+const maxKnownPrices = 1 << 20
+
+// rememberPrices records the minimums a successful apply wrote. The view's minimum only ever
+// falls, so each remembered price is an upper bound of what Redis holds, and a later price at or
+// above it can be skipped without asking Redis — the cache is only forgotten when the view's
+// offsets move under us (Redis lost data, or another writer), see resolve.
+func (a *Aggregator) rememberPrices(b *view.Batch) {
+	if a.minKnown == nil || a.knownPrices > maxKnownPrices {
+		a.minKnown, a.knownPrices = map[string]map[string]int64{}, 0
+	}
+	b.MinPrices(func(hotel, adv string, price int64) {
+		known := a.minKnown[hotel]
+		if known == nil {
+			known = make(map[string]int64, 8)
+			a.minKnown[hotel] = known
+		}
+		if low, ok := known[adv]; !ok || price < low {
+			if !ok {
+				a.knownPrices++
+			}
+			known[adv] = price
+		}
+	})
 }
 
 // resumeFromView points newly assigned partitions at the offsets stored in the view, or at the

@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -228,11 +227,8 @@ func (t *Transformer) transformBatch(ctx context.Context, sess *kgo.GroupTransac
 func (t *Transformer) transform(r *kgo.Record) (*kgo.Record, bool) {
 	p, err := event.Transform(r.Value)
 	if err == nil {
-		value, merr := json.Marshal(p)
-		if merr == nil {
-			return &kgo.Record{Topic: t.cfg.ProcessedTopic, Key: []byte(p.UserID), Value: value, Timestamp: r.Timestamp}, false
-		}
-		err = merr
+		value := p.AppendJSON(make([]byte, 0, len(r.Value)/2+128))
+		return &kgo.Record{Topic: t.cfg.ProcessedTopic, Key: []byte(p.UserID), Value: value, Timestamp: r.Timestamp}, false
 	}
 	reason := "invalid"
 	var ve *event.ValidationError

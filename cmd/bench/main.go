@@ -1,0 +1,471 @@
+// Command bench measures searchflow end to end against the broker's own ceiling, in one run:
+// a two-hop passthrough through the same in-process kfake broker with records of the same size
+// (the baseline), the transformer alone, the aggregator alone, both together (end to end), and the
+// latency from generation to visibility in Redis at a fixed rate. It prints a table and writes
+// bench-results.json. Run it with `make bench`; see README "Performance".
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/rueidis"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+
+	"github.com/searchflow/searchflow/internal/redistest"
+	"github.com/searchflow/searchflow/stages/aggregator"
+	"github.com/searchflow/searchflow/stages/generator"
+	"github.com/searchflow/searchflow/stages/transformer"
+	"github.com/searchflow/searchflow/view"
+)
+
+// Results is what bench-results.json holds.
+type Results struct {
+	Events                  int64   `json:"events"`
+	Users                   int     `json:"users"`
+	Partitions              int     `json:"partitions"`
+	RecordBytes             int     `json:"record_bytes"`
+	E2EEventsPerSec         float64 `json:"e2e_events_per_sec"`
+	PassthroughEventsPerSec float64 `json:"passthrough_events_per_sec"`
+	Ratio                   float64 `json:"ratio"`
+	TransformerEventsPerSec float64 `json:"transformer_events_per_sec"`
+	AggregatorEventsPerSec  float64 `json:"aggregator_events_per_sec"`
+	GeneratorEventsPerSec   float64 `json:"generator_events_per_sec"`
+	LatencyRate             int     `json:"latency_rate_events_per_sec"`
+	LatencyEvents           int     `json:"latency_events"`
+	LatencyP50Ms            float64 `json:"latency_p50_ms"`
+	LatencyP99Ms            float64 `json:"latency_p99_ms"`
+	LatencyMaxMs            float64 `json:"latency_max_ms"`
+	PeakRSSMB               float64 `json:"peak_rss_mb"`
+	GoVersion               string  `json:"go_version"`
+	CPUs                    int     `json:"cpus"`
+	Date                    string  `json:"date"`
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func envInt(name string, def int) (int, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%s: %q is not a positive integer", name, v)
+	}
+	return n, nil
+}
+
+type bench struct {
+	ctx        context.Context
+	log        *zap.Logger
+	addr       string
+	redis      rueidis.Client
+	view       *view.View
+	partitions int
+	batch      int
+}
+
+func run() error {
+	out := flag.String("out", "bench-results.json", "where to write the results")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the end-to-end phase here")
+	flag.Parse()
+	n, err := envInt("BENCH_EVENTS", 1_000_000)
+	if err != nil {
+		return err
+	}
+	users, err := envInt("BENCH_USERS", 1_000_000)
+	if err != nil {
+		return err
+	}
+	latRate, err := envInt("BENCH_LATENCY_RATE", 50_000)
+	if err != nil {
+		return err
+	}
+	latSecs, err := envInt("BENCH_LATENCY_SECONDS", 10)
+	if err != nil {
+		return err
+	}
+	partitions, err := envInt("BENCH_PARTITIONS", 6)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	log := zap.NewNop()
+
+	dir, err := os.MkdirTemp("", "searchflow-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DataDir(filepath.Join(dir, "kafka")))
+	if err != nil {
+		return fmt.Errorf("start kfake: %w", err)
+	}
+	defer cluster.Close()
+
+	redisAddr := os.Getenv("REDIS_ADDR")
+	if redisAddr == "" {
+		srv, err := redistest.Run()
+		if err != nil {
+			return err
+		}
+		defer srv.Stop()
+		redisAddr = srv.Addr
+	}
+	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{redisAddr}})
+	if err != nil {
+		return fmt.Errorf("connect redis %s: %w", redisAddr, err)
+	}
+	defer rc.Close()
+	b := &bench{ctx: ctx, log: log, addr: cluster.ListenAddrs()[0], redis: rc, view: view.New(rc),
+		partitions: partitions, batch: 10_000}
+	if err := b.flush(); err != nil {
+		return err
+	}
+
+	res := Results{Events: int64(n), Users: users, Partitions: partitions, GoVersion: runtime.Version(),
+		CPUs: runtime.NumCPU(), Date: time.Now().UTC().Format(time.RFC3339), LatencyRate: latRate}
+	step := func(name string) { fmt.Fprintf(os.Stderr, "bench: %s...\n", name) }
+
+	step(fmt.Sprintf("generating %d raw events (%d users)", n, users))
+	genRate, size, err := b.generate("raw", int64(n), users, 0)
+	if err != nil {
+		return err
+	}
+	res.GeneratorEventsPerSec, res.RecordBytes = genRate, size
+
+	step("passthrough baseline (produce, copy topic to topic, consume)")
+	if res.PassthroughEventsPerSec, err = b.passthrough(int64(n), size); err != nil {
+		return err
+	}
+
+	step("transformer alone")
+	if res.TransformerEventsPerSec, err = b.stages("t-solo", "raw", "processed_solo", int64(n), true, false, nil); err != nil {
+		return err
+	}
+	step("aggregator alone")
+	if res.AggregatorEventsPerSec, err = b.stages("a-solo", "", "processed_solo", int64(n), false, true, nil); err != nil {
+		return err
+	}
+	if err := b.flush(); err != nil {
+		return err
+	}
+	runtime.GC()
+	resetPeakRSS()
+	step("end to end (transformer + aggregator)")
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
+	res.E2EEventsPerSec, err = b.stages("e2e", "raw", "processed_e2e", int64(n), true, true, nil)
+	if *cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	if err != nil {
+		return err
+	}
+	res.PeakRSSMB = peakRSSMB()
+	res.Ratio = res.E2EEventsPerSec / res.PassthroughEventsPerSec
+
+	step(fmt.Sprintf("latency at %d events/s for %d s", latRate, latSecs))
+	if err := b.flush(); err != nil {
+		return err
+	}
+	lat, err := b.latency(latRate, latSecs, users)
+	if err != nil {
+		return err
+	}
+	res.LatencyEvents = len(lat)
+	res.LatencyP50Ms, res.LatencyP99Ms, res.LatencyMaxMs = percentile(lat, 0.50), percentile(lat, 0.99), percentile(lat, 1)
+
+	printTable(res)
+	js, _ := json.MarshalIndent(res, "", "  ")
+	if err := os.WriteFile(*out, append(js, '\n'), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "bench: wrote %s\n", *out)
+	return nil
+}
+
+func (b *bench) flush() error {
+	return b.redis.Do(b.ctx, b.redis.B().Flushall().Build()).Error()
+}
+
+func (b *bench) createTopics(topics ...string) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.addr))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	resp, err := kadm.NewClient(cl).CreateTopics(b.ctx, int32(b.partitions), -1, nil, topics...)
+	if err != nil {
+		return err
+	}
+	for _, t := range resp {
+		if t.Err != nil && !strings.Contains(t.Err.Error(), "TOPIC_ALREADY_EXISTS") {
+			return fmt.Errorf("create %s: %w", t.Topic, t.Err)
+		}
+	}
+	return nil
+}
+
+// generate produces n synthetic raw events with the generator stage and returns its rate and
+// the average record size.
+func (b *bench) generate(topic string, n int64, users, rate int) (float64, int, error) {
+	if err := b.createTopics(topic); err != nil {
+		return 0, 0, err
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.addr), kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(100_000))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer cl.Close()
+	g := generator.New(generator.Config{Topic: topic, Rate: rate, MaxEvents: n, Seed: 1, Users: users, Hotels: 1000}, cl, b.log)
+	start := time.Now()
+	if err := g.Run(b.ctx); err != nil {
+		return 0, 0, err
+	}
+	elapsed := time.Since(start)
+	s := generator.NewSynth(1, users, 1000)
+	total := 0
+	for i := int64(0); i < 1000; i++ {
+		v, _ := generator.Encode(s.Event(i, time.Now()))
+		total += len(v)
+	}
+	return float64(n) / elapsed.Seconds(), total / 1000, nil
+}
+
+// passthrough is the baseline: n records of size bytes are produced to a topic, then timed: a
+// group consumer copies them to a second topic through a producer, and a consumer reads that.
+func (b *bench) passthrough(n int64, size int) (float64, error) {
+	if err := b.createTopics("pt_in", "pt_out"); err != nil {
+		return 0, err
+	}
+	prod, err := kgo.NewClient(kgo.SeedBrokers(b.addr), kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(100_000))
+	if err != nil {
+		return 0, err
+	}
+	value := []byte(strings.Repeat("x", size))
+	var failed atomic.Value
+	for i := int64(0); i < n; i++ {
+		prod.Produce(b.ctx, &kgo.Record{Topic: "pt_in", Key: []byte(strconv.FormatInt(i%100_000, 10)), Value: value},
+			func(_ *kgo.Record, err error) {
+				if err != nil {
+					failed.Store(err)
+				}
+			})
+	}
+	if err := prod.Flush(b.ctx); err != nil {
+		return 0, err
+	}
+	prod.Close()
+	if err, _ := failed.Load().(error); err != nil {
+		return 0, err
+	}
+
+	ctx, cancel := context.WithCancel(b.ctx)
+	defer cancel()
+	start := time.Now()
+	copyErr := make(chan error, 1)
+	go func() { copyErr <- copyTopic(ctx, b.addr, "pt_in", "pt_out", b.batch) }()
+	cons, err := kgo.NewClient(kgo.SeedBrokers(b.addr), kgo.ConsumeTopics("pt_out"), kgo.ConsumerGroup("pt-reader"))
+	if err != nil {
+		return 0, err
+	}
+	defer cons.Close()
+	var got int64
+	for got < n {
+		fs := cons.PollRecords(ctx, b.batch)
+		if err := fs.Err0(); err != nil && !errors.Is(err, context.Canceled) {
+			return 0, fmt.Errorf("passthrough read: %w", err)
+		}
+		got += int64(fs.NumRecords())
+		select {
+		case err := <-copyErr:
+			if err != nil {
+				return 0, fmt.Errorf("passthrough copy: %w", err)
+			}
+		default:
+		}
+	}
+	elapsed := time.Since(start)
+	cancel()
+	return float64(n) / elapsed.Seconds(), nil
+}
+
+// copyTopic is the passthrough's middle hop: consume in a group, produce as is, commit.
+func copyTopic(ctx context.Context, addr, from, to string, batch int) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(from), kgo.ConsumerGroup("pt-copier"),
+		kgo.DisableAutoCommit(), kgo.ProducerLinger(2*time.Millisecond), kgo.MaxBufferedRecords(100_000))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	for {
+		fs := cl.PollRecords(ctx, batch)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var failed atomic.Value
+		fs.EachRecord(func(r *kgo.Record) {
+			cl.Produce(ctx, &kgo.Record{Topic: to, Key: r.Key, Value: r.Value}, func(_ *kgo.Record, err error) {
+				if err != nil {
+					failed.Store(err)
+				}
+			})
+		})
+		if err := cl.Flush(ctx); err != nil {
+			return nil
+		}
+		if err, _ := failed.Load().(error); err != nil {
+			return err
+		}
+		if err := cl.CommitUncommittedOffsets(ctx); err != nil && ctx.Err() == nil {
+			return err
+		}
+	}
+}
+
+// stages runs the transformer and/or the aggregator until n events went through and returns the
+// rate. Each run uses its own consumer groups.
+func (b *bench) stages(name, raw, processed string, n int64, withT, withA bool, onApplied func([]*kgo.Record, time.Time)) (float64, error) {
+	if err := b.createTopics(processed, "dlq_"+name); err != nil {
+		return 0, err
+	}
+	opts := []kgo.Opt{kgo.SeedBrokers(b.addr)}
+	ctx, cancel := context.WithCancel(b.ctx)
+	defer cancel()
+	errs := make(chan error, 2)
+	var t *transformer.Transformer
+	var a *aggregator.Aggregator
+	start := time.Now()
+	if withT {
+		t = transformer.New(transformer.Config{RawTopic: raw, ProcessedTopic: processed, DeadLetterTopic: "dlq_" + name,
+			Group: "bench-" + name + "-transformer", BatchMaxRecords: b.batch}, opts, b.log)
+		go func() { errs <- t.Run(ctx) }()
+	}
+	if withA {
+		a = aggregator.New(aggregator.Config{Topic: processed, Group: "bench-" + name + "-aggregator",
+			BatchMaxRecords: b.batch, OnApplied: onApplied}, opts, b.view, b.log)
+		go func() { errs <- a.Run(ctx) }()
+	}
+	done := func() bool {
+		if withA {
+			return a.Counts()["applied"] >= n
+		}
+		return t.Counts()["produced"] >= n
+	}
+	for !done() {
+		select {
+		case err := <-errs:
+			return 0, fmt.Errorf("%s: stage stopped: %v", name, err)
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Since(start) > 10*time.Minute {
+			return 0, fmt.Errorf("%s: not done after 10 minutes", name)
+		}
+	}
+	elapsed := time.Since(start)
+	cancel()
+	return float64(n) / elapsed.Seconds(), nil
+}
+
+// latency runs generator, transformer and aggregator together at a fixed rate and returns, for
+// every event after the first second, the time from its production to its apply in Redis.
+func (b *bench) latency(rate, secs, users int) ([]time.Duration, error) {
+	n := int64(rate * secs)
+	if err := b.createTopics("raw_lat"); err != nil {
+		return nil, err
+	}
+	warmup := time.Now().Add(time.Second)
+	var samples []time.Duration
+	onApplied := func(recs []*kgo.Record, at time.Time) {
+		for _, r := range recs {
+			if r.Timestamp.After(warmup) {
+				samples = append(samples, at.Sub(r.Timestamp))
+			}
+		}
+	}
+	genErr := make(chan error, 1)
+	go func() {
+		_, _, err := b.generate("raw_lat", n, users, rate)
+		genErr <- err
+	}()
+	if _, err := b.stages("lat", "raw_lat", "processed_lat", n, true, true, onApplied); err != nil {
+		return nil, err
+	}
+	if err := <-genErr; err != nil {
+		return nil, err
+	}
+	return samples, nil
+}
+
+func percentile(d []time.Duration, q float64) float64 {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := int(q * float64(len(s)-1))
+	return float64(s[i].Microseconds()) / 1000
+}
+
+// resetPeakRSS clears the kernel's high-water mark of this process's RSS (Linux).
+func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0o200) }
+
+// peakRSSMB reads the high-water mark of this process's RSS (VmHWM, Linux).
+func peakRSSMB() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func printTable(r Results) {
+	fmt.Printf("searchflow benchmark  %s  %s  %d CPUs\n", r.Date, r.GoVersion, r.CPUs)
+	fmt.Printf("%d events, %d users, %d partitions, raw record %d B\n\n", r.Events, r.Users, r.Partitions, r.RecordBytes)
+	fmt.Printf("%-44s %14s\n", "measure", "value")
+	row := func(name, v string) { fmt.Printf("%-44s %14s\n", name, v) }
+	row("passthrough baseline (events/s)", fmt.Sprintf("%.0f", r.PassthroughEventsPerSec))
+	row("end to end: transformer+aggregator (ev/s)", fmt.Sprintf("%.0f", r.E2EEventsPerSec))
+	row("ratio e2e / passthrough", fmt.Sprintf("%.2f", r.Ratio))
+	row("transformer alone (events/s)", fmt.Sprintf("%.0f", r.TransformerEventsPerSec))
+	row("aggregator alone (events/s)", fmt.Sprintf("%.0f", r.AggregatorEventsPerSec))
+	row("generator (events/s)", fmt.Sprintf("%.0f", r.GeneratorEventsPerSec))
+	row(fmt.Sprintf("latency p50 at %d ev/s (ms)", r.LatencyRate), fmt.Sprintf("%.1f", r.LatencyP50Ms))
+	row(fmt.Sprintf("latency p99 at %d ev/s (ms)", r.LatencyRate), fmt.Sprintf("%.1f", r.LatencyP99Ms))
+	row("peak RSS during end to end (MB)", fmt.Sprintf("%.0f", r.PeakRSSMB))
+}

@@ -47,6 +47,17 @@ func Reasons() []Reason {
 		ReasonNonPositiveEurocent}
 }
 
+// Record headers. Dead-lettered records carry all of them; processed records carry their
+// source partition and offset.
+const (
+	HeaderError           = "error"
+	HeaderReason          = "reason"
+	HeaderSourceTopic     = "source_topic"
+	HeaderSourcePartition = "source_partition"
+	HeaderSourceOffset    = "source_offset"
+	HeaderStage           = "stage"
+)
+
 // MaxDepth is the deepest nesting of arrays and objects a raw record may have.
 const MaxDepth = 512
 

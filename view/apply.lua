@@ -6,6 +6,8 @@
 --   2 [[partition, expected stored offset or -1 for none, next offset], ...]
 --   3, 4, 5 increments for KEYS 1..3: [member, increment, member, increment, ...]
 --   6 minimum prices: [hotel, [price, advertiser, price, advertiser, ...], hotel, [...], ...]
+--   7 source watermarks: [[partition, source partition, highest source offset], ...]
+--   8 key prefix of the per-partition source hashes
 -- Returns an empty array when applied, or pairs (partition, stored offset or -1) for every
 -- partition whose stored offset differs from the expected one; then nothing is written.
 local offsets = cjson.decode(ARGV[2])
@@ -24,6 +26,9 @@ if #conflicts > 0 then
 end
 for _, o in ipairs(offsets) do
   redis.call('HSET', KEYS[4], o[1], o[3])
+end
+for _, w in ipairs(cjson.decode(ARGV[7])) do
+  redis.call('HSET', ARGV[8] .. w[1], w[2], w[3])
 end
 
 -- Counts: read the current scores of a chunk in one ZMSCORE and write the new ones in one

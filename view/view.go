@@ -9,6 +9,8 @@
 //	                             for that hotel (ZADD LT keeps the minimum atomically)
 //	minprice_hotels              sorted set of hotel ids with a min-price hash (score 0, id order)
 //	offsets:<topic>              hash partition -> next offset already applied to this view
+//	sources:<topic>:<partition>  hash source partition -> highest source offset applied from it
+//	                             through that partition (see Batch.Sources)
 package view
 
 import (
@@ -44,6 +46,7 @@ const (
 	minPricePrefix  = prefix + "minprice:"
 	minPriceHotels  = prefix + "minprice_hotels"
 	offsetKeyPrefix = prefix + "offsets:"
+	sourceKeyPrefix = prefix + "sources:"
 )
 
 // cacheTTL bounds how long rueidis keeps a read in its client-side cache. Redis invalidates a
@@ -109,6 +112,35 @@ func (v *View) Offsets(ctx context.Context, topic string, partitions []int32) (m
 				out[p] = n
 			}
 		}
+	}
+	return out, nil
+}
+
+// Sources returns, for each of partitions, the highest upstream offset applied from each
+// upstream partition (empty when none).
+func (v *View) Sources(ctx context.Context, topic string, partitions []int32) (map[int32]map[int32]int64, error) {
+	out := make(map[int32]map[int32]int64, len(partitions))
+	if len(partitions) == 0 {
+		return out, nil
+	}
+	cmds := make(rueidis.Commands, len(partitions))
+	for i, p := range partitions {
+		cmds[i] = v.client.B().Hgetall().Key(sourceKeyPrefix + topic + ":" + strconv.Itoa(int(p))).Build()
+	}
+	for i, r := range v.client.DoMulti(ctx, cmds...) {
+		m, err := r.AsIntMap()
+		if err != nil {
+			return nil, fmt.Errorf("view: read sources of %s partition %d: %w", topic, partitions[i], err)
+		}
+		srcs := make(map[int32]int64, len(m))
+		for sp, so := range m {
+			n, err := strconv.Atoi(sp)
+			if err != nil {
+				return nil, fmt.Errorf("view: sources of %s partition %d: bad field %q", topic, partitions[i], sp)
+			}
+			srcs[int32(n)] = so
+		}
+		out[partitions[i]] = srcs
 	}
 	return out, nil
 }
@@ -193,7 +225,7 @@ func (v *View) Apply(ctx context.Context, topic string, b *Batch) error {
 		return nil
 	}
 	keys := []string{Users.key(), Hotels.key(), Advertisers.key(), offsetKeyPrefix + topic, minPriceHotels}
-	args := b.args()
+	args := append(b.args(), sourceKeyPrefix+topic+":")
 	res, err := v.apply.Exec(ctx, v.client, keys, args).ToArray()
 	if err != nil {
 		return fmt.Errorf("view: apply batch to redis: %w", err)
@@ -221,14 +253,19 @@ type PartitionOffsets struct {
 
 // Batch is a set of metric updates coalesced in memory, applied to Redis in one step.
 type Batch struct {
-	Offsets   map[int32]PartitionOffsets
+	Offsets map[int32]PartitionOffsets
+	// Sources is, per partition of the batch, the highest offset it applies from each partition
+	// of the upstream (raw) topic. Stored with the offsets, it lets the aggregator recognise an
+	// event the upstream stage produced twice.
+	Sources   map[int32]map[int32]int64
 	counts    [3]map[string]int64
 	minPrices map[string]map[string]int64 // hotel -> advertiser -> price
 }
 
 // NewBatch returns an empty batch.
 func NewBatch() *Batch {
-	b := &Batch{Offsets: map[int32]PartitionOffsets{}, minPrices: map[string]map[string]int64{}}
+	b := &Batch{Offsets: map[int32]PartitionOffsets{}, Sources: map[int32]map[int32]int64{},
+		minPrices: map[string]map[string]int64{}}
 	for i := range b.counts {
 		b.counts[i] = map[string]int64{}
 	}
@@ -336,6 +373,24 @@ func (b *Batch) args() []string {
 			buf = jsonw.AppendString(buf, adv)
 		}
 		buf = append(buf, ']')
+	}
+	args = append(args, string(append(buf, ']')))
+	buf = append(buf[:0], '[')
+	first = true
+	for p, srcs := range b.Sources {
+		for sp, so := range srcs {
+			if !first {
+				buf = append(buf, ',')
+			}
+			first = false
+			buf = append(buf, '[')
+			buf = strconv.AppendInt(buf, int64(p), 10)
+			buf = append(buf, ',')
+			buf = strconv.AppendInt(buf, int64(sp), 10)
+			buf = append(buf, ',')
+			buf = strconv.AppendInt(buf, so, 10)
+			buf = append(buf, ']')
+		}
 	}
 	return append(args, string(append(buf, ']')))
 }

@@ -36,6 +36,7 @@ func TestApplyAndRead(t *testing.T) {
 			b.Add("u2", "h1", map[string]int64{"a": 400})
 			b.Add("u1", "h2", map[string]int64{"c": 100})
 			b.Offsets[0] = PartitionOffsets{Expect: NoOffset, Next: 3}
+			b.Sources[0] = map[int32]int64{4: 77, 5: 9}
 			if err := v.Apply(ctx, "t", b); err != nil {
 				t.Fatal(err)
 			}
@@ -65,6 +66,13 @@ func TestApplyAndRead(t *testing.T) {
 			wantPrices := []HotelPrices{{"h1", map[string]int64{"a": 400, "b": 200}}, {"h2", map[string]int64{"c": 100}}}
 			if total != 2 || !reflect.DeepEqual(prices, wantPrices) {
 				t.Errorf("min prices = %d %v, want 2 %v", total, prices, wantPrices)
+			}
+			srcs, err := v.Sources(ctx, "t", []int32{0, 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := map[int32]map[int32]int64{0: {4: 77, 5: 9}, 1: {}}; !reflect.DeepEqual(srcs, want) {
+				t.Errorf("sources = %v, want %v", srcs, want)
 			}
 			offs, err := v.Offsets(ctx, "t", []int32{0, 1, 2})
 			if err != nil {

@@ -89,6 +89,7 @@ type bench struct {
 func run() error {
 	out := flag.String("out", "bench-results.json", "where to write the results")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the end-to-end phase here")
+	profilePhase := flag.String("profile-phase", "e2e", "phase the CPU profile covers: transformer, aggregator or e2e")
 	flag.Parse()
 	n, err := envInt("BENCH_EVENTS", 1_000_000)
 	if err != nil {
@@ -160,12 +161,36 @@ func run() error {
 		return err
 	}
 
+	profile := func(phase string) (stop func(), err error) {
+		if *cpuProfile == "" || *profilePhase != phase {
+			return func() {}, nil
+		}
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return nil, err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+		return func() { pprof.StopCPUProfile(); f.Close() }, nil
+	}
 	step("transformer alone")
-	if res.TransformerEventsPerSec, err = b.stages("t-solo", "raw", "processed_solo", int64(n), true, false, nil); err != nil {
+	stop, err := profile("transformer")
+	if err != nil {
+		return err
+	}
+	res.TransformerEventsPerSec, err = b.stages("t-solo", "raw", "processed_solo", int64(n), true, false, nil)
+	stop()
+	if err != nil {
 		return err
 	}
 	step("aggregator alone")
-	if res.AggregatorEventsPerSec, err = b.stages("a-solo", "", "processed_solo", int64(n), false, true, nil); err != nil {
+	if stop, err = profile("aggregator"); err != nil {
+		return err
+	}
+	res.AggregatorEventsPerSec, err = b.stages("a-solo", "", "processed_solo", int64(n), false, true, nil)
+	stop()
+	if err != nil {
 		return err
 	}
 	if err := b.flush(); err != nil {
@@ -174,19 +199,11 @@ func run() error {
 	runtime.GC()
 	resetPeakRSS()
 	step("end to end (transformer + aggregator)")
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			return err
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
+	if stop, err = profile("e2e"); err != nil {
+		return err
 	}
 	res.E2EEventsPerSec, err = b.stages("e2e", "raw", "processed_e2e", int64(n), true, true, nil)
-	if *cpuProfile != "" {
-		pprof.StopCPUProfile()
-	}
+	stop()
 	if err != nil {
 		return err
 	}

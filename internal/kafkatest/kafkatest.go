@@ -43,6 +43,13 @@ func Produce(t testing.TB, addr string, recs ...*kgo.Record) {
 // and returns them.
 func ReadAll(t testing.TB, addr, topic string, want int) []*kgo.Record {
 	t.Helper()
+	return ReadUntil(t, addr, topic, func(recs []*kgo.Record) bool { return len(recs) >= want })
+}
+
+// ReadUntil reads topic from the start with read-committed isolation until done says the records
+// read so far are enough, and returns them; it fails the test after a minute.
+func ReadUntil(t testing.TB, addr, topic string, done func([]*kgo.Record) bool) []*kgo.Record {
+	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	if err != nil {
@@ -52,12 +59,12 @@ func ReadAll(t testing.TB, addr, topic string, want int) []*kgo.Record {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var out []*kgo.Record
-	for len(out) < want {
+	for !done(out) {
 		pctx, pcancel := context.WithTimeout(ctx, time.Second)
 		fs := cl.PollFetches(pctx)
 		pcancel()
 		if ctx.Err() != nil {
-			t.Fatalf("kafkatest: read %s: got %d records, want %d before the deadline", topic, len(out), want)
+			t.Fatalf("kafkatest: read %s: %d records and still not done at the deadline", topic, len(out))
 		}
 		fs.EachError(func(_ string, _ int32, err error) {
 			if err != context.DeadlineExceeded {

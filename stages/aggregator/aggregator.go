@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,19 +40,24 @@ type Aggregator struct {
 
 	mu   sync.Mutex
 	next map[int32]int64 // per owned partition: the next offset the view expects
+	// Per owned partition: the highest raw offset applied from each raw partition. A processed
+	// event at or below it is one the transformer produced twice (see fold).
+	sources map[int32]map[int32]int64
+	landing chan struct{} // closed when the background apply under way ends
 
 	// Owned by the polling goroutine.
 	facts       event.ProcessedFacts
 	minKnown    map[string]map[string]int64 // hotel -> advertiser -> a price the view holds or beats
 	knownPrices int
 
-	consumed, applied, batches, undecodable, conflicts, redisErrors atomic.Int64
-	redisDown                                                       atomic.Pointer[string]
+	consumed, appliedN, batches, undecodable, conflicts, redisErrors, duplicates atomic.Int64
+	redisDown                                                                    atomic.Pointer[string]
 }
 
 // New returns an aggregator writing to v, whose Kafka client starts from kafkaOpts.
 func New(cfg Config, kafkaOpts []kgo.Opt, v *view.View, log *zap.Logger) *Aggregator {
-	return &Aggregator{cfg: cfg, kafkaOpts: kafkaOpts, view: v, log: log, next: map[int32]int64{}}
+	return &Aggregator{cfg: cfg, kafkaOpts: kafkaOpts, view: v, log: log, next: map[int32]int64{},
+		sources: map[int32]map[int32]int64{}}
 }
 
 // Name implements the pipeline's stage.
@@ -59,8 +65,8 @@ func (a *Aggregator) Name() string { return "aggregator" }
 
 // Counts returns the stage's running totals.
 func (a *Aggregator) Counts() map[string]int64 {
-	return map[string]int64{"consumed": a.consumed.Load(), "applied": a.applied.Load(), "batches": a.batches.Load(),
-		"undecodable": a.undecodable.Load(), "offset_conflicts": a.conflicts.Load(), "redis_errors": a.redisErrors.Load()}
+	return map[string]int64{"consumed": a.consumed.Load(), "applied": a.appliedN.Load(), "batches": a.batches.Load(),
+		"undecodable": a.undecodable.Load(), "duplicates_dropped": a.duplicates.Load(), "offset_conflicts": a.conflicts.Load(), "redis_errors": a.redisErrors.Load()}
 }
 
 // Problem says why the stage cannot make progress right now ("" when it can), for /readyz.
@@ -92,12 +98,16 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	a.log.Info("aggregator started", zap.String("topic", a.cfg.Topic), zap.String("group", a.cfg.Group))
 
 	var lastWarn, lastVerify time.Time
+	var pending *inflight // the batch being applied, if any
 	for {
 		// A bounded poll lets an idle aggregator still verify the view now and then.
 		pollCtx, cancel := context.WithTimeout(ctx, pollWait)
 		fetches := cl.PollRecords(pollCtx, a.cfg.BatchMaxRecords)
 		cancel()
 		if ctx.Err() != nil {
+			if pending != nil {
+				a.settle(ctx, cl, pending, map[int32]bool{}) // finish the batch in hand
+			}
 			cl.AllowRebalance()
 			return nil
 		}
@@ -112,11 +122,26 @@ func (a *Aggregator) Run(ctx context.Context) error {
 			a.log.Warn("fetch errors (the client retries)", zap.Int("n", len(errs)), zap.String("topic", errs[0].Topic),
 				zap.Int32("partition", errs[0].Partition), zap.Error(errs[0].Err))
 		}
+		rewound := map[int32]bool{} // partitions re-read from an earlier offset: skip this poll's records
 		if records := fetches.Records(); len(records) > 0 {
-			if err := a.applyRecords(ctx, cl, records); err != nil && ctx.Err() == nil {
-				cl.AllowRebalance()
-				return err
+			// Fold while the previous batch is still being applied: Go and Redis work in parallel.
+			batch, consumed := a.fold(records, rewound)
+			if pending != nil {
+				if !a.settle(ctx, cl, pending, rewound) {
+					if ctx.Err() != nil {
+						cl.AllowRebalance()
+						return nil
+					}
+					batch, consumed = a.fold(records, rewound) // offsets changed under the fold
+				}
+				pending = nil
 			}
+			if !batch.Empty() {
+				pending = a.start(ctx, batch, records, consumed)
+			}
+		} else if pending != nil {
+			a.settle(ctx, cl, pending, rewound)
+			pending = nil
 		} else if time.Since(lastVerify) > verifyInterval {
 			lastVerify = time.Now()
 			a.verify(ctx, cl)
@@ -166,93 +191,205 @@ func (a *Aggregator) verify(ctx context.Context, cl *kgo.Client) {
 	}
 	if len(moved) > 0 {
 		a.conflicts.Add(1)
-		a.resolve(cl, expected, moved, map[int32]bool{})
+		a.reset(ctx, cl, expected, moved, map[int32]bool{})
 	}
 }
 
-// applyRecords applies one poll's records, retrying Redis failures with capped backoff until they
-// succeed or ctx ends. Only records at or past a partition's stored offset are counted.
-func (a *Aggregator) applyRecords(ctx context.Context, cl *kgo.Client, records []*kgo.Record) error {
-	rewound := map[int32]bool{}
+// inflight is a batch being applied in the background while the next poll is read and folded.
+type inflight struct {
+	batch    *view.Batch
+	records  []*kgo.Record
+	consumed int64
+	landed   time.Time  // when the view took it; set before done is sent
+	done     chan error // nil, an *view.OffsetConflictError, or ctx's error
+}
+
+// start applies batch in the background. The offsets the next fold expects become the batch's
+// (optimistically: settle undoes that if the view refuses the batch).
+func (a *Aggregator) start(ctx context.Context, batch *view.Batch, records []*kgo.Record, consumed int64) *inflight {
+	f := &inflight{batch: batch, records: records, consumed: consumed, done: make(chan error, 1)}
+	landing := make(chan struct{})
+	a.mu.Lock()
+	a.advance(batch)
+	a.landing = landing
+	a.mu.Unlock()
+	go func() {
+		defer close(landing)
+		err := a.apply(ctx, batch)
+		f.landed = time.Now()
+		f.done <- err
+	}()
+	return f
+}
+
+// settle waits for an in-flight batch and records its outcome. It reports whether the view took
+// the batch; if it did not, the offsets have been put right and the batch's records re-applied
+// (or left for the next owner when ctx ended).
+func (a *Aggregator) settle(ctx context.Context, cl *kgo.Client, f *inflight, rewound map[int32]bool) bool {
+	err := <-f.done
+	if err == nil {
+		a.applied(ctx, cl, f.batch, f.records, f.consumed, f.landed)
+		return true
+	}
+	var conflict *view.OffsetConflictError
+	if errors.As(err, &conflict) {
+		a.conflicts.Add(1)
+		a.resolve(ctx, cl, f.batch, conflict.Stored, rewound)
+		if err := a.applyRecords(ctx, cl, f.records, rewound); err != nil {
+			a.log.Debug("aggregator: batch left unapplied at shutdown", zap.Error(err))
+		}
+	}
+	return false
+}
+
+// applied records a batch the view took.
+func (a *Aggregator) applied(ctx context.Context, cl *kgo.Client, batch *view.Batch, records []*kgo.Record, consumed int64, landed time.Time) {
+	a.redisDown.Store(nil)
+	a.rememberPrices(batch)
+	a.consumed.Add(consumed)
+	a.appliedN.Add(consumed)
+	a.batches.Add(1)
+	if a.cfg.OnApplied != nil {
+		a.cfg.OnApplied(records, landed)
+	}
+	// The group's commits only feed lag monitoring; resuming reads the view's own offsets.
+	cl.CommitUncommittedOffsets(context.WithoutCancel(ctx))
+}
+
+// advance makes the batch's offsets and source watermarks what the next fold expects of the
+// view. Called with mu held.
+func (a *Aggregator) advance(batch *view.Batch) {
+	for p, o := range batch.Offsets {
+		if _, owned := a.next[p]; !owned {
+			continue
+		}
+		a.next[p] = o.Next
+		for sp, so := range batch.Sources[p] {
+			if a.sources[p] == nil {
+				a.sources[p] = map[int32]int64{}
+			}
+			a.sources[p][sp] = so
+		}
+	}
+}
+
+// apply writes one batch, retrying Redis failures with capped backoff until the view takes it,
+// refuses it (an *view.OffsetConflictError) or ctx ends.
+func (a *Aggregator) apply(ctx context.Context, batch *view.Batch) error {
 	backoff := 100 * time.Millisecond
-	// The batch in hand is applied even if a drain starts meanwhile; only retries stop on ctx.
+	// An attempt under way finishes even if a drain starts meanwhile; only retries stop on ctx.
 	work := context.WithoutCancel(ctx)
+	for {
+		applyCtx, cancel := context.WithTimeout(work, 10*time.Second)
+		err := a.view.Apply(applyCtx, a.cfg.Topic, batch)
+		cancel()
+		var conflict *view.OffsetConflictError
+		if err == nil || errors.As(err, &conflict) {
+			return err
+		}
+		a.redisErrors.Add(1)
+		msg := "redis unavailable: " + err.Error()
+		if a.redisDown.Swap(&msg) == nil {
+			a.log.Error("aggregator: cannot apply batch; retrying until redis answers", zap.Error(err))
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// applyRecords applies records synchronously, re-folding after each conflict, until the view
+// holds them or ctx ends. Only records at or past a partition's stored offset are counted.
+func (a *Aggregator) applyRecords(ctx context.Context, cl *kgo.Client, records []*kgo.Record, rewound map[int32]bool) error {
 	for {
 		batch, consumed := a.fold(records, rewound)
 		if batch.Empty() {
 			return nil
 		}
-		applyCtx, cancel := context.WithTimeout(work, 10*time.Second)
-		err := a.view.Apply(applyCtx, a.cfg.Topic, batch)
-		cancel()
+		err := a.apply(ctx, batch)
 		var conflict *view.OffsetConflictError
 		switch {
 		case err == nil:
-			a.redisDown.Store(nil)
 			a.mu.Lock()
-			for p, o := range batch.Offsets {
-				if _, owned := a.next[p]; owned {
-					a.next[p] = o.Next
-				}
-			}
+			a.advance(batch)
 			a.mu.Unlock()
-			a.rememberPrices(batch)
-			a.consumed.Add(consumed)
-			a.applied.Add(consumed)
-			a.batches.Add(1)
-			if a.cfg.OnApplied != nil {
-				a.cfg.OnApplied(records, time.Now())
-			}
-			// The group's commits only feed lag monitoring; resuming reads the view's own offsets.
-			cl.CommitUncommittedOffsets(work)
+			a.applied(ctx, cl, batch, records, consumed, time.Now())
 			return nil
 		case errors.As(err, &conflict):
 			a.conflicts.Add(1)
-			expected := make(map[int32]int64, len(batch.Offsets))
-			for p, o := range batch.Offsets {
-				expected[p] = o.Expect
-			}
-			a.resolve(cl, expected, conflict.Stored, rewound)
+			a.resolve(ctx, cl, batch, conflict.Stored, rewound)
 		default:
-			a.redisErrors.Add(1)
-			msg := "redis unavailable: " + err.Error()
-			if a.redisDown.Swap(&msg) == nil {
-				a.log.Error("aggregator: cannot apply batch; retrying until redis answers", zap.Error(err))
-			}
-			t := time.NewTimer(backoff)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
-			case <-t.C:
-			}
-			backoff = min(2*backoff, 5*time.Second)
+			return err
 		}
 	}
 }
 
-// resolve reacts to stored offsets that moved under us. Ahead of us: another writer applied
+// resolve reacts to a batch the view refused because stored offsets moved under us. Every
+// partition of the batch goes back to what Redis holds: unchanged ones to the batch's Expect
+// (nothing was written), moved ones to the stored offset. Ahead of us: another writer applied
 // those records, skip them. Behind us (or gone): Redis lost data, so re-read the partition from
 // the stored offset (the start of the topic when none) to rebuild the view exactly.
-func (a *Aggregator) resolve(cl *kgo.Client, expectedOffsets, storedOffsets map[int32]int64, rewound map[int32]bool) {
+func (a *Aggregator) resolve(ctx context.Context, cl *kgo.Client, batch *view.Batch, stored map[int32]int64, rewound map[int32]bool) {
+	expected := make(map[int32]int64, len(batch.Offsets))
+	all := make(map[int32]int64, len(batch.Offsets))
+	for p, o := range batch.Offsets {
+		expected[p] = o.Expect
+		all[p] = o.Expect
+	}
+	for p, o := range stored {
+		all[p] = o
+	}
+	a.reset(ctx, cl, expected, all, rewound)
+}
+
+// reset points each partition in stored at the offset Redis holds, logging and re-reading the
+// ones whose stored offset differs from the expected one, and reloads their source watermarks.
+func (a *Aggregator) reset(ctx context.Context, cl *kgo.Client, expected, stored map[int32]int64, rewound map[int32]bool) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	a.minKnown = nil // what Redis holds is no longer what we remember
 	seek := map[int32]kgo.EpochOffset{}
-	for p, stored := range storedOffsets {
-		expected := expectedOffsets[p]
-		a.log.Warn("aggregator: stored offset differs from expected", zap.String("topic", a.cfg.Topic),
-			zap.Int32("partition", p), zap.Int64("stored", stored), zap.Int64("expected", expected))
+	parts := make([]int32, 0, len(stored))
+	for p, st := range stored {
 		if _, owned := a.next[p]; owned {
-			a.next[p] = stored
+			a.next[p] = st
+			parts = append(parts, p)
 		}
-		if stored < expected {
+		if st == expected[p] {
+			continue
+		}
+		a.log.Warn("aggregator: stored offset differs from expected", zap.String("topic", a.cfg.Topic),
+			zap.Int32("partition", p), zap.Int64("stored", st), zap.Int64("expected", expected[p]))
+		if st < expected[p] {
 			rewound[p] = true
-			seek[p] = kgo.EpochOffset{Epoch: -1, Offset: max(stored, 0)}
+			seek[p] = kgo.EpochOffset{Epoch: -1, Offset: max(st, 0)}
 		}
 	}
+	a.mu.Unlock()
 	if len(seek) > 0 {
 		cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{a.cfg.Topic: seek})
+	}
+	var sources map[int32]map[int32]int64
+	err := a.retryRedis(ctx, "reload source watermarks", func() (err error) {
+		sources, err = a.view.Sources(ctx, a.cfg.Topic, parts)
+		return err
+	})
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, p := range parts {
+		if _, owned := a.next[p]; !owned {
+			continue
+		}
+		if err != nil {
+			// Shutting down: leave the partition unusable rather than judge duplicates blindly.
+			delete(a.next, p)
+			continue
+		}
+		a.sources[p] = sources[p]
 	}
 }
 
@@ -273,6 +410,10 @@ func (a *Aggregator) fold(records []*kgo.Record, skip map[int32]bool) (*view.Bat
 		}
 		o.Next = r.Offset + 1
 		b.Offsets[r.Partition] = o
+		if a.duplicate(b, r) {
+			a.duplicates.Add(1)
+			continue
+		}
 		if err := event.ParseProcessed(r.Value, &a.facts); err != nil {
 			// Only the transformer writes this topic; anything else is reported, and its offset
 			// still advances so it cannot block the partition.
@@ -294,6 +435,41 @@ func (a *Aggregator) fold(records []*kgo.Record, skip map[int32]bool) (*view.Bat
 		n++
 	}
 	return b, n
+}
+
+// duplicate reports whether r is an event the view already holds under another offset: the
+// transformer produced it twice, which the embedded broker can cause when it dies in the middle of
+// committing a transaction (it writes the commit markers partition by partition, so a crash can
+// leave one partition's copy committed while the raw offsets roll back). Records of one raw
+// partition reach a processed partition in raw-offset order, so a source offset at or below the
+// highest one applied is a repeat. Otherwise it raises the batch's watermark. Called with mu held.
+func (a *Aggregator) duplicate(b *view.Batch, r *kgo.Record) bool {
+	var sp, so int64 = -1, -1
+	for _, h := range r.Headers {
+		switch h.Key {
+		case event.HeaderSourcePartition:
+			sp, _ = strconv.ParseInt(string(h.Value), 10, 32)
+		case event.HeaderSourceOffset:
+			so, _ = strconv.ParseInt(string(h.Value), 10, 64)
+		}
+	}
+	if sp < 0 || so < 0 {
+		return false // no source position: nothing to compare
+	}
+	srcs := b.Sources[r.Partition]
+	high, seen := srcs[int32(sp)]
+	if !seen {
+		high, seen = a.sources[r.Partition][int32(sp)]
+	}
+	if seen && so <= high {
+		return true
+	}
+	if srcs == nil {
+		srcs = map[int32]int64{}
+		b.Sources[r.Partition] = srcs
+	}
+	srcs[int32(sp)] = so
+	return false
 }
 
 // maxKnownPrices bounds the minimum-price cache; past it the cache starts over.
@@ -330,26 +506,23 @@ func (a *Aggregator) resumeFromView(ctx context.Context, assigned map[string]map
 		parts = append(parts, p)
 	}
 	var stored map[int32]int64
-	backoff := 100 * time.Millisecond
-	for {
-		var err error
-		if stored, err = a.view.Offsets(ctx, a.cfg.Topic, parts); err == nil {
-			break
+	var sources map[int32]map[int32]int64
+	err := a.retryRedis(ctx, "read stored offsets", func() (err error) {
+		if stored, err = a.view.Offsets(ctx, a.cfg.Topic, parts); err != nil {
+			return err
 		}
-		a.redisErrors.Add(1)
-		a.log.Warn("aggregator: cannot read stored offsets; retrying", zap.Error(err))
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("aggregator: read stored offsets: %w", err)
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
+		sources, err = a.view.Sources(ctx, a.cfg.Topic, parts)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("aggregator: %w", err)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	out := map[string]map[int32]kgo.Offset{a.cfg.Topic: {}}
 	for _, p := range parts {
 		a.next[p] = stored[p]
+		a.sources[p] = sources[p]
 		if stored[p] == view.NoOffset {
 			out[a.cfg.Topic][p] = kgo.NewOffset().AtStart()
 		} else {
@@ -360,10 +533,39 @@ func (a *Aggregator) resumeFromView(ctx context.Context, assigned map[string]map
 	return out, nil
 }
 
+// retryRedis calls fn until it succeeds or ctx ends, backing off up to 5 s.
+func (a *Aggregator) retryRedis(ctx context.Context, what string, fn func() error) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		a.redisErrors.Add(1)
+		a.log.Warn("aggregator: cannot "+what+"; retrying", zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w", what, err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// forget drops what the aggregator knew of revoked or lost partitions.
 func (a *Aggregator) forget(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	// A batch still being applied may hold records of these partitions: let it land before the
+	// next owner reads the view's offsets.
+	a.mu.Lock()
+	landing := a.landing
+	a.mu.Unlock()
+	if landing != nil {
+		<-landing
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, p := range revoked[a.cfg.Topic] {
 		delete(a.next, p)
+		delete(a.sources, p)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strconv"
 	"testing"
 	"time"
 
@@ -197,4 +198,58 @@ func TestTwoInstancesWithRebalance(t *testing.T) {
 	produce(t, addr, tr, events(1000, 1200))
 	waitExact(t, v, tr)
 	a.stop(t)
+}
+
+// produceFrom writes processed events carrying the raw source position the transformer stamps
+// on them; the truth counts only the first copy of each position.
+func produceFrom(t *testing.T, addr string, tr *truth, evs []event.Processed, firstRawOffset int64, count bool) {
+	recs := make([]*kgo.Record, len(evs))
+	for i, p := range evs {
+		b, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs[i] = &kgo.Record{Topic: "processed", Key: []byte(p.UserID), Value: b, Headers: []kgo.RecordHeader{
+			{Key: event.HeaderSourcePartition, Value: []byte("0")},
+			{Key: event.HeaderSourceOffset, Value: []byte(strconv.FormatInt(firstRawOffset+int64(i), 10))},
+		}}
+		if count {
+			tr.add(p)
+		}
+	}
+	kafkatest.Produce(t, addr, recs...)
+}
+
+// TestDropsEventsProducedTwice replays what a broker crash in the middle of a transaction commit
+// can leave behind: the same raw positions processed again after the originals were committed.
+// The copies must not count, also across a restart of the aggregator.
+func TestDropsEventsProducedTwice(t *testing.T) {
+	_, addr := kafkatest.Start(t, 1, "processed")
+	v := view.New(redistest.Start(t).Client(t))
+	tr := newTruth()
+	produceFrom(t, addr, tr, events(0, 100), 0, true)
+	produceFrom(t, addr, tr, events(50, 70), 50, false) // reprocessed raw offsets 50..69
+	r := start(t, addr, v)
+	produceFrom(t, addr, tr, events(100, 150), 100, true)
+	waitExact(t, v, tr)
+	deadline := time.Now().Add(30 * time.Second)
+	for r.agg.Counts()["duplicates_dropped"] != 20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("duplicates dropped = %d, want 20", r.agg.Counts()["duplicates_dropped"])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.stop(t)
+
+	// A new instance loads the watermarks from Redis and still recognises copies.
+	produceFrom(t, addr, tr, events(120, 150), 120, false)
+	produceFrom(t, addr, tr, events(150, 160), 150, true)
+	r = start(t, addr, v)
+	waitExact(t, v, tr)
+	for r.agg.Counts()["duplicates_dropped"] != 30 {
+		if time.Now().After(deadline) {
+			t.Fatalf("duplicates dropped after restart = %d, want 30", r.agg.Counts()["duplicates_dropped"])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

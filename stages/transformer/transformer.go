@@ -29,14 +29,14 @@ type Config struct {
 	StatsInterval                             time.Duration
 }
 
-// Dead-letter record headers.
+// Record headers, as the event package names them.
 const (
-	HeaderError           = "error"
-	HeaderReason          = "reason"
-	HeaderSourceTopic     = "source_topic"
-	HeaderSourcePartition = "source_partition"
-	HeaderSourceOffset    = "source_offset"
-	HeaderStage           = "stage"
+	HeaderError           = event.HeaderError
+	HeaderReason          = event.HeaderReason
+	HeaderSourceTopic     = event.HeaderSourceTopic
+	HeaderSourcePartition = event.HeaderSourcePartition
+	HeaderSourceOffset    = event.HeaderSourceOffset
+	HeaderStage           = event.HeaderStage
 )
 
 // Transformer is the transform stage.
@@ -228,7 +228,12 @@ func (t *Transformer) transform(r *kgo.Record) (*kgo.Record, bool) {
 	p, err := event.Transform(r.Value)
 	if err == nil {
 		value := p.AppendJSON(make([]byte, 0, len(r.Value)/2+128))
-		return &kgo.Record{Topic: t.cfg.ProcessedTopic, Key: []byte(p.UserID), Value: value, Timestamp: r.Timestamp}, false
+		// The source position lets the aggregator drop an event that a crash made us produce twice.
+		return &kgo.Record{Topic: t.cfg.ProcessedTopic, Key: []byte(p.UserID), Value: value, Timestamp: r.Timestamp,
+			Headers: []kgo.RecordHeader{
+				{Key: HeaderSourcePartition, Value: strconv.AppendInt(nil, int64(r.Partition), 10)},
+				{Key: HeaderSourceOffset, Value: strconv.AppendInt(nil, r.Offset, 10)},
+			}}, false
 	}
 	reason := "invalid"
 	var ve *event.ValidationError

@@ -29,3 +29,7 @@ clean:
 # End-to-end benchmark against the broker's own ceiling; BENCH_EVENTS (default 1,000,000).
 bench:
 	$(GO) run ./cmd/bench -out bench-results.json
+
+# HTTP API under load (wrk when installed, else a Go load generator); BENCH_API_USERS (default 1,000,000).
+bench-api:
+	$(GO) run ./cmd/benchapi -out bench-api-results.json

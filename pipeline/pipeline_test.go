@@ -22,7 +22,6 @@ import (
 	"github.com/searchflow/searchflow/internal/apitest"
 	"github.com/searchflow/searchflow/internal/kafkatest"
 	"github.com/searchflow/searchflow/internal/redistest"
-	"github.com/searchflow/searchflow/stages/generator"
 )
 
 type harness struct {
@@ -126,18 +125,7 @@ func TestEndToEndGenerated(t *testing.T) {
 		"REDIS_ADDR": srv.Addr, "GENERATOR_MAX_EVENTS": strconv.Itoa(n), "GENERATOR_SEED": strconv.Itoa(seed),
 		"GENERATOR_USERS": strconv.Itoa(users), "GENERATOR_HOTELS": strconv.Itoa(hotels),
 	})
-	want := apitest.New()
-	s := generator.NewSynth(seed, users, hotels)
-	for i := int64(0); i < n; i++ {
-		ev := s.Event(i, time.Unix(1, 0))
-		offers := map[string][]int64{}
-		for adv, os := range ev.HotelAdvertisers {
-			for _, o := range os {
-				offers[adv] = append(offers[adv], o.Eurocents)
-			}
-		}
-		want.Add(ev.UserID, ev.HotelID, offers)
-	}
+	want := synthTruth(n, seed, users, hotels)
 	want.WaitEqual(t, h.base, 90*time.Second)
 	h.waitReady() // the generator finished by design; the process stays ready
 	h.stop()

@@ -44,7 +44,9 @@ type Config struct {
 	TopicPartitions int
 	ConsumerGroup   string
 
-	HTTPAddr string
+	HTTPAddr    string
+	AdminAddr   string // empty: /metrics on HTTP_ADDR and no pprof
+	CORSOrigins []string
 
 	GeneratorRate       int // events per second, 0 = unlimited
 	GeneratorMaxEvents  int64
@@ -100,6 +102,8 @@ func Vars() []Var {
 		{"TOPIC_PARTITIONS", "6", "integer 1..1000", "partitions of topics searchflow creates when missing"},
 		{"CONSUMER_GROUP", "searchflow", "string", "prefix of the consumer groups (<prefix>-transformer, <prefix>-aggregator)"},
 		{"HTTP_ADDR", ":5000", "host:port", "where the API listens"},
+		{"ADMIN_ADDR", "", "host:port", "serve /metrics and /debug/pprof here instead; empty serves /metrics on HTTP_ADDR and no pprof"},
+		{"CORS_ORIGINS", "*", "comma list of origins, or *", "origins allowed to read the API from a browser"},
 		{"GENERATOR_RATE", "1000", "integer >= 0 (events/s, 0 = as fast as possible)", "generator rate limit"},
 		{"GENERATOR_MAX_EVENTS", "0", "integer >= 0 (0 = unbounded)", "generator stops after this many events"},
 		{"GENERATOR_SEED", "1", "integer", "seed of the synthetic events; equal seeds give equal events"},
@@ -136,6 +140,8 @@ func Load(getenv func(string) string) (Config, error) {
 	c.TopicPartitions = p.intRange("TOPIC_PARTITIONS", 1, 1000)
 	c.ConsumerGroup = p.str("CONSUMER_GROUP")
 	c.HTTPAddr = p.hostPort("HTTP_ADDR")
+	c.AdminAddr = p.optionalHostPort("ADMIN_ADDR")
+	c.CORSOrigins = p.origins("CORS_ORIGINS")
 	c.GeneratorRate = p.intRange("GENERATOR_RATE", 0, 100_000_000)
 	c.GeneratorMaxEvents = int64(p.intRange("GENERATOR_MAX_EVENTS", 0, 1<<62))
 	c.GeneratorSeed = int64(p.intRange("GENERATOR_SEED", -1<<62, 1<<62))
@@ -164,7 +170,7 @@ func (c Config) Masked() map[string]any {
 		"EMBEDDED_KAFKA_ADDR": c.EmbeddedKafkaAddr, "DATA_DIR": c.DataDir, "REDIS_ADDR": c.RedisAddr,
 		"REDIS_PASSWORD": pw, "REDIS_DB": c.RedisDB, "RAW_TOPIC": c.RawTopic, "PROCESSED_TOPIC": c.ProcessedTopic,
 		"DEAD_LETTER_TOPIC": c.DeadLetterTopic, "TOPIC_PARTITIONS": c.TopicPartitions, "CONSUMER_GROUP": c.ConsumerGroup,
-		"HTTP_ADDR": c.HTTPAddr, "GENERATOR_RATE": c.GeneratorRate, "GENERATOR_MAX_EVENTS": c.GeneratorMaxEvents,
+		"HTTP_ADDR": c.HTTPAddr, "ADMIN_ADDR": c.AdminAddr, "CORS_ORIGINS": strings.Join(c.CORSOrigins, ","), "GENERATOR_RATE": c.GeneratorRate, "GENERATOR_MAX_EVENTS": c.GeneratorMaxEvents,
 		"GENERATOR_SEED": c.GeneratorSeed, "GENERATOR_USERS": c.GeneratorUsers, "GENERATOR_HOTELS": c.GeneratorHotels,
 		"GENERATOR_REPLAY_FILE": c.GeneratorReplayFile, "BATCH_MAX_RECORDS": c.BatchMaxRecords,
 		"SHUTDOWN_TIMEOUT": c.ShutdownTimeout.String(), "STATS_INTERVAL": c.StatsInterval.String(),
@@ -272,6 +278,21 @@ func (p *parser) hostPorts(name string) []string {
 			continue
 		}
 		out = append(out, s)
+	}
+	return out
+}
+
+func (p *parser) origins(name string) []string {
+	var out []string
+	for _, o := range strings.Split(p.raw(name), ",") {
+		o = strings.TrimSpace(o)
+		switch {
+		case o == "":
+		case o == "*" || strings.HasPrefix(o, "http://") || strings.HasPrefix(o, "https://"):
+			out = append(out, o)
+		default:
+			p.fail(name, "%q is not an origin (scheme://host[:port])", o)
+		}
 	}
 	return out
 }

@@ -103,6 +103,8 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		"STATS_INTERVAL":        "-1s",
 		"LOG_LEVEL":             "loud",
 		"LOG_FORMAT":            "xml",
+		"ADMIN_ADDR":            "admin",
+		"CORS_ORIGINS":          "example.com",
 	}
 	for name, value := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/searchflow/searchflow/internal/jsonw"
+	"github.com/searchflow/searchflow/metrics"
 	"github.com/searchflow/searchflow/view"
 )
 
@@ -39,23 +40,68 @@ type Readiness func(ctx context.Context) map[string]string
 
 // Server is the HTTP API.
 type Server struct {
-	view  *view.View
-	ready Readiness
-	log   *zap.Logger
-	echo  *echo.Echo
-	http  *http.Server
+	view    *view.View
+	ready   Readiness
+	log     *zap.Logger
+	echo    *echo.Echo
+	http    *http.Server
+	opts    options
+	closing chan struct{} // closed by Shutdown: ends the event streams
 }
 
+type options struct {
+	stats         func() any
+	metrics       *metrics.Metrics
+	metricsOnMain bool
+	corsOrigins   []string
+	streamEvery   time.Duration
+}
+
+// Option configures the server.
+type Option func(*options)
+
+// WithStats serves /stats, /stream and /dashboard from stats, a snapshot of the pipeline's
+// numbers (anything that encodes to JSON).
+func WithStats(stats func() any) Option { return func(o *options) { o.stats = stats } }
+
+// WithMetrics records every request in m, and serves m on /metrics when onMain is true (else the
+// admin server does).
+func WithMetrics(m *metrics.Metrics, onMain bool) Option {
+	return func(o *options) { o.metrics, o.metricsOnMain = m, onMain }
+}
+
+// WithCORS allows cross-origin reads from origins ("*" for any).
+func WithCORS(origins []string) Option { return func(o *options) { o.corsOrigins = origins } }
+
+// WithStreamInterval sets how often /stream sends an update (default 1 s).
+func WithStreamInterval(d time.Duration) Option { return func(o *options) { o.streamEvery = d } }
+
 // New returns the API over v; ready backs /readyz.
-func New(v *view.View, ready Readiness, log *zap.Logger) *Server {
+func New(v *view.View, ready Readiness, log *zap.Logger, opts ...Option) *Server {
 	if ready == nil {
 		ready = func(context.Context) map[string]string { return nil }
 	}
-	s := &Server{view: v, ready: ready, log: log, echo: echo.New()}
+	s := &Server{view: v, ready: ready, log: log, echo: echo.New(), closing: make(chan struct{}),
+		opts: options{streamEvery: time.Second}}
+	for _, o := range opts {
+		o(&s.opts)
+	}
 	e := s.echo
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
+	e.Use(middleware.RequestID())
+	if m := s.opts.metrics; m != nil {
+		e.Use(observe(m))
+	}
 	e.Use(middleware.Recover())
+	if len(s.opts.corsOrigins) > 0 {
+		e.Use(middleware.CORSWithConfig(middleware.CORSConfig{AllowOrigins: s.opts.corsOrigins,
+			AllowMethods:  []string{http.MethodGet, http.MethodHead, http.MethodOptions},
+			ExposeHeaders: []string{"X-Total-Count", echo.HeaderXRequestID}}))
+	}
+	e.Use(middleware.GzipWithConfig(middleware.GzipConfig{MinLength: 1024,
+		// The event stream is flushed event by event; compressing it would hold events back.
+		Skipper: func(c echo.Context) bool { return c.Path() == "/stream" }}))
 	e.GET("/", s.welcome)
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
@@ -63,6 +109,15 @@ func New(v *view.View, ready Readiness, log *zap.Logger) *Server {
 	e.GET("/hotels", s.counts(view.Hotels))
 	e.GET("/advertisers", s.counts(view.Advertisers))
 	e.GET("/hotel_min_offer_per_advertiser", s.minPrices)
+	e.GET("/openapi.json", s.openAPI)
+	if s.opts.stats != nil {
+		e.GET("/stats", s.statsHandler)
+		e.GET("/stream", s.stream)
+		e.GET("/dashboard", s.dashboard)
+	}
+	if s.opts.metrics != nil && s.opts.metricsOnMain {
+		e.GET("/metrics", echo.WrapHandler(s.opts.metrics.Handler()))
+	}
 	s.http = &http.Server{
 		Handler:           e,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -87,6 +142,11 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // Shutdown stops accepting connections and waits for requests in flight.
 func (s *Server) Shutdown(ctx context.Context) error {
+	select {
+	case <-s.closing:
+	default:
+		close(s.closing)
+	}
 	if err := s.http.Shutdown(ctx); err != nil {
 		return fmt.Errorf("httpapi: shutdown: %w", err)
 	}
@@ -95,7 +155,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 func (s *Server) welcome(c echo.Context) error {
 	return c.String(http.StatusOK, "Welcome to searchflow: live hotel-search metrics. "+
-		"Try /users, /hotels, /advertisers and /hotel_min_offer_per_advertiser (?limit=&offset=).\n")
+		"Try /users, /hotels, /advertisers and /hotel_min_offer_per_advertiser (?limit=&offset=); "+
+		"watch it live on /dashboard; the API is described at /openapi.json.\n")
 }
 
 func (s *Server) healthz(c echo.Context) error {
@@ -222,12 +283,13 @@ func (s *Server) handleError(err error, c echo.Context) {
 	case errors.As(err, &he):
 		code, msg = he.Code, fmt.Sprint(he.Message)
 		if he.Internal != nil {
-			s.log.Warn("request failed", zap.String("path", c.Path()), zap.Int("status", code), zap.Error(he.Internal))
+			s.log.Warn("request failed", zap.String("path", c.Path()), zap.Int("status", code),
+				zap.String("request_id", requestID(c)), zap.Error(he.Internal))
 		}
 	case errors.Is(c.Request().Context().Err(), context.Canceled):
 		s.log.Debug("client went away", zap.String("path", c.Path()), zap.Error(err))
 	default:
-		s.log.Error("request failed", zap.String("path", c.Path()), zap.Error(err))
+		s.log.Error("request failed", zap.String("path", c.Path()), zap.String("request_id", requestID(c)), zap.Error(err))
 	}
 	if jerr := c.JSON(code, map[string]any{"error": msg, "status": code}); jerr != nil {
 		s.log.Debug("write error response", zap.Error(jerr))

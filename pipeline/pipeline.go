@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"sort"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/searchflow/searchflow/config"
 	"github.com/searchflow/searchflow/embedded"
 	"github.com/searchflow/searchflow/httpapi"
+	"github.com/searchflow/searchflow/metrics"
 	"github.com/searchflow/searchflow/stages/aggregator"
 	"github.com/searchflow/searchflow/stages/generator"
 	"github.com/searchflow/searchflow/stages/transformer"
@@ -53,7 +55,8 @@ func Run(ctx context.Context, cfg config.Config, log *zap.Logger) error {
 // RunWith is Run with test hooks.
 func RunWith(ctx context.Context, cfg config.Config, log *zap.Logger, opts Options) error {
 	log.Info("searchflow starting", zap.Any("config", cfg.Masked()))
-	p := &pipeline{cfg: cfg, log: log, running: map[string]bool{}, problems: map[string]func() string{}}
+	p := &pipeline{cfg: cfg, log: log, running: map[string]bool{}, problems: map[string]func() string{},
+		metrics: metrics.New()}
 	defer p.closeAll()
 	if err := p.connect(ctx); err != nil {
 		if ctx.Err() != nil {
@@ -69,6 +72,7 @@ type pipeline struct {
 	log *zap.Logger
 
 	closers   []func()
+	metrics   *metrics.Metrics
 	kafkaOpts []kgo.Opt
 	admin     *kgo.Client
 	redis     rueidis.Client
@@ -103,7 +107,7 @@ func (p *pipeline) connect(ctx context.Context) error {
 		kgo.SeedBrokers(brokers...),
 		kgo.WithLogger(kzap.New(p.log.Named("kafka"), kzap.Level(kgo.LogLevelWarn))),
 	}
-	admin, err := kgo.NewClient(p.kafkaOpts...)
+	admin, err := kgo.NewClient(p.clientOpts("admin")...)
 	if err != nil {
 		return fmt.Errorf("pipeline: kafka client: %w", err)
 	}
@@ -201,7 +205,7 @@ func (p *pipeline) stages() ([]Stage, error) {
 		cl, err := kgo.NewClient(append([]kgo.Opt{
 			kgo.ProducerLinger(5 * time.Millisecond),
 			kgo.MaxBufferedRecords(100_000),
-		}, p.kafkaOpts...)...)
+		}, p.clientOpts("generator")...)...)
 		if err != nil {
 			return nil, fmt.Errorf("pipeline: generator client: %w", err)
 		}
@@ -215,18 +219,30 @@ func (p *pipeline) stages() ([]Stage, error) {
 		t := transformer.New(transformer.Config{
 			RawTopic: cfg.RawTopic, ProcessedTopic: cfg.ProcessedTopic, DeadLetterTopic: cfg.DeadLetterTopic,
 			Group: cfg.ConsumerGroup + "-transformer", BatchMaxRecords: cfg.BatchMaxRecords,
-		}, p.kafkaOpts, p.log.With(zap.String("stage", "transformer")))
+			OnBatch: func(n int, took time.Duration) { p.metrics.ObserveBatch("transformer", n, took) },
+		}, p.clientOpts("transformer"), p.log.With(zap.String("stage", "transformer")))
 		p.problems[t.Name()] = t.Problem
 		out = append(out, t)
 	}
 	if cfg.Enabled(config.StageAggregator) {
 		a := aggregator.New(aggregator.Config{
 			Topic: cfg.ProcessedTopic, Group: cfg.ConsumerGroup + "-aggregator", BatchMaxRecords: cfg.BatchMaxRecords,
-		}, p.kafkaOpts, p.view, p.log.With(zap.String("stage", "aggregator")))
+			OnApplied: func(recs []*kgo.Record, landed time.Time, took time.Duration) {
+				p.metrics.ObserveBatch("aggregator", len(recs), took)
+				for _, r := range recs {
+					p.metrics.EndToEnd.Observe(landed.Sub(r.Timestamp).Seconds())
+				}
+			},
+		}, p.clientOpts("aggregator"), p.view, p.log.With(zap.String("stage", "aggregator")))
 		p.problems[a.Name()] = a.Problem
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// clientOpts are the Kafka options of one client, named for the franz-go metrics' client label.
+func (p *pipeline) clientOpts(name string) []kgo.Opt {
+	return append([]kgo.Opt{kgo.ClientID("searchflow-" + name), kgo.WithHooks(p.metrics.KafkaHooks(name))}, p.kafkaOpts...)
 }
 
 // finishesByDesign reports whether a stage returning nil before shutdown is expected.
@@ -237,13 +253,41 @@ func (p *pipeline) run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	for _, s := range stages {
+		p.metrics.AddStage(s.Name(), s.Counts)
+	}
+	mode := map[string]string{"kafka": "external", "redis": "external"}
+	if p.cfg.EmbeddedKafka() {
+		mode["kafka"] = "embedded"
+	}
+	if p.cfg.EmbeddedRedis() {
+		mode["redis"] = "embedded"
+	}
+	track := &tracker{started: time.Now(), mode: mode, stages: stages, running: p.isRunning}
+	var groups []string
+	if p.cfg.Enabled(config.StageTransformer) {
+		groups = append(groups, p.cfg.ConsumerGroup+"-transformer")
+	}
+	if p.cfg.Enabled(config.StageAggregator) {
+		groups = append(groups, p.cfg.ConsumerGroup+"-aggregator")
+	}
 	var api *httpapi.Server
-	var ln net.Listener
+	var ln, adminLn net.Listener
 	if p.cfg.Enabled(config.StageAPI) {
 		if ln, err = net.Listen("tcp", p.cfg.HTTPAddr); err != nil {
 			return fmt.Errorf("pipeline: listen on HTTP_ADDR %s: %w", p.cfg.HTTPAddr, err)
 		}
-		api = httpapi.New(p.view, p.readiness, p.log.With(zap.String("stage", "api")))
+		api = httpapi.New(p.view, p.readiness, p.log.With(zap.String("stage", "api")),
+			httpapi.WithStats(func() any { return track.snapshot() }),
+			httpapi.WithMetrics(p.metrics, p.cfg.AdminAddr == ""),
+			httpapi.WithCORS(p.cfg.CORSOrigins))
+	}
+	var admin *http.Server
+	if p.cfg.AdminAddr != "" {
+		if adminLn, err = net.Listen("tcp", p.cfg.AdminAddr); err != nil {
+			return fmt.Errorf("pipeline: listen on ADMIN_ADDR %s: %w", p.cfg.AdminAddr, err)
+		}
+		admin = newAdminServer(p.metrics)
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -302,6 +346,25 @@ func (p *pipeline) run(ctx context.Context, opts Options) error {
 		})
 	}
 	g.Go(func() error { p.logStats(gctx, stages); return nil })
+	g.Go(func() error { track.run(gctx, p.admin, groups, p.metrics, p.log); return nil })
+	if admin != nil {
+		g.Go(func() error {
+			serveErr := make(chan error, 1)
+			go func() { serveErr <- admin.Serve(adminLn) }()
+			p.log.Info("admin server listening (/metrics, /debug/pprof)", zap.String("addr", adminLn.Addr().String()))
+			select {
+			case err := <-serveErr:
+				return fmt.Errorf("admin server: %w", err)
+			case <-gctx.Done():
+			}
+			workers.Wait()
+			shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = admin.Shutdown(shutCtx)
+			<-serveErr
+			return nil
+		})
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		p.mu.Lock()
@@ -373,6 +436,12 @@ func (p *pipeline) setRunning(name string, on bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.running[name] = on
+}
+
+func (p *pipeline) isRunning(name string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.running[name]
 }
 
 func (p *pipeline) setFinished(name string) {

@@ -371,7 +371,7 @@ func copyTopic(ctx context.Context, addr, from, to string, batch int) error {
 
 // stages runs the transformer and/or the aggregator until n events went through and returns the
 // rate. Each run uses its own consumer groups.
-func (b *bench) stages(name, raw, processed string, n int64, withT, withA bool, onApplied func([]*kgo.Record, time.Time)) (float64, error) {
+func (b *bench) stages(name, raw, processed string, n int64, withT, withA bool, onApplied func([]*kgo.Record, time.Time, time.Duration)) (float64, error) {
 	if err := b.createTopics(processed, "dlq_"+name); err != nil {
 		return 0, err
 	}
@@ -422,7 +422,7 @@ func (b *bench) latency(rate, secs, users int) ([]time.Duration, error) {
 	}
 	warmup := time.Now().Add(time.Second)
 	var samples []time.Duration
-	onApplied := func(recs []*kgo.Record, at time.Time) {
+	onApplied := func(recs []*kgo.Record, at time.Time, _ time.Duration) {
 		for _, r := range recs {
 			if r.Timestamp.After(warmup) {
 				samples = append(samples, at.Sub(r.Timestamp))

@@ -27,8 +27,9 @@ type Config struct {
 	Group           string
 	BatchMaxRecords int
 	// OnApplied, if set, is called after each successful apply with the batch's records (their
-	// timestamps give the end-to-end latency). It runs on the stage's goroutine: keep it cheap.
-	OnApplied func(records []*kgo.Record, appliedAt time.Time)
+	// timestamps give the end-to-end latency), when Redis took them and how long the apply took.
+	// It runs on the stage's goroutine: keep it cheap.
+	OnApplied func(records []*kgo.Record, appliedAt time.Time, took time.Duration)
 }
 
 // Aggregator is the aggregate stage.
@@ -50,8 +51,8 @@ type Aggregator struct {
 	minKnown    map[string]map[string]int64 // hotel -> advertiser -> a price the view holds or beats
 	knownPrices int
 
-	consumed, appliedN, batches, undecodable, conflicts, redisErrors, duplicates atomic.Int64
-	redisDown                                                                    atomic.Pointer[string]
+	consumed, appliedN, batches, undecodable, conflicts, redisErrors, duplicates, fetchErrors atomic.Int64
+	redisDown                                                                                 atomic.Pointer[string]
 }
 
 // New returns an aggregator writing to v, whose Kafka client starts from kafkaOpts.
@@ -66,7 +67,7 @@ func (a *Aggregator) Name() string { return "aggregator" }
 // Counts returns the stage's running totals.
 func (a *Aggregator) Counts() map[string]int64 {
 	return map[string]int64{"consumed": a.consumed.Load(), "applied": a.appliedN.Load(), "batches": a.batches.Load(),
-		"undecodable": a.undecodable.Load(), "duplicates_dropped": a.duplicates.Load(), "offset_conflicts": a.conflicts.Load(), "redis_errors": a.redisErrors.Load()}
+		"undecodable": a.undecodable.Load(), "duplicates_dropped": a.duplicates.Load(), "fetch_errors": a.fetchErrors.Load(), "offset_conflicts": a.conflicts.Load(), "redis_errors": a.redisErrors.Load()}
 }
 
 // Problem says why the stage cannot make progress right now ("" when it can), for /readyz.
@@ -117,6 +118,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 				errs = append(errs, e)
 			}
 		}
+		a.fetchErrors.Add(int64(len(errs)))
 		if len(errs) > 0 && time.Since(lastWarn) > 5*time.Second {
 			lastWarn = time.Now()
 			a.log.Warn("fetch errors (the client retries)", zap.Int("n", len(errs)), zap.String("topic", errs[0].Topic),
@@ -200,8 +202,9 @@ type inflight struct {
 	batch    *view.Batch
 	records  []*kgo.Record
 	consumed int64
-	landed   time.Time  // when the view took it; set before done is sent
-	done     chan error // nil, an *view.OffsetConflictError, or ctx's error
+	landed   time.Time     // when the view took it; set before done is sent
+	took     time.Duration // how long the apply took
+	done     chan error    // nil, an *view.OffsetConflictError, or ctx's error
 }
 
 // start applies batch in the background. The offsets the next fold expects become the batch's
@@ -215,8 +218,10 @@ func (a *Aggregator) start(ctx context.Context, batch *view.Batch, records []*kg
 	a.mu.Unlock()
 	go func() {
 		defer close(landing)
+		t0 := time.Now()
 		err := a.apply(ctx, batch)
 		f.landed = time.Now()
+		f.took = f.landed.Sub(t0)
 		f.done <- err
 	}()
 	return f
@@ -228,7 +233,7 @@ func (a *Aggregator) start(ctx context.Context, batch *view.Batch, records []*kg
 func (a *Aggregator) settle(ctx context.Context, cl *kgo.Client, f *inflight, rewound map[int32]bool) bool {
 	err := <-f.done
 	if err == nil {
-		a.applied(ctx, cl, f.batch, f.records, f.consumed, f.landed)
+		a.applied(ctx, cl, f.batch, f.records, f.consumed, f.landed, f.took)
 		return true
 	}
 	var conflict *view.OffsetConflictError
@@ -243,14 +248,14 @@ func (a *Aggregator) settle(ctx context.Context, cl *kgo.Client, f *inflight, re
 }
 
 // applied records a batch the view took.
-func (a *Aggregator) applied(ctx context.Context, cl *kgo.Client, batch *view.Batch, records []*kgo.Record, consumed int64, landed time.Time) {
+func (a *Aggregator) applied(ctx context.Context, cl *kgo.Client, batch *view.Batch, records []*kgo.Record, consumed int64, landed time.Time, took time.Duration) {
 	a.redisDown.Store(nil)
 	a.rememberPrices(batch)
 	a.consumed.Add(consumed)
 	a.appliedN.Add(consumed)
 	a.batches.Add(1)
 	if a.cfg.OnApplied != nil {
-		a.cfg.OnApplied(records, landed)
+		a.cfg.OnApplied(records, landed, took)
 	}
 	// The group's commits only feed lag monitoring; resuming reads the view's own offsets.
 	cl.CommitUncommittedOffsets(context.WithoutCancel(ctx))
@@ -311,6 +316,7 @@ func (a *Aggregator) applyRecords(ctx context.Context, cl *kgo.Client, records [
 		if batch.Empty() {
 			return nil
 		}
+		t0 := time.Now()
 		err := a.apply(ctx, batch)
 		var conflict *view.OffsetConflictError
 		switch {
@@ -318,7 +324,7 @@ func (a *Aggregator) applyRecords(ctx context.Context, cl *kgo.Client, records [
 			a.mu.Lock()
 			a.advance(batch)
 			a.mu.Unlock()
-			a.applied(ctx, cl, batch, records, consumed, time.Now())
+			a.applied(ctx, cl, batch, records, consumed, time.Now(), time.Since(t0))
 			return nil
 		case errors.As(err, &conflict):
 			a.conflicts.Add(1)

@@ -26,8 +26,12 @@ type Config struct {
 	RawTopic, ProcessedTopic, DeadLetterTopic string
 	Group                                     string
 	BatchMaxRecords                           int
-	StatsInterval                             time.Duration
+	// OnBatch, if set, is called after each committed batch with its size and processing time.
+	OnBatch func(records int, took time.Duration)
 }
+
+// DeadLetterReasonPrefix marks the per-reason dead-letter totals in Counts.
+const DeadLetterReasonPrefix = "dead_letter_reason:"
 
 // Record headers, as the event package names them.
 const (
@@ -45,8 +49,10 @@ type Transformer struct {
 	kafkaOpts []kgo.Opt
 	log       *zap.Logger
 
-	consumed, produced, deadLettered, aborted atomic.Int64
-	problem                                   atomic.Pointer[string]
+	consumed, produced, deadLettered, aborted, fetchErrors atomic.Int64
+	problem                                                atomic.Pointer[string]
+	reasonMu                                               sync.Mutex
+	reasons                                                map[string]int64 // dead letters by reason
 }
 
 // Size limits. A dead-lettered record keeps at most maxDeadLetterValue bytes of the original value
@@ -60,7 +66,7 @@ const (
 
 // New returns a transformer whose clients start from kafkaOpts (seed brokers, logger).
 func New(cfg Config, kafkaOpts []kgo.Opt, log *zap.Logger) *Transformer {
-	return &Transformer{cfg: cfg, kafkaOpts: kafkaOpts, log: log}
+	return &Transformer{cfg: cfg, kafkaOpts: kafkaOpts, log: log, reasons: map[string]int64{}}
 }
 
 // Name implements the pipeline's stage.
@@ -68,8 +74,14 @@ func (t *Transformer) Name() string { return "transformer" }
 
 // Counts returns the stage's running totals.
 func (t *Transformer) Counts() map[string]int64 {
-	return map[string]int64{"consumed": t.consumed.Load(), "produced": t.produced.Load(),
-		"dead_lettered": t.deadLettered.Load(), "aborted_batches": t.aborted.Load()}
+	c := map[string]int64{"consumed": t.consumed.Load(), "produced": t.produced.Load(),
+		"dead_lettered": t.deadLettered.Load(), "aborted_batches": t.aborted.Load(), "fetch_errors": t.fetchErrors.Load()}
+	t.reasonMu.Lock()
+	defer t.reasonMu.Unlock()
+	for r, n := range t.reasons {
+		c[DeadLetterReasonPrefix+r] = n
+	}
+	return c
 }
 
 // Problem says why the stage cannot make progress right now ("" when it can), for /readyz.
@@ -144,7 +156,9 @@ func (t *Transformer) session(ctx context.Context, committed func()) error {
 			// Records polled but not transformed were never committed: the next owner reads them.
 			return nil
 		}
-		if errs := fetches.Errors(); len(errs) > 0 && time.Since(lastWarn) > 5*time.Second {
+		errs := fetches.Errors()
+		t.fetchErrors.Add(int64(len(errs)))
+		if len(errs) > 0 && time.Since(lastWarn) > 5*time.Second {
 			lastWarn = time.Now()
 			t.log.Warn("fetch errors (the client retries)", zap.Int("n", len(errs)), zap.String("topic", errs[0].Topic),
 				zap.Int32("partition", errs[0].Partition), zap.Error(errs[0].Err))
@@ -184,10 +198,13 @@ func (t *Transformer) transformBatch(ctx context.Context, sess *kgo.GroupTransac
 			failMu.Unlock()
 		}
 	}
+	start := time.Now()
+	reasons := map[string]int64{}
 	fetches.EachRecord(func(r *kgo.Record) {
-		out, dead := t.transform(r)
-		if dead {
+		out, reason := t.transform(r)
+		if reason != "" {
 			dl++
+			reasons[reason]++
 		} else {
 			n++
 		}
@@ -219,12 +236,22 @@ func (t *Transformer) transformBatch(ctx context.Context, sess *kgo.GroupTransac
 	t.consumed.Add(n + dl)
 	t.produced.Add(n)
 	t.deadLettered.Add(dl)
+	if len(reasons) > 0 {
+		t.reasonMu.Lock()
+		for r, k := range reasons {
+			t.reasons[r] += k
+		}
+		t.reasonMu.Unlock()
+	}
+	if t.cfg.OnBatch != nil {
+		t.cfg.OnBatch(int(n+dl), time.Since(start))
+	}
 	return true, nil
 }
 
 // transform returns the record to produce for r: its processed event, or r itself bound for the
-// dead-letter topic with headers saying why and where it came from.
-func (t *Transformer) transform(r *kgo.Record) (*kgo.Record, bool) {
+// dead-letter topic with headers saying why and where it came from, and then the reason.
+func (t *Transformer) transform(r *kgo.Record) (*kgo.Record, string) {
 	p, err := event.Transform(r.Value)
 	if err == nil {
 		value := p.AppendJSON(make([]byte, 0, len(r.Value)/2+128))
@@ -233,7 +260,7 @@ func (t *Transformer) transform(r *kgo.Record) (*kgo.Record, bool) {
 			Headers: []kgo.RecordHeader{
 				{Key: HeaderSourcePartition, Value: strconv.AppendInt(nil, int64(r.Partition), 10)},
 				{Key: HeaderSourceOffset, Value: strconv.AppendInt(nil, r.Offset, 10)},
-			}}, false
+			}}, ""
 	}
 	reason := "invalid"
 	var ve *event.ValidationError
@@ -253,5 +280,5 @@ func (t *Transformer) transform(r *kgo.Record) (*kgo.Record, bool) {
 		value = value[:maxDeadLetterValue]
 		headers = append(headers, kgo.RecordHeader{Key: HeaderTruncated, Value: []byte(strconv.Itoa(len(r.Value)))})
 	}
-	return &kgo.Record{Topic: t.cfg.DeadLetterTopic, Key: r.Key, Value: value, Headers: headers, Timestamp: r.Timestamp}, true
+	return &kgo.Record{Topic: t.cfg.DeadLetterTopic, Key: r.Key, Value: value, Headers: headers, Timestamp: r.Timestamp}, reason
 }

@@ -1,0 +1,159 @@
+package httpapi
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"go.uber.org/zap"
+
+	"github.com/searchflow/searchflow/metrics"
+	"github.com/searchflow/searchflow/view"
+)
+
+//go:embed dashboard.html
+var dashboardHTML []byte
+
+//go:embed openapi.json
+var openAPIJSON []byte
+
+func (s *Server) openAPI(c echo.Context) error {
+	return c.JSONBlob(http.StatusOK, openAPIJSON)
+}
+
+func (s *Server) dashboard(c echo.Context) error {
+	return c.Blob(http.StatusOK, "text/html; charset=utf-8", dashboardHTML)
+}
+
+func (s *Server) statsHandler(c echo.Context) error {
+	return c.JSON(http.StatusOK, s.opts.stats())
+}
+
+// Cheapest is one hotel's cheapest advertiser, for the dashboard.
+type Cheapest struct {
+	Hotel      string `json:"hotel"`
+	Advertiser string `json:"advertiser"`
+	Price      int64  `json:"price"`
+}
+
+// liveUpdate is one /stream event: the stats and the current top lists.
+type liveUpdate struct {
+	Stats    any                   `json:"stats"`
+	Top      map[string][]topEntry `json:"top"`
+	Cheapest []Cheapest            `json:"cheapest"`
+}
+
+type topEntry struct {
+	ID    string `json:"id"`
+	Count int64  `json:"count"`
+}
+
+const topN = 10
+
+// snapshot reads the numbers one stream event carries.
+func (s *Server) snapshot(ctx context.Context) (liveUpdate, error) {
+	u := liveUpdate{Stats: s.opts.stats(), Top: map[string][]topEntry{}}
+	for _, kind := range []view.Kind{view.Users, view.Hotels, view.Advertisers} {
+		_, entries, err := s.view.Counts(ctx, kind, 0, topN)
+		if err != nil {
+			return u, err
+		}
+		list := make([]topEntry, len(entries))
+		for i, e := range entries {
+			list[i] = topEntry{ID: e.ID, Count: e.Count}
+		}
+		u.Top[string(kind)] = list
+	}
+	_, hotels, err := s.view.MinPrices(ctx, 0, topN)
+	if err != nil {
+		return u, err
+	}
+	for _, h := range hotels {
+		best := Cheapest{Hotel: h.HotelID}
+		for adv, price := range h.Prices {
+			if best.Advertiser == "" || price < best.Price || price == best.Price && adv < best.Advertiser {
+				best.Advertiser, best.Price = adv, price
+			}
+		}
+		u.Cheapest = append(u.Cheapest, best)
+	}
+	return u, nil
+}
+
+// stream sends a liveUpdate as a Server-Sent Event every stream interval until the client goes
+// away or the server shuts down.
+func (s *Server) stream(c echo.Context) error {
+	w := c.Response()
+	w.Header().Set(echo.HeaderContentType, "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w.Writer)
+	ctx := c.Request().Context()
+	tick := time.NewTicker(s.opts.streamEvery)
+	defer tick.Stop()
+	for id := 0; ; id++ {
+		rctx, cancel := context.WithTimeout(ctx, readTimeout)
+		u, err := s.snapshot(rctx)
+		cancel()
+		if err == nil {
+			body, _ := json.Marshal(u)
+			// The server's write timeout is for ordinary requests; a stream renews it per event.
+			_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+			if _, err := w.Write([]byte("id: " + strconv.Itoa(id) + "\ndata: ")); err != nil {
+				return nil
+			}
+			if _, err := w.Write(append(body, '\n', '\n')); err != nil {
+				return nil
+			}
+			if err := rc.Flush(); err != nil {
+				return nil
+			}
+		} else if ctx.Err() == nil {
+			s.log.Debug("stream: cannot read the view", zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.closing:
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// observe records each request's route, status and duration.
+func observe(m *metrics.Metrics) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			start := time.Now()
+			err := next(c)
+			route := c.Path()
+			if route == "" {
+				route = "unmatched"
+			}
+			status := c.Response().Status
+			var he *echo.HTTPError
+			if err != nil && errors.As(err, &he) {
+				status = he.Code
+			} else if err != nil && !c.Response().Committed {
+				status = http.StatusInternalServerError
+			}
+			m.HTTPRequests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+			m.HTTPSeconds.WithLabelValues(route).Observe(time.Since(start).Seconds())
+			return err
+		}
+	}
+}
+
+func requestID(c echo.Context) string {
+	if id := c.Response().Header().Get(echo.HeaderXRequestID); id != "" {
+		return id
+	}
+	return c.Request().Header.Get(echo.HeaderXRequestID)
+}

@@ -1,0 +1,137 @@
+// Package metrics owns searchflow's Prometheus registry: the stages' running totals (read at
+// scrape time, so the stages stay free of Prometheus), batch and latency histograms, consumer lag,
+// the Kafka clients' own metrics (franz-go's kprom) and the HTTP server's requests. Nothing here is
+// global: the pipeline builds one Metrics and hands its pieces to whoever observes.
+package metrics
+
+import (
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/twmb/franz-go/plugin/kprom"
+)
+
+// DeadLetterPrefix marks a stage count that is a dead-letter reason: "dead_letter_reason:<reason>".
+const DeadLetterPrefix = "dead_letter_reason:"
+
+// Metrics is the registry and the instruments searchflow records into.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	BatchRecords *prometheus.HistogramVec // stage
+	BatchSeconds *prometheus.HistogramVec // stage: time to process one batch
+	EndToEnd     prometheus.Histogram     // event produced -> applied to Redis
+	Lag          *prometheus.GaugeVec     // group, topic, partition
+	HTTPRequests *prometheus.CounterVec   // route, status
+	HTTPSeconds  *prometheus.HistogramVec // route
+
+	mu     sync.Mutex
+	stages map[string]func() map[string]int64
+}
+
+// New returns a registry with Go and process collectors and every searchflow instrument.
+func New() *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: reg,
+		BatchRecords: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "searchflow_batch_records", Help: "Records in one batch a stage processed.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 9),
+		}, []string{"stage"}),
+		BatchSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "searchflow_batch_duration_seconds", Help: "Time a stage took to process one batch.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}, []string{"stage"}),
+		EndToEnd: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "searchflow_end_to_end_latency_seconds", Help: "Time from an event's production to its apply in Redis.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
+		Lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "searchflow_consumer_lag", Help: "Records not yet committed by a consumer group, per partition.",
+		}, []string{"group", "topic", "partition"}),
+		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "searchflow_http_requests_total", Help: "HTTP requests by route and status.",
+		}, []string{"route", "status"}),
+		HTTPSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "searchflow_http_request_duration_seconds", Help: "HTTP request duration by route.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		}, []string{"route"}),
+		stages: map[string]func() map[string]int64{},
+	}
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.BatchRecords, m.BatchSeconds, m.EndToEnd, m.Lag, m.HTTPRequests, m.HTTPSeconds, stageCollector{m})
+	return m
+}
+
+// KafkaHooks returns franz-go's client metrics (searchflow_kafka_*) for one client, labelled
+// client=name. Give each concurrently open client its own; a client re-created after the previous
+// one closed may reuse them.
+func (m *Metrics) KafkaHooks(name string) *kprom.Metrics {
+	return kprom.NewMetrics("searchflow_kafka", kprom.Registry(m.Registry),
+		kprom.WithStaticLabel(prometheus.Labels{"client": name}))
+}
+
+// AddStage exports a stage's running totals: each count becomes
+// searchflow_stage_events_total{stage, event}, and dead-letter reasons become
+// searchflow_dead_letters_total{reason}.
+func (m *Metrics) AddStage(name string, counts func() map[string]int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.stages[name] = counts
+}
+
+// Handler serves the registry in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+}
+
+// ObserveBatch records one processed batch.
+func (m *Metrics) ObserveBatch(stage string, records int, took time.Duration) {
+	m.BatchRecords.WithLabelValues(stage).Observe(float64(records))
+	m.BatchSeconds.WithLabelValues(stage).Observe(took.Seconds())
+}
+
+var (
+	stageEventsDesc = prometheus.NewDesc("searchflow_stage_events_total",
+		"Running totals of each stage (records consumed, produced, dead-lettered, applied, errors, ...).",
+		[]string{"stage", "event"}, nil)
+	deadLettersDesc = prometheus.NewDesc("searchflow_dead_letters_total",
+		"Raw records sent to the dead-letter topic, by reason.", []string{"reason"}, nil)
+)
+
+// stageCollector reads the stages' counts at scrape time.
+type stageCollector struct{ m *Metrics }
+
+func (c stageCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- stageEventsDesc
+	ch <- deadLettersDesc
+}
+
+func (c stageCollector) Collect(ch chan<- prometheus.Metric) {
+	c.m.mu.Lock()
+	names := make([]string, 0, len(c.m.stages))
+	for name := range c.m.stages {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	fns := make([]func() map[string]int64, len(names))
+	for i, name := range names {
+		fns[i] = c.m.stages[name]
+	}
+	c.m.mu.Unlock()
+	for i, name := range names {
+		for event, n := range fns[i]() {
+			if reason, ok := strings.CutPrefix(event, DeadLetterPrefix); ok {
+				ch <- prometheus.MustNewConstMetric(deadLettersDesc, prometheus.CounterValue, float64(n), reason)
+				continue
+			}
+			ch <- prometheus.MustNewConstMetric(stageEventsDesc, prometheus.CounterValue, float64(n), name, event)
+		}
+	}
+}

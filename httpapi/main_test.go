@@ -38,7 +38,7 @@ type fixture struct {
 func alwaysReady(context.Context) map[string]string { return nil }
 
 // newFixture starts redis-server and serves the API over it; ready nil means always ready.
-func newFixture(t testing.TB, ready Readiness, log *zap.Logger) *fixture {
+func newFixture(t testing.TB, ready Readiness, log *zap.Logger, opts ...Option) *fixture {
 	t.Helper()
 	rs := redistest.Start(t)
 	v := view.New(rs.Client(t))
@@ -48,7 +48,7 @@ func newFixture(t testing.TB, ready Readiness, log *zap.Logger) *fixture {
 	if log == nil {
 		log = zaptest.NewLogger(t)
 	}
-	srv := New(v, ready, log)
+	srv := New(v, ready, log, opts...)
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	return &fixture{redis: rs, view: v, srv: srv, http: hs}

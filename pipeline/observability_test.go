@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
 )
 
 func getBody(t *testing.T, url string, header map[string]string) (*http.Response, string) {
@@ -72,6 +74,16 @@ func TestObservability(t *testing.T) {
 	resp, body := getBody(t, h.base+"/stats", nil)
 	if err := json.Unmarshal([]byte(body), &stats); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("/stats: %d %v %s", resp.StatusCode, err, body)
+	}
+	// The real document matches the schema the API publishes.
+	doc, err := openapi3.NewLoader().LoadFromFile("../httpapi/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var generic any
+	_ = json.Unmarshal([]byte(body), &generic)
+	if err := doc.Components.Schemas["Stats"].Value.VisitJSON(generic); err != nil {
+		t.Errorf("/stats does not match the OpenAPI Stats schema: %v", err)
 	}
 	if stats.Mode["kafka"] != "embedded" || stats.Mode["redis"] != "embedded" || stats.DeadLettered != 1 ||
 		stats.Stages["aggregator"].Totals["applied"] != 4 || !stats.Stages["aggregator"].Running ||

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"github.com/labstack/echo/v4"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -257,5 +258,22 @@ func TestRedisDownWithoutDeadline(t *testing.T) {
 		if code != http.StatusServiceUnavailable {
 			t.Errorf("GET %s with redis down: status %d, want 503", path, code)
 		}
+	}
+}
+
+// TestPanicBecomesJSON500 checks that a handler panic is recovered into the JSON error body.
+func TestPanicBecomesJSON500(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil, nil)
+	f.srv.echo.GET("/boom", func(echo.Context) error { panic("boom") })
+	r := get(t, f, "/boom")
+	if r.code != http.StatusInternalServerError {
+		t.Fatalf("status %d, want 500", r.code)
+	}
+	if msg, status := errorBody(t, r); msg != "internal error" || status != http.StatusInternalServerError {
+		t.Errorf("body %s", r.body)
+	}
+	if r.header.Get("X-Request-Id") == "" {
+		t.Error("no X-Request-Id on the failed answer")
 	}
 }

@@ -32,4 +32,4 @@ bench:
 
 # HTTP API under load (wrk when installed, else a Go load generator); BENCH_API_USERS (default 1,000,000).
 bench-api:
-	$(GO) run ./cmd/benchapi -out bench-api-results.json
+	$(GO) run ./cmd/bench -api -out bench-api-results.json

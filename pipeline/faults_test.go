@@ -51,6 +51,23 @@ func readyz(t *testing.T, base string) (int, map[string]string) {
 	return resp.StatusCode, b.Problems
 }
 
+// waitReadyz polls /readyz until ok says its answer is the expected one, for up to 30 s, and
+// returns the last problems.
+func waitReadyz(t *testing.T, base, what string, ok func(code int, problems map[string]string) bool) map[string]string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, problems := readyz(t, base)
+		if ok(code, problems) {
+			return problems
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz did not %s within 30s: %d %v", what, code, problems)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // TestRedisOutage kills redis-server mid-stream and starts an empty one on the same port: /readyz
 // must say not ready meanwhile, and the view must end exact (rebuilt from Kafka).
 func TestRedisOutage(t *testing.T) {
@@ -63,32 +80,16 @@ func TestRedisOutage(t *testing.T) {
 	waitSomeAggregated(t, h.base)
 
 	srv.Stop()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		code, problems := readyz(t, h.base)
-		if code == http.StatusServiceUnavailable && problems["redis"] != "" {
-			t.Logf("not ready while Redis is down: %v", problems)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz still %d %v 30s into the outage", code, problems)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	problems := waitReadyz(t, h.base, "report Redis down", func(code int, problems map[string]string) bool {
+		return code == http.StatusServiceUnavailable && problems["redis"] != ""
+	})
+	t.Logf("not ready while Redis is down: %v", problems)
 	srv.Restart(t) // empty, as a Redis without persistence comes back
 
 	synthTruth(n, seed, users, hotels).WaitEqual(t, h.base, 90*time.Second)
-	deadline = time.Now().Add(30 * time.Second)
-	for {
-		code, problems := readyz(t, h.base)
-		if code == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz not ready again after the outage: %v", problems)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitReadyz(t, h.base, "be ready again after the outage", func(code int, _ map[string]string) bool {
+		return code == http.StatusOK
+	})
 	h.stop()
 }
 
@@ -173,18 +174,10 @@ func TestBrokerOutage(t *testing.T) {
 	waitSomeAggregated(t, h.base)
 
 	broker.Close()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		code, problems := readyz(t, h.base)
-		if code == http.StatusServiceUnavailable && problems["kafka"] != "" {
-			t.Logf("not ready while the broker is down: %v", problems["kafka"])
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz still %d %v 30s into the broker outage", code, problems)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	problems := waitReadyz(t, h.base, "report Kafka down", func(code int, problems map[string]string) bool {
+		return code == http.StatusServiceUnavailable && problems["kafka"] != ""
+	})
+	t.Logf("not ready while the broker is down: %v", problems["kafka"])
 	broker = startBroker()
 
 	synthTruth(n, seed, users, hotels).WaitEqual(t, h.base, 120*time.Second)

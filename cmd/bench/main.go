@@ -3,6 +3,11 @@
 // (the baseline), the transformer alone, the aggregator alone, both together (end to end), and the
 // latency from generation to visibility in Redis at a fixed rate. It prints a table and writes
 // bench-results.json. Run it with `make bench`; see README "Performance".
+//
+// With -api it measures the HTTP API instead (`make bench-api`): it fills a real redis-server
+// with BENCH_API_USERS users (default 1,000,000), serves the API in process and drives
+// /advertisers and /users?limit=100 with 64 connections — with wrk when it is installed, else with
+// a Go load generator — and writes bench-api-results.json.
 package main
 
 import (
@@ -90,7 +95,11 @@ func run() error {
 	out := flag.String("out", "bench-results.json", "where to write the results")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the end-to-end phase here")
 	profilePhase := flag.String("profile-phase", "e2e", "phase the CPU profile covers: transformer, aggregator or e2e")
+	api := flag.Bool("api", false, "benchmark the HTTP API instead (make bench-api)")
 	flag.Parse()
+	if *api {
+		return runAPI(*out)
+	}
 	n, err := envInt("BENCH_EVENTS", 1_000_000)
 	if err != nil {
 		return err

@@ -1,13 +1,8 @@
-// Command benchapi measures the HTTP API under load: it fills a real redis-server with
-// BENCH_API_USERS users (default 1,000,000), serves the API in process, and drives /advertisers
-// and /users?limit=100 with 64 connections — with wrk when it is installed, else with a Go load
-// generator. It prints a table and writes bench-api-results.json. Run it with `make bench-api`.
 package main
 
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -29,8 +24,8 @@ import (
 	"github.com/searchflow/searchflow/view"
 )
 
-// Result is one endpoint's numbers.
-type Result struct {
+// APIResult is one endpoint's numbers under load.
+type APIResult struct {
 	Path       string  `json:"path"`
 	Tool       string  `json:"tool"`
 	ReqPerSec  float64 `json:"req_per_sec"`
@@ -38,39 +33,19 @@ type Result struct {
 	LatencyP99 float64 `json:"latency_p99_ms"`
 }
 
-// Results is what bench-api-results.json holds.
-type Results struct {
-	Users       int      `json:"users"`
-	Connections int      `json:"connections"`
-	Seconds     int      `json:"seconds"`
-	Endpoints   []Result `json:"endpoints"`
-	GoVersion   string   `json:"go_version"`
-	CPUs        int      `json:"cpus"`
-	Date        string   `json:"date"`
+// APIResults is what bench-api-results.json holds.
+type APIResults struct {
+	Users       int         `json:"users"`
+	Connections int         `json:"connections"`
+	Seconds     int         `json:"seconds"`
+	Endpoints   []APIResult `json:"endpoints"`
+	GoVersion   string      `json:"go_version"`
+	CPUs        int         `json:"cpus"`
+	Date        string      `json:"date"`
 }
 
-func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "benchapi:", err)
-		os.Exit(1)
-	}
-}
-
-func envInt(name string, def int) (int, error) {
-	v := os.Getenv(name)
-	if v == "" {
-		return def, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("%s: %q is not a positive integer", name, v)
-	}
-	return n, nil
-}
-
-func run() error {
-	out := flag.String("out", "bench-api-results.json", "where to write the results")
-	flag.Parse()
+// runAPI is `make bench-api`: see the package comment.
+func runAPI(out string) error {
 	users, err := envInt("BENCH_API_USERS", 1_000_000)
 	if err != nil {
 		return err
@@ -100,7 +75,7 @@ func run() error {
 		return err
 	}
 	v := view.New(rc)
-	fmt.Fprintf(os.Stderr, "benchapi: loading %d users...\n", users)
+	fmt.Fprintf(os.Stderr, "bench-api: loading %d users...\n", users)
 	if err := load(ctx, v, users); err != nil {
 		return err
 	}
@@ -114,11 +89,11 @@ func run() error {
 	defer api.Shutdown(context.Background())
 	base := "http://" + ln.Addr().String()
 
-	res := Results{Users: users, Connections: conns, Seconds: secs, GoVersion: runtime.Version(),
+	res := APIResults{Users: users, Connections: conns, Seconds: secs, GoVersion: runtime.Version(),
 		CPUs: runtime.NumCPU(), Date: time.Now().UTC().Format(time.RFC3339)}
 	for _, path := range []string{"/advertisers", "/users?limit=100"} {
-		fmt.Fprintf(os.Stderr, "benchapi: %s for %d s with %d connections...\n", path, secs, conns)
-		var r Result
+		fmt.Fprintf(os.Stderr, "bench-api: %s for %d s with %d connections...\n", path, secs, conns)
+		var r APIResult
 		if _, err := exec.LookPath("wrk"); err == nil {
 			r, err = withWrk(base+path, conns, secs)
 			if err != nil {
@@ -137,7 +112,7 @@ func run() error {
 		fmt.Printf("%-22s %-5s %12.0f %10.2f %10.2f\n", r.Path, r.Tool, r.ReqPerSec, r.LatencyP50, r.LatencyP99)
 	}
 	js, _ := json.MarshalIndent(res, "", "  ")
-	return os.WriteFile(*out, append(js, '\n'), 0o644)
+	return os.WriteFile(out, append(js, '\n'), 0o644)
 }
 
 // load writes users distinct users (with varied counts), 12 advertisers and 1,000 hotels through
@@ -171,12 +146,12 @@ var (
 	wrkLatency = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([\d.]+)(us|ms|s)`)
 )
 
-func withWrk(url string, conns, secs int) (Result, error) {
+func withWrk(url string, conns, secs int) (APIResult, error) {
 	out, err := exec.Command("wrk", "-t2", fmt.Sprintf("-c%d", conns), fmt.Sprintf("-d%ds", secs), "--latency", url).CombinedOutput()
 	if err != nil {
-		return Result{}, fmt.Errorf("wrk: %v\n%s", err, out)
+		return APIResult{}, fmt.Errorf("wrk: %v\n%s", err, out)
 	}
-	r := Result{Tool: "wrk"}
+	r := APIResult{Tool: "wrk"}
 	if m := wrkRate.FindSubmatch(out); m != nil {
 		r.ReqPerSec, _ = strconv.ParseFloat(string(m[1]), 64)
 	}
@@ -201,7 +176,7 @@ func withWrk(url string, conns, secs int) (Result, error) {
 }
 
 // withGo is the fallback load generator: conns goroutines with keep-alive connections.
-func withGo(url string, conns, secs int) Result {
+func withGo(url string, conns, secs int) APIResult {
 	tr := &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns}
 	client := &http.Client{Transport: tr}
 	deadline := time.Now().Add(time.Duration(secs) * time.Second)
@@ -236,5 +211,5 @@ func withGo(url string, conns, secs int) Result {
 		}
 		return float64(lat[int(q*float64(len(lat)-1))].Microseconds()) / 1000
 	}
-	return Result{Tool: "go", ReqPerSec: float64(len(lat)) / float64(secs), LatencyP50: pct(0.5), LatencyP99: pct(0.99)}
+	return APIResult{Tool: "go", ReqPerSec: float64(len(lat)) / float64(secs), LatencyP50: pct(0.5), LatencyP99: pct(0.99)}
 }

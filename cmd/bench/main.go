@@ -93,11 +93,22 @@ type bench struct {
 
 func run() error {
 	out := flag.String("out", "bench-results.json", "where to write the results")
-	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the end-to-end phase here")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the profiled phase (or of the whole -api run) here")
 	profilePhase := flag.String("profile-phase", "e2e", "phase the CPU profile covers: transformer, aggregator or e2e")
 	api := flag.Bool("api", false, "benchmark the HTTP API instead (make bench-api)")
 	flag.Parse()
 	if *api {
+		if *cpuProfile != "" {
+			f, err := os.Create(*cpuProfile)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return err
+			}
+			defer pprof.StopCPUProfile()
+		}
 		return runAPI(*out)
 	}
 	n, err := envInt("BENCH_EVENTS", 1_000_000)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/searchflow/searchflow/internal/jsonw"
 )
 
 // Transform validates one raw record and derives its processed event. A *ValidationError says
@@ -20,19 +22,73 @@ import (
 // advertisers in document order), whatever the key order.
 func Transform(value []byte) (Processed, error) {
 	var p Processed
+	d, err := decode(value)
+	if err != nil {
+		return p, err
+	}
+	if err := d.result(&p); err != nil {
+		return Processed{}, err
+	}
+	return p, nil
+}
+
+// AppendProcessed validates value like Transform and appends to dst the JSON that Transform's
+// event would encode to (Processed.AppendJSON), without building the event: the transformer's
+// hot path. It also returns the user id, the processed record's key.
+func AppendProcessed(dst, value []byte) ([]byte, string, error) {
+	d, err := decode(value)
+	if err != nil {
+		return dst, "", err
+	}
+	v, err := d.judge()
+	if err != nil {
+		return dst, "", err
+	}
+	dst = append(dst, `{"user_id":`...)
+	dst = jsonw.AppendString(dst, v.user)
+	dst = append(dst, `,"hotel_id":`...)
+	dst = jsonw.AppendString(dst, v.hotel)
+	dst = append(dst, `,"search_timestamp":`...)
+	dst = append(dst, v.ts...)
+	dst = append(dst, `,"advertisers":[`...)
+	for i, a := range v.advertisers {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = jsonw.AppendString(dst, a.name)
+	}
+	dst = append(dst, `],"min_offer":{"price":`...)
+	dst = strconv.AppendInt(dst, v.min.low, 10)
+	dst = append(dst, `,"advertiser":`...)
+	dst = jsonw.AppendString(dst, v.min.name)
+	dst = append(dst, `},"advertiser_min_prices":{`...)
+	for i, a := range v.advertisers {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = jsonw.AppendString(dst, a.name)
+		dst = append(dst, ':')
+		dst = strconv.AppendInt(dst, a.low, 10)
+	}
+	return append(dst, "}}"...), v.user, nil
+}
+
+// decode runs the single pass over value: size, encoding and syntax errors come back here,
+// field errors from judge.
+func decode(value []byte) (*decoder, error) {
 	if len(value) > MaxRawBytes {
-		return p, invalid(ReasonTooLarge, "record is %d bytes, over the %d byte limit", len(value), MaxRawBytes)
+		return nil, invalid(ReasonTooLarge, "record is %d bytes, over the %d byte limit", len(value), MaxRawBytes)
 	}
 	if !utf8.Valid(value) {
-		return p, invalid(ReasonInvalidUTF8, "record is not valid UTF-8")
+		return nil, invalid(ReasonInvalidUTF8, "record is not valid UTF-8")
 	}
-	d := decoder{s: scanner{b: value}}
+	d := &decoder{s: scanner{b: value}}
 	d.s.ws()
 	if d.s.peek() != '{' {
 		if json.Valid(value) {
-			return p, invalid(ReasonNotObject, "record is JSON but not an object")
+			return nil, invalid(ReasonNotObject, "record is JSON but not an object")
 		}
-		return p, invalid(ReasonNotJSON, "record is not JSON")
+		return nil, invalid(ReasonNotJSON, "record is not JSON")
 	}
 	d.top()
 	if d.s.err == nil {
@@ -43,14 +99,11 @@ func Transform(value []byte) (Processed, error) {
 	}
 	if d.s.err != nil {
 		if d.s.tooDeep {
-			return p, invalid(ReasonTooDeep, "nesting deeper than %d", MaxDepth)
+			return nil, invalid(ReasonTooDeep, "nesting deeper than %d", MaxDepth)
 		}
-		return p, invalid(ReasonNotJSON, "%s", d.s.err.Error())
+		return nil, invalid(ReasonNotJSON, "%s", d.s.err.Error())
 	}
-	if err := d.result(&p); err != nil {
-		return Processed{}, err
-	}
-	return p, nil
+	return d, nil
 }
 
 // field is what the decoder saw of one known top-level key.
@@ -211,78 +264,101 @@ func (d *decoder) parseAdvertisers() {
 	})
 }
 
-// result judges the fields in a fixed order and fills p.
-func (d *decoder) result(p *Processed) error {
+// verdict is a valid record's facts, before they become a Processed or its JSON.
+type verdict struct {
+	user, hotel string
+	ts          []byte
+	advertisers []advertiser // sorted by name
+	min         advertiser
+}
+
+// judge checks the fields in a fixed order and returns the record's facts.
+func (d *decoder) judge() (verdict, error) {
+	var v verdict
 	if d.dupErr != nil {
-		return d.dupErr
+		return v, d.dupErr
 	}
 	if !d.user.seen || d.user.kind == 'n' {
-		return invalid(ReasonMissingUserID, "user_id is missing")
+		return v, invalid(ReasonMissingUserID, "user_id is missing")
 	}
 	if d.user.kind != '"' {
-		return invalid(ReasonInvalidUserID, "user_id is not a string")
+		return v, invalid(ReasonInvalidUserID, "user_id is not a string")
 	}
-	p.UserID = unescape(d.user.raw, d.user.esc)
-	if strings.TrimSpace(p.UserID) == "" {
-		return invalid(ReasonInvalidUserID, "user_id is empty")
+	v.user = unescape(d.user.raw, d.user.esc)
+	if strings.TrimSpace(v.user) == "" {
+		return v, invalid(ReasonInvalidUserID, "user_id is empty")
 	}
 
 	switch {
 	case !d.hotel.seen || d.hotel.kind == 'n':
-		return invalid(ReasonMissingHotelID, "hotel_id is missing")
+		return v, invalid(ReasonMissingHotelID, "hotel_id is missing")
 	case d.hotel.kind == '"':
-		p.HotelID = unescape(d.hotel.raw, d.hotel.esc)
-		if strings.TrimSpace(p.HotelID) == "" {
-			return invalid(ReasonInvalidHotelID, "hotel_id is empty")
+		v.hotel = unescape(d.hotel.raw, d.hotel.esc)
+		if strings.TrimSpace(v.hotel) == "" {
+			return v, invalid(ReasonInvalidHotelID, "hotel_id is empty")
 		}
 	case d.hotel.kind == '0':
 		if !isIntegerLiteral(d.hotel.raw) {
-			return invalid(ReasonInvalidHotelID, "hotel_id %s is not an integer", d.hotel.raw)
+			return v, invalid(ReasonInvalidHotelID, "hotel_id %s is not an integer", d.hotel.raw)
 		}
-		p.HotelID = string(d.hotel.raw)
+		v.hotel = string(d.hotel.raw)
 	default:
-		return invalid(ReasonInvalidHotelID, "hotel_id is neither a string nor an integer")
+		return v, invalid(ReasonInvalidHotelID, "hotel_id is neither a string nor an integer")
 	}
 
 	if !d.ts.seen || d.ts.kind == 'n' {
-		return invalid(ReasonMissingTimestamp, "search_timestamp is missing")
+		return v, invalid(ReasonMissingTimestamp, "search_timestamp is missing")
 	}
 	if d.ts.kind != '0' {
-		return invalid(ReasonInvalidTimestamp, "search_timestamp is not a number")
+		return v, invalid(ReasonInvalidTimestamp, "search_timestamp is not a number")
 	}
 	f, err := strconv.ParseFloat(string(d.ts.raw), 64)
 	if err != nil {
-		return invalid(ReasonInvalidTimestamp, "search_timestamp %s is not a number", d.ts.raw)
+		return v, invalid(ReasonInvalidTimestamp, "search_timestamp %s is not a number", d.ts.raw)
 	}
 	if f <= 0 {
-		return invalid(ReasonInvalidTimestamp, "search_timestamp %s is not positive", d.ts.raw)
+		return v, invalid(ReasonInvalidTimestamp, "search_timestamp %s is not positive", d.ts.raw)
 	}
-	p.SearchTimestamp = json.Number(d.ts.raw)
+	v.ts = d.ts.raw
 
 	if !d.advs.seen || d.advs.kind == 'n' {
-		return invalid(ReasonMissingAdvertisers, "hotel_advertisers is missing")
+		return v, invalid(ReasonMissingAdvertisers, "hotel_advertisers is missing")
 	}
 	if d.advs.kind != '{' || !d.advertisersParsed {
-		return invalid(ReasonInvalidAdvertisers, "hotel_advertisers is not an object")
+		return v, invalid(ReasonInvalidAdvertisers, "hotel_advertisers is not an object")
 	}
 	if d.advErr != nil {
-		return d.advErr
+		return v, d.advErr
 	}
 	if len(d.advertisers) == 0 {
-		return invalid(ReasonNoAdvertisers, "hotel_advertisers is empty")
+		return v, invalid(ReasonNoAdvertisers, "hotel_advertisers is empty")
 	}
 	// JSON objects carry no order that survives decoding; sorted names make the output and the
 	// choice between equally cheap advertisers deterministic.
 	sort.Slice(d.advertisers, func(i, j int) bool { return d.advertisers[i].name < d.advertisers[j].name })
-	p.Advertisers = make([]string, len(d.advertisers))
-	p.AdvertiserMinPrices = make(map[string]int64, len(d.advertisers))
+	v.advertisers = d.advertisers
 	for i, a := range d.advertisers {
-		p.Advertisers[i] = a.name
-		p.AdvertiserMinPrices[a.name] = a.low
-		if i == 0 || a.low < p.MinOffer.Price {
-			p.MinOffer = MinOffer{Price: a.low, Advertiser: a.name}
+		if i == 0 || a.low < v.min.low {
+			v.min = a
 		}
 	}
+	return v, nil
+}
+
+// result judges the record and fills p.
+func (d *decoder) result(p *Processed) error {
+	v, err := d.judge()
+	if err != nil {
+		return err
+	}
+	p.UserID, p.HotelID, p.SearchTimestamp = v.user, v.hotel, json.Number(v.ts)
+	p.Advertisers = make([]string, len(v.advertisers))
+	p.AdvertiserMinPrices = make(map[string]int64, len(v.advertisers))
+	for i, a := range v.advertisers {
+		p.Advertisers[i] = a.name
+		p.AdvertiserMinPrices[a.name] = a.low
+	}
+	p.MinOffer = MinOffer{Price: v.min.low, Advertiser: v.min.name}
 	return nil
 }
 

@@ -20,6 +20,16 @@ var advertiserReasons = map[Reason]bool{ReasonInvalidAdvertiser: true, ReasonNoO
 // about (duplicate keys, nesting depth).
 func checkAgainstReference(t *testing.T, raw []byte) {
 	got, err := Transform(raw)
+	// The transformer's hot path must say exactly what Transform and AppendJSON say.
+	fast, user, fastErr := AppendProcessed(nil, raw)
+	switch {
+	case (err == nil) != (fastErr == nil):
+		t.Fatalf("AppendProcessed(%q) err %v, Transform err %v", raw, fastErr, err)
+	case err != nil && err.Error() != fastErr.Error():
+		t.Fatalf("AppendProcessed(%q) err %v, Transform err %v", raw, fastErr, err)
+	case err == nil && (string(fast) != string(got.AppendJSON(nil)) || user != got.UserID):
+		t.Fatalf("AppendProcessed(%q) = %s %q, want %s %q", raw, fast, user, got.AppendJSON(nil), got.UserID)
+	}
 	want, refErr := referenceTransform(raw)
 	var ve, refVE *ValidationError
 	if err != nil && !errors.As(err, &ve) {

@@ -82,3 +82,15 @@ func BenchmarkTransformAndEncode(b *testing.B) {
 		buf = p.AppendJSON(buf[:0])
 	}
 }
+
+func BenchmarkAppendProcessed(b *testing.B) {
+	raw := []byte(corpus.Valid()[0])
+	var buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		if buf, _, err = AppendProcessed(buf[:0], raw); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -252,11 +252,10 @@ func (t *Transformer) transformBatch(ctx context.Context, sess *kgo.GroupTransac
 // transform returns the record to produce for r: its processed event, or r itself bound for the
 // dead-letter topic with headers saying why and where it came from, and then the reason.
 func (t *Transformer) transform(r *kgo.Record) (*kgo.Record, string) {
-	p, err := event.Transform(r.Value)
+	value, user, err := event.AppendProcessed(make([]byte, 0, len(r.Value)/2+128), r.Value)
 	if err == nil {
-		value := p.AppendJSON(make([]byte, 0, len(r.Value)/2+128))
 		// The source position lets the aggregator drop an event that a crash made us produce twice.
-		return &kgo.Record{Topic: t.cfg.ProcessedTopic, Key: []byte(p.UserID), Value: value, Timestamp: r.Timestamp,
+		return &kgo.Record{Topic: t.cfg.ProcessedTopic, Key: []byte(user), Value: value, Timestamp: r.Timestamp,
 			Headers: []kgo.RecordHeader{
 				{Key: HeaderSourcePartition, Value: strconv.AppendInt(nil, int64(r.Partition), 10)},
 				{Key: HeaderSourceOffset, Value: strconv.AppendInt(nil, r.Offset, 10)},
@@ -275,7 +274,7 @@ func (t *Transformer) transform(r *kgo.Record) (*kgo.Record, string) {
 		kgo.RecordHeader{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
 		kgo.RecordHeader{Key: HeaderStage, Value: []byte("transformer")},
 	)
-	value := r.Value
+	value = r.Value
 	if len(value) > maxDeadLetterValue {
 		value = value[:maxDeadLetterValue]
 		headers = append(headers, kgo.RecordHeader{Key: HeaderTruncated, Value: []byte(strconv.Itoa(len(r.Value)))})

@@ -81,6 +81,24 @@ func (a *Aggregator) Problem() string {
 // Run aggregates until ctx ends, then returns nil; a batch not yet applied stays unapplied and is
 // read again by whoever owns its partition next.
 func (a *Aggregator) Run(ctx context.Context) error {
+	for {
+		err := a.consume(ctx)
+		if !errors.Is(err, errRewind) {
+			return err
+		}
+		// A fresh client rejoins the group and resumes from what the view holds now; reusing the
+		// old one could hand over records it fetched from the old positions.
+		a.log.Warn("aggregator: the view lost data; reconnecting to re-read from its stored offsets")
+	}
+}
+
+// errRewind says the view holds less than the aggregator expected (Redis lost data): the
+// partitions must be read again from the offsets the view stores.
+var errRewind = errors.New("aggregator: the view lost data")
+
+// consume runs one Kafka client until ctx ends (nil), the view needs a re-read (errRewind) or a
+// fatal error.
+func (a *Aggregator) consume(ctx context.Context) error {
 	opts := append([]kgo.Opt{
 		kgo.ConsumerGroup(a.cfg.Group),
 		kgo.ConsumeTopics(a.cfg.Topic),
@@ -95,7 +113,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("aggregator: create client: %w", err)
 	}
-	defer cl.Close()
+	defer cl.CloseAllowingRebalance()
 	a.log.Info("aggregator started", zap.String("topic", a.cfg.Topic), zap.String("group", a.cfg.Group))
 
 	var lastWarn, lastVerify time.Time
@@ -107,9 +125,8 @@ func (a *Aggregator) Run(ctx context.Context) error {
 		cancel()
 		if ctx.Err() != nil {
 			if pending != nil {
-				a.settle(ctx, cl, pending, map[int32]bool{}) // finish the batch in hand
+				_, _ = a.settle(ctx, cl, pending) // finish the batch in hand
 			}
-			cl.AllowRebalance()
 			return nil
 		}
 		var errs []kgo.FetchError
@@ -124,29 +141,36 @@ func (a *Aggregator) Run(ctx context.Context) error {
 			a.log.Warn("fetch errors (the client retries)", zap.Int("n", len(errs)), zap.String("topic", errs[0].Topic),
 				zap.Int32("partition", errs[0].Partition), zap.Error(errs[0].Err))
 		}
-		rewound := map[int32]bool{} // partitions re-read from an earlier offset: skip this poll's records
 		if records := fetches.Records(); len(records) > 0 {
 			// Fold while the previous batch is still being applied: Go and Redis work in parallel.
-			batch, consumed := a.fold(records, rewound)
+			batch, consumed := a.fold(records)
 			if pending != nil {
-				if !a.settle(ctx, cl, pending, rewound) {
+				ok, err := a.settle(ctx, cl, pending)
+				pending = nil
+				if err != nil {
+					return err
+				}
+				if !ok {
 					if ctx.Err() != nil {
-						cl.AllowRebalance()
 						return nil
 					}
-					batch, consumed = a.fold(records, rewound) // offsets changed under the fold
+					batch, consumed = a.fold(records) // offsets changed under the fold
 				}
-				pending = nil
 			}
 			if !batch.Empty() {
 				pending = a.start(ctx, batch, records, consumed)
 			}
 		} else if pending != nil {
-			a.settle(ctx, cl, pending, rewound)
+			_, err := a.settle(ctx, cl, pending)
 			pending = nil
+			if err != nil {
+				return err
+			}
 		} else if time.Since(lastVerify) > verifyInterval {
 			lastVerify = time.Now()
-			a.verify(ctx, cl)
+			if err := a.verify(ctx); err != nil {
+				return err
+			}
 		}
 		cl.AllowRebalance()
 	}
@@ -160,8 +184,9 @@ const (
 )
 
 // verify compares the offsets stored in the view with the ones this aggregator expects for its
-// partitions and re-reads the partitions whose stored offset moved.
-func (a *Aggregator) verify(ctx context.Context, cl *kgo.Client) {
+// partitions: ahead means another writer took over (skip), behind means the view lost data
+// (errRewind).
+func (a *Aggregator) verify(ctx context.Context) error {
 	a.mu.Lock()
 	expected := make(map[int32]int64, len(a.next))
 	parts := make([]int32, 0, len(a.next))
@@ -171,7 +196,7 @@ func (a *Aggregator) verify(ctx context.Context, cl *kgo.Client) {
 	}
 	a.mu.Unlock()
 	if len(parts) == 0 {
-		return
+		return nil
 	}
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -182,7 +207,7 @@ func (a *Aggregator) verify(ctx context.Context, cl *kgo.Client) {
 		if a.redisDown.Swap(&msg) == nil {
 			a.log.Error("aggregator: cannot read the view's offsets", zap.Error(err))
 		}
-		return
+		return nil
 	}
 	a.redisDown.Store(nil)
 	moved := map[int32]int64{}
@@ -191,10 +216,11 @@ func (a *Aggregator) verify(ctx context.Context, cl *kgo.Client) {
 			moved[p] = o
 		}
 	}
-	if len(moved) > 0 {
-		a.conflicts.Add(1)
-		a.reset(ctx, cl, expected, moved, map[int32]bool{})
+	if len(moved) == 0 {
+		return nil
 	}
+	a.conflicts.Add(1)
+	return a.reset(ctx, expected, moved)
 }
 
 // inflight is a batch being applied in the background while the next poll is read and folded.
@@ -228,27 +254,33 @@ func (a *Aggregator) start(ctx context.Context, batch *view.Batch, records []*kg
 }
 
 // settle waits for an in-flight batch and records its outcome. It reports whether the view took
-// the batch; if it did not, the offsets have been put right and the batch's records re-applied
-// (or left for the next owner when ctx ended).
-func (a *Aggregator) settle(ctx context.Context, cl *kgo.Client, f *inflight, rewound map[int32]bool) bool {
+// the batch; if another writer had moved the offsets on, the batch's records are re-applied from
+// there, and if the view lost data it returns errRewind.
+func (a *Aggregator) settle(ctx context.Context, cl *kgo.Client, f *inflight) (bool, error) {
 	err := <-f.done
 	if err == nil {
 		a.applied(ctx, cl, f.batch, f.records, f.consumed, f.landed, f.took)
-		return true
+		return true, nil
 	}
 	var conflict *view.OffsetConflictError
-	if errors.As(err, &conflict) {
-		a.conflicts.Add(1)
-		a.resolve(ctx, cl, f.batch, conflict.Stored, rewound)
-		if err := a.applyRecords(ctx, cl, f.records, rewound); err != nil {
-			a.log.Debug("aggregator: batch left unapplied at shutdown", zap.Error(err))
-		}
+	if !errors.As(err, &conflict) {
+		return false, nil // ctx ended first: the records stay for whoever reads next
 	}
-	return false
+	a.conflicts.Add(1)
+	if err := a.resolve(ctx, f.batch, conflict.Stored); err != nil {
+		return false, err
+	}
+	if err := a.applyRecords(ctx, cl, f.records); err != nil && !errors.Is(err, ctx.Err()) {
+		return false, err
+	}
+	return false, nil
 }
 
 // applied records a batch the view took.
 func (a *Aggregator) applied(ctx context.Context, cl *kgo.Client, batch *view.Batch, records []*kgo.Record, consumed int64, landed time.Time, took time.Duration) {
+	if ce := a.log.Check(zap.DebugLevel, "aggregator: batch applied"); ce != nil {
+		ce.Write(zap.Any("offsets", batch.Offsets), zap.Int64("events", consumed), zap.Duration("took", took))
+	}
 	a.redisDown.Store(nil)
 	a.rememberPrices(batch)
 	a.consumed.Add(consumed)
@@ -310,9 +342,9 @@ func (a *Aggregator) apply(ctx context.Context, batch *view.Batch) error {
 
 // applyRecords applies records synchronously, re-folding after each conflict, until the view
 // holds them or ctx ends. Only records at or past a partition's stored offset are counted.
-func (a *Aggregator) applyRecords(ctx context.Context, cl *kgo.Client, records []*kgo.Record, rewound map[int32]bool) error {
+func (a *Aggregator) applyRecords(ctx context.Context, cl *kgo.Client, records []*kgo.Record) error {
 	for {
-		batch, consumed := a.fold(records, rewound)
+		batch, consumed := a.fold(records)
 		if batch.Empty() {
 			return nil
 		}
@@ -328,7 +360,9 @@ func (a *Aggregator) applyRecords(ctx context.Context, cl *kgo.Client, records [
 			return nil
 		case errors.As(err, &conflict):
 			a.conflicts.Add(1)
-			a.resolve(ctx, cl, batch, conflict.Stored, rewound)
+			if err := a.resolve(ctx, batch, conflict.Stored); err != nil {
+				return err
+			}
 		default:
 			return err
 		}
@@ -337,10 +371,8 @@ func (a *Aggregator) applyRecords(ctx context.Context, cl *kgo.Client, records [
 
 // resolve reacts to a batch the view refused because stored offsets moved under us. Every
 // partition of the batch goes back to what Redis holds: unchanged ones to the batch's Expect
-// (nothing was written), moved ones to the stored offset. Ahead of us: another writer applied
-// those records, skip them. Behind us (or gone): Redis lost data, so re-read the partition from
-// the stored offset (the start of the topic when none) to rebuild the view exactly.
-func (a *Aggregator) resolve(ctx context.Context, cl *kgo.Client, batch *view.Batch, stored map[int32]int64, rewound map[int32]bool) {
+// (nothing was written), moved ones to the stored offset.
+func (a *Aggregator) resolve(ctx context.Context, batch *view.Batch, stored map[int32]int64) error {
 	expected := make(map[int32]int64, len(batch.Offsets))
 	all := make(map[int32]int64, len(batch.Offsets))
 	for p, o := range batch.Offsets {
@@ -350,15 +382,18 @@ func (a *Aggregator) resolve(ctx context.Context, cl *kgo.Client, batch *view.Ba
 	for p, o := range stored {
 		all[p] = o
 	}
-	a.reset(ctx, cl, expected, all, rewound)
+	return a.reset(ctx, expected, all)
 }
 
-// reset points each partition in stored at the offset Redis holds, logging and re-reading the
-// ones whose stored offset differs from the expected one, and reloads their source watermarks.
-func (a *Aggregator) reset(ctx context.Context, cl *kgo.Client, expected, stored map[int32]int64, rewound map[int32]bool) {
+// reset points each partition in stored at the offset Redis holds and reloads its source
+// watermarks. A stored offset ahead of the expected one means another writer applied those
+// records: later folds skip them. One behind (or gone) means Redis lost data: reset returns
+// errRewind, and Run reconnects so that the partitions are read again from the stored offsets
+// (the start of the topic when none) and the view is rebuilt exactly.
+func (a *Aggregator) reset(ctx context.Context, expected, stored map[int32]int64) error {
 	a.mu.Lock()
 	a.minKnown = nil // what Redis holds is no longer what we remember
-	seek := map[int32]kgo.EpochOffset{}
+	rewind := false
 	parts := make([]int32, 0, len(stored))
 	for p, st := range stored {
 		if _, owned := a.next[p]; owned {
@@ -370,14 +405,11 @@ func (a *Aggregator) reset(ctx context.Context, cl *kgo.Client, expected, stored
 		}
 		a.log.Warn("aggregator: stored offset differs from expected", zap.String("topic", a.cfg.Topic),
 			zap.Int32("partition", p), zap.Int64("stored", st), zap.Int64("expected", expected[p]))
-		if st < expected[p] {
-			rewound[p] = true
-			seek[p] = kgo.EpochOffset{Epoch: -1, Offset: max(st, 0)}
-		}
+		rewind = rewind || st < expected[p]
 	}
 	a.mu.Unlock()
-	if len(seek) > 0 {
-		cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{a.cfg.Topic: seek})
+	if rewind {
+		return errRewind
 	}
 	var sources map[int32]map[int32]int64
 	err := a.retryRedis(ctx, "reload source watermarks", func() (err error) {
@@ -397,17 +429,18 @@ func (a *Aggregator) reset(ctx context.Context, cl *kgo.Client, expected, stored
 		}
 		a.sources[p] = sources[p]
 	}
+	return nil
 }
 
 // fold coalesces the records the view does not hold yet into one batch.
-func (a *Aggregator) fold(records []*kgo.Record, skip map[int32]bool) (*view.Batch, int64) {
+func (a *Aggregator) fold(records []*kgo.Record) (*view.Batch, int64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	b := view.NewBatch()
 	var n int64
 	for _, r := range records {
 		next, owned := a.next[r.Partition]
-		if !owned || skip[r.Partition] || r.Offset < next {
+		if !owned || r.Offset < next {
 			continue
 		}
 		o, seen := b.Offsets[r.Partition]

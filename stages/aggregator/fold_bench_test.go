@@ -28,7 +28,7 @@ func BenchmarkFold(b *testing.B) {
 	for b.Loop() {
 		a.next[0] = -1
 		a.sources = map[int32]map[int32]int64{}
-		batch, got := a.fold(records, nil)
+		batch, got := a.fold(records)
 		if got != n || batch.Empty() {
 			b.Fatalf("folded %d of %d", got, n)
 		}

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
-
-	"github.com/searchflow/searchflow/internal/jsonw"
 )
 
 // Transform validates one raw record and derives its processed event. A *ValidationError says
@@ -44,33 +42,7 @@ func AppendProcessed(dst, value []byte) ([]byte, string, error) {
 	if err != nil {
 		return dst, "", err
 	}
-	dst = append(dst, `{"user_id":`...)
-	dst = jsonw.AppendString(dst, v.user)
-	dst = append(dst, `,"hotel_id":`...)
-	dst = jsonw.AppendString(dst, v.hotel)
-	dst = append(dst, `,"search_timestamp":`...)
-	dst = append(dst, v.ts...)
-	dst = append(dst, `,"advertisers":[`...)
-	for i, a := range v.advertisers {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = jsonw.AppendString(dst, a.name)
-	}
-	dst = append(dst, `],"min_offer":{"price":`...)
-	dst = strconv.AppendInt(dst, v.min.low, 10)
-	dst = append(dst, `,"advertiser":`...)
-	dst = jsonw.AppendString(dst, v.min.name)
-	dst = append(dst, `},"advertiser_min_prices":{`...)
-	for i, a := range v.advertisers {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = jsonw.AppendString(dst, a.name)
-		dst = append(dst, ':')
-		dst = strconv.AppendInt(dst, a.low, 10)
-	}
-	return append(dst, "}}"...), v.user, nil
+	return v.appendJSON(dst), v.user, nil
 }
 
 // decode runs the single pass over value: size, encoding and syntax errors come back here,

@@ -8,35 +8,46 @@ import (
 )
 
 // AppendJSON appends the processed event's JSON to dst: the same document encoding/json makes
-// of Processed (advertiser_min_prices with sorted keys), written without reflection because the
-// transformer does it for every event.
+// of Processed (advertiser_min_prices with sorted keys), written without reflection. Advertisers
+// must be sorted and hold exactly the keys of AdvertiserMinPrices, as Transform makes them.
 func (p *Processed) AppendJSON(dst []byte) []byte {
+	v := verdict{user: p.UserID, hotel: p.HotelID, ts: []byte(p.SearchTimestamp),
+		advertisers: make([]advertiser, len(p.Advertisers)),
+		min:         advertiser{name: p.MinOffer.Advertiser, low: p.MinOffer.Price}}
+	for i, name := range p.Advertisers {
+		v.advertisers[i] = advertiser{name: name, low: p.AdvertiserMinPrices[name]}
+	}
+	return v.appendJSON(dst)
+}
+
+// appendJSON writes a processed event's document: the one encoder behind AppendJSON and
+// AppendProcessed.
+func (v *verdict) appendJSON(dst []byte) []byte {
 	dst = append(dst, `{"user_id":`...)
-	dst = jsonw.AppendString(dst, p.UserID)
+	dst = jsonw.AppendString(dst, v.user)
 	dst = append(dst, `,"hotel_id":`...)
-	dst = jsonw.AppendString(dst, p.HotelID)
+	dst = jsonw.AppendString(dst, v.hotel)
 	dst = append(dst, `,"search_timestamp":`...)
-	dst = append(dst, p.SearchTimestamp...)
+	dst = append(dst, v.ts...)
 	dst = append(dst, `,"advertisers":[`...)
-	for i, a := range p.Advertisers {
+	for i, a := range v.advertisers {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = jsonw.AppendString(dst, a)
+		dst = jsonw.AppendString(dst, a.name)
 	}
 	dst = append(dst, `],"min_offer":{"price":`...)
-	dst = strconv.AppendInt(dst, p.MinOffer.Price, 10)
+	dst = strconv.AppendInt(dst, v.min.low, 10)
 	dst = append(dst, `,"advertiser":`...)
-	dst = jsonw.AppendString(dst, p.MinOffer.Advertiser)
+	dst = jsonw.AppendString(dst, v.min.name)
 	dst = append(dst, `},"advertiser_min_prices":{`...)
-	// Advertisers is sorted and holds exactly the keys of AdvertiserMinPrices.
-	for i, a := range p.Advertisers {
+	for i, a := range v.advertisers {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = jsonw.AppendString(dst, a)
+		dst = jsonw.AppendString(dst, a.name)
 		dst = append(dst, ':')
-		dst = strconv.AppendInt(dst, p.AdvertiserMinPrices[a], 10)
+		dst = strconv.AppendInt(dst, a.low, 10)
 	}
 	return append(dst, "}}"...)
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -149,5 +150,135 @@ func TestVarsAreAllRead(t *testing.T) {
 	}
 	if len(asked) != len(Vars()) {
 		t.Errorf("Load reads %d variables, Vars lists %d", len(asked), len(Vars()))
+	}
+}
+
+func TestSecretsKeptAsGivenAndReadFromFiles(t *testing.T) {
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "redis-password")
+	if err := os.WriteFile(pwFile, []byte(" s3cret with spaces \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(env(map[string]string{
+		"KAFKA_BROKERS": "k:9092", "KAFKA_SASL_MECHANISM": "scram-sha-512", "KAFKA_SASL_USERNAME": "svc",
+		"KAFKA_SASL_PASSWORD": "  padded  ", "REDIS_ADDR": "r:6379", "REDIS_USERNAME": "searchflow",
+		"REDIS_PASSWORD_FILE": pwFile,
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.KafkaSASL.Password != "  padded  " {
+		t.Errorf("KAFKA_SASL_PASSWORD trimmed to %q", c.KafkaSASL.Password)
+	}
+	if c.KafkaSASL.Mechanism != "SCRAM-SHA-512" {
+		t.Errorf("mechanism = %q", c.KafkaSASL.Mechanism)
+	}
+	if c.RedisPassword != " s3cret with spaces " {
+		t.Errorf("REDIS_PASSWORD_FILE read as %q: only the trailing newline may go", c.RedisPassword)
+	}
+	m := c.Masked()
+	for _, k := range []string{"KAFKA_SASL_PASSWORD", "REDIS_PASSWORD"} {
+		if m[k] != "***" {
+			t.Errorf("%s not masked: %v", k, m[k])
+		}
+	}
+	for k, v := range m {
+		if s, ok := v.(string); ok && (strings.Contains(s, "padded") || strings.Contains(s, "s3cret")) {
+			t.Errorf("Masked()[%s] shows a secret: %q", k, s)
+		}
+	}
+}
+
+func TestSecurityErrorsNameTheVariable(t *testing.T) {
+	dir := t.TempDir()
+	pem := filepath.Join(dir, "ca.pem")
+	empty := filepath.Join(dir, "empty")
+	short := filepath.Join(dir, "short")
+	for f, body := range map[string]string{pem: "x", empty: "# no tokens\n\n", short: "abc\n"} {
+		if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ext := map[string]string{"KAFKA_BROKERS": "k:9092", "REDIS_ADDR": "r:6379"}
+	with := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for k, v := range ext {
+			m[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	cases := []struct {
+		name string
+		env  map[string]string
+		want string // the variable the error must name
+	}{
+		{"unknown mechanism", with("KAFKA_SASL_MECHANISM", "GSSAPI", "KAFKA_SASL_USERNAME", "u", "KAFKA_SASL_PASSWORD", "p"), "KAFKA_SASL_MECHANISM"},
+		{"mechanism without user", with("KAFKA_SASL_MECHANISM", "PLAIN", "KAFKA_SASL_PASSWORD", "p"), "KAFKA_SASL_USERNAME"},
+		{"mechanism without password", with("KAFKA_SASL_MECHANISM", "PLAIN", "KAFKA_SASL_USERNAME", "u"), "KAFKA_SASL_PASSWORD"},
+		{"password twice", with("REDIS_PASSWORD", "a", "REDIS_PASSWORD_FILE", pem), "REDIS_PASSWORD_FILE"},
+		{"missing password file", with("KAFKA_SASL_PASSWORD_FILE", "/does/not/exist"), "KAFKA_SASL_PASSWORD_FILE"},
+		{"bad bool", with("KAFKA_TLS", "maybe"), "KAFKA_TLS"},
+		{"ca without tls", with("REDIS_TLS_CA_FILE", pem), "REDIS_TLS_CA_FILE"},
+		{"cert without key", with("KAFKA_TLS", "true", "KAFKA_TLS_CERT_FILE", pem), "KAFKA_TLS_CERT_FILE"},
+		{"unreadable ca", with("KAFKA_TLS", "true", "KAFKA_TLS_CA_FILE", "/does/not/exist"), "KAFKA_TLS_CA_FILE"},
+		{"sasl on embedded broker", map[string]string{"KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p"}, "KAFKA_SASL_MECHANISM"},
+		{"tls on embedded store", map[string]string{"REDIS_TLS": "true"}, "REDIS_TLS"},
+		{"password on embedded store", map[string]string{"REDIS_PASSWORD": "p"}, "REDIS_ADDR"},
+		{"token file without tokens", with("API_TOKENS_FILE", empty), "API_TOKENS_FILE"},
+		{"short token", with("API_TOKENS_FILE", short), "API_TOKENS_FILE"},
+		{"stream cap", with("STREAM_MAX_CLIENTS", "0"), "STREAM_MAX_CLIENTS"},
+		{"advertiser limit", with("MAX_ADVERTISERS_PER_EVENT", "0"), "MAX_ADVERTISERS_PER_EVENT"},
+		{"offer limit", with("MAX_OFFERS_PER_ADVERTISER", "x"), "MAX_OFFERS_PER_ADVERTISER"},
+		{"name limit", with("MAX_ADVERTISER_NAME_BYTES", "70000"), "MAX_ADVERTISER_NAME_BYTES"},
+		{"id limit", with("MAX_ID_BYTES", "-1"), "MAX_ID_BYTES"},
+		{"stall timeout", with("STALL_TIMEOUT", "0s"), "STALL_TIMEOUT"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(env(tc.env))
+			if err == nil {
+				t.Fatalf("accepted %v", tc.env)
+			}
+			if !strings.Contains(err.Error(), tc.want+": ") {
+				t.Errorf("error %q does not name %s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestURLFormAddressDoesNotEchoItsPassword(t *testing.T) {
+	_, err := Load(env(map[string]string{"REDIS_ADDR": "redis://default:hunter2@redis.example:6379/0",
+		"KAFKA_BROKERS": "sasl://svc:topsecret@k1:9092"}))
+	if err == nil {
+		t.Fatal("a URL is not host:port")
+	}
+	for _, secret := range []string{"hunter2", "topsecret"} {
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("config error shows the password %q: %v", secret, err)
+		}
+	}
+	if !strings.Contains(err.Error(), "REDIS_ADDR: ") || !strings.Contains(err.Error(), "redis.example:6379") {
+		t.Errorf("the error must still name the variable and the host: %v", err)
+	}
+}
+
+func TestTokensFile(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "tokens")
+	body := "# rotated 2026-11\n0123456789abcdef0123\n\n  fedcba9876543210fedc  \n"
+	if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(env(map[string]string{"API_TOKENS_FILE": f}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c.APITokens, []string{"0123456789abcdef0123", "fedcba9876543210fedc"}) {
+		t.Errorf("tokens = %q", c.APITokens)
+	}
+	if strings.Contains(fmt.Sprint(c.Masked()), "0123456789abcdef") {
+		t.Error("Masked() shows a token")
 	}
 }

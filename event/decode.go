@@ -18,9 +18,12 @@ import (
 // Syntax is checked in full before any field is judged, so a record that is not JSON is always
 // reported as not_json, and the field errors come in a fixed order (user, hotel, timestamp,
 // advertisers in document order), whatever the key order.
-func Transform(value []byte) (Processed, error) {
+func Transform(value []byte) (Processed, error) { return DefaultLimits().Transform(value) }
+
+// Transform is the package's Transform under the limits l.
+func (l Limits) Transform(value []byte) (Processed, error) {
 	var p Processed
-	d, err := decode(value)
+	d, err := decode(value, l)
 	if err != nil {
 		return p, err
 	}
@@ -34,7 +37,12 @@ func Transform(value []byte) (Processed, error) {
 // event would encode to (Processed.AppendJSON), without building the event: the transformer's
 // hot path. It also returns the user id, the processed record's key.
 func AppendProcessed(dst, value []byte) ([]byte, string, error) {
-	d, err := decode(value)
+	return DefaultLimits().AppendProcessed(dst, value)
+}
+
+// AppendProcessed is the package's AppendProcessed under the limits l.
+func (l Limits) AppendProcessed(dst, value []byte) ([]byte, string, error) {
+	d, err := decode(value, l)
 	if err != nil {
 		return dst, "", err
 	}
@@ -47,14 +55,14 @@ func AppendProcessed(dst, value []byte) ([]byte, string, error) {
 
 // decode runs the single pass over value: size, encoding and syntax errors come back here,
 // field errors from judge.
-func decode(value []byte) (*decoder, error) {
+func decode(value []byte, lim Limits) (*decoder, error) {
 	if len(value) > MaxRawBytes {
 		return nil, invalid(ReasonTooLarge, "record is %d bytes, over the %d byte limit", len(value), MaxRawBytes)
 	}
 	if !utf8.Valid(value) {
 		return nil, invalid(ReasonInvalidUTF8, "record is not valid UTF-8")
 	}
-	d := &decoder{s: scanner{b: value}}
+	d := &decoder{s: scanner{b: value}, lim: lim}
 	d.s.ws()
 	if d.s.peek() != '{' {
 		if json.Valid(value) {
@@ -93,6 +101,7 @@ type advertiser struct {
 
 type decoder struct {
 	s                 scanner
+	lim               Limits
 	user, hotel, ts   field
 	advs              field
 	advertisers       []advertiser
@@ -168,6 +177,16 @@ func (d *decoder) parseAdvertisers() {
 			s.skipValue()
 			return
 		}
+		if over(seen.keys(), d.lim.AdvertisersPerEvent) {
+			d.advErr = invalid(ReasonTooManyAdvertisers, "more than %d advertisers", d.lim.AdvertisersPerEvent)
+			s.skipValue()
+			return
+		}
+		if over(len(name), d.lim.AdvertiserNameBytes) {
+			d.advErr = invalid(ReasonNameTooLong, "advertiser name of %d bytes, over the %d byte limit", len(name), d.lim.AdvertiserNameBytes)
+			s.skipValue()
+			return
+		}
 		if s.kindAt() != '[' {
 			d.advErr = invalid(ReasonNoOffers, "advertiser %q: offers are not a list", name)
 			s.skipValue()
@@ -178,6 +197,11 @@ func (d *decoder) parseAdvertisers() {
 			i := n
 			n++
 			if d.advErr != nil {
+				s.skipValue()
+				return
+			}
+			if over(n, d.lim.OffersPerAdvertiser) {
+				d.advErr = invalid(ReasonTooManyOffers, "advertiser %q has more than %d offers", name, d.lim.OffersPerAdvertiser)
 				s.skipValue()
 				return
 			}
@@ -212,15 +236,11 @@ func (d *decoder) parseAdvertisers() {
 				d.advErr = invalid(ReasonInvalidEurocents, "advertiser %q offer %d: eurocents is not an integer", name, i)
 				return
 			}
-			v, err := strconv.ParseInt(string(cents), 10, 64)
-			if err != nil {
-				d.advErr = invalid(ReasonInvalidEurocents, "advertiser %q offer %d: eurocents %s out of range", name, i, cents)
+			if verr := checkEurocents(string(name), i, cents); verr != nil {
+				d.advErr = verr
 				return
 			}
-			if v <= 0 {
-				d.advErr = invalid(ReasonNonPositiveEurocent, "advertiser %q offer %d: eurocents %d is not positive", name, i, v)
-				return
-			}
+			v, _ := strconv.ParseInt(string(cents), 10, 64)
 			if i == 0 || v < low {
 				low = v
 			}
@@ -260,6 +280,9 @@ func (d *decoder) judge() (verdict, error) {
 	if strings.TrimSpace(v.user) == "" {
 		return v, invalid(ReasonInvalidUserID, "user_id is empty")
 	}
+	if over(len(v.user), d.lim.IDBytes) {
+		return v, invalid(ReasonUserIDTooLong, "user_id of %d bytes, over the %d byte limit", len(v.user), d.lim.IDBytes)
+	}
 
 	switch {
 	case !d.hotel.seen || d.hotel.kind == 'n':
@@ -276,6 +299,9 @@ func (d *decoder) judge() (verdict, error) {
 		v.hotel = string(d.hotel.raw)
 	default:
 		return v, invalid(ReasonInvalidHotelID, "hotel_id is neither a string nor an integer")
+	}
+	if over(len(v.hotel), d.lim.IDBytes) {
+		return v, invalid(ReasonHotelIDTooLong, "hotel_id of %d bytes, over the %d byte limit", len(v.hotel), d.lim.IDBytes)
 	}
 
 	if !d.ts.seen || d.ts.kind == 'n' {
@@ -334,6 +360,20 @@ func (d *decoder) result(p *Processed) error {
 	return nil
 }
 
+// checkEurocents judges an integer literal as a price: positive, and exact as a Redis score.
+func checkEurocents(name string, i int, cents []byte) *ValidationError {
+	v, err := strconv.ParseInt(string(cents), 10, 64)
+	switch {
+	case err != nil && len(cents) > 0 && cents[0] == '-':
+		return invalid(ReasonNonPositiveEurocent, "advertiser %q offer %d: eurocents %s is not positive", name, i, cents)
+	case err != nil || v > MaxExactEurocents:
+		return invalid(ReasonEurocentsRange, "advertiser %q offer %d: eurocents %s is above %d, the largest price kept exactly", name, i, cents, int64(MaxExactEurocents))
+	case v <= 0:
+		return invalid(ReasonNonPositiveEurocent, "advertiser %q offer %d: eurocents %d is not positive", name, i, v)
+	}
+	return nil
+}
+
 func isIntegerLiteral(b []byte) bool {
 	if len(b) > 0 && b[0] == '-' {
 		b = b[1:]
@@ -355,6 +395,14 @@ type keySet struct {
 	few  [8][]byte
 	n    int
 	many map[string]struct{}
+}
+
+// keys returns how many distinct keys were added.
+func (ks *keySet) keys() int {
+	if ks.many != nil {
+		return len(ks.many)
+	}
+	return ks.n
 }
 
 // add records k and reports whether it was already there.

@@ -36,16 +36,70 @@ const (
 	ReasonNonPositiveEurocent Reason = "non_positive_eurocents"
 	ReasonDuplicateKey        Reason = "duplicate_key"
 	ReasonTooDeep             Reason = "too_deep"
+	ReasonEurocentsRange      Reason = "eurocents_out_of_range"
+	ReasonUserIDTooLong       Reason = "user_id_too_long"
+	ReasonHotelIDTooLong      Reason = "hotel_id_too_long"
+	ReasonTooManyAdvertisers  Reason = "too_many_advertisers"
+	ReasonTooManyOffers       Reason = "too_many_offers"
+	ReasonNameTooLong         Reason = "advertiser_name_too_long"
 )
 
-// Reasons lists every reason, for documentation and metrics labels.
+// Reasons lists every reason a raw record can be rejected for, for documentation and metrics
+// labels.
 func Reasons() []Reason {
 	return []Reason{ReasonTooLarge, ReasonInvalidUTF8, ReasonNotJSON, ReasonNotObject, ReasonTooDeep,
-		ReasonDuplicateKey, ReasonMissingUserID, ReasonInvalidUserID, ReasonMissingHotelID, ReasonInvalidHotelID,
-		ReasonMissingTimestamp, ReasonInvalidTimestamp, ReasonMissingAdvertisers, ReasonInvalidAdvertisers,
-		ReasonNoAdvertisers, ReasonInvalidAdvertiser, ReasonNoOffers, ReasonInvalidOffer, ReasonInvalidEurocents,
-		ReasonNonPositiveEurocent}
+		ReasonDuplicateKey, ReasonMissingUserID, ReasonInvalidUserID, ReasonUserIDTooLong, ReasonMissingHotelID,
+		ReasonInvalidHotelID, ReasonHotelIDTooLong, ReasonMissingTimestamp, ReasonInvalidTimestamp,
+		ReasonMissingAdvertisers, ReasonInvalidAdvertisers, ReasonNoAdvertisers, ReasonTooManyAdvertisers,
+		ReasonInvalidAdvertiser, ReasonNameTooLong, ReasonNoOffers, ReasonTooManyOffers, ReasonInvalidOffer,
+		ReasonInvalidEurocents, ReasonNonPositiveEurocent, ReasonEurocentsRange}
 }
+
+// Reasons the stages give for a record that is valid but cannot be delivered. They go in the same
+// "reason" header as the validation reasons.
+const (
+	// ReasonProcessedTooLarge: the processed form of a valid raw record is over the producer's
+	// record limit (long names that JSON escaping makes longer, for example).
+	ReasonProcessedTooLarge Reason = "processed_too_large"
+	// ReasonPoison: a record failed in a way not foreseen, was retried a bounded number of times
+	// alone, and failed each time; the error header says how.
+	ReasonPoison Reason = "poison"
+	// ReasonApplyFailed: the aggregator's Redis script refused a processed record on its own
+	// (for example a view key of the wrong type), repeatedly.
+	ReasonApplyFailed Reason = "apply_failed"
+	// ReasonUndecodable: a processed record the aggregator cannot read (only possible when
+	// something other than the transformer writes the processed topic).
+	ReasonUndecodable Reason = "undecodable_processed"
+)
+
+// DeliveryReasons lists the reasons of DeliveryReasons' kind, for documentation and metrics.
+func DeliveryReasons() []Reason {
+	return []Reason{ReasonProcessedTooLarge, ReasonPoison, ReasonApplyFailed, ReasonUndecodable}
+}
+
+// MaxExactEurocents is the largest price kept exactly: the view stores prices as Redis sorted-set
+// scores, which are doubles, exact for integers up to 2^53. A larger price is dead-lettered
+// (eurocents_out_of_range) rather than shown rounded.
+const MaxExactEurocents = 1 << 53
+
+// Limits bound what one valid raw event may hold; an event past any of them is dead-lettered with
+// the limit's own reason. A field of zero or less means no limit.
+type Limits struct {
+	AdvertisersPerEvent int // too_many_advertisers
+	OffersPerAdvertiser int // too_many_offers
+	AdvertiserNameBytes int // advertiser_name_too_long (bytes of the decoded name)
+	IDBytes             int // user_id_too_long, hotel_id_too_long (bytes of the decoded id)
+}
+
+// DefaultLimits are the limits of MAX_ADVERTISERS_PER_EVENT, MAX_OFFERS_PER_ADVERTISER,
+// MAX_ADVERTISER_NAME_BYTES and MAX_ID_BYTES by default: far above real searches (about a dozen
+// advertisers with an offer or two each, 36-byte user ids), far below what strains anything.
+func DefaultLimits() Limits {
+	return Limits{AdvertisersPerEvent: 1000, OffersPerAdvertiser: 1000, AdvertiserNameBytes: 256, IDBytes: 256}
+}
+
+// over reports whether n is past the limit max (max <= 0: no limit).
+func over(n, max int) bool { return max > 0 && n > max }
 
 // Record headers. Dead-lettered records carry all of them; processed records carry their
 // source partition and offset.

@@ -3,7 +3,10 @@ package event
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/searchflow/searchflow/internal/corpus"
@@ -91,6 +94,11 @@ func TestCorpusLimits(t *testing.T) {
 	if corpus.MaxRawBytes != MaxRawBytes || corpus.MaxDepth != MaxDepth {
 		t.Errorf("corpus limits %d/%d, event limits %d/%d", corpus.MaxRawBytes, corpus.MaxDepth, MaxRawBytes, MaxDepth)
 	}
+	d := DefaultLimits()
+	if corpus.DefaultAdvertisersPerEvent != d.AdvertisersPerEvent || corpus.DefaultOffersPerAdvertiser != d.OffersPerAdvertiser ||
+		corpus.DefaultAdvertiserNameBytes != d.AdvertiserNameBytes || corpus.DefaultIDBytes != d.IDBytes {
+		t.Errorf("corpus default limits differ from DefaultLimits() %+v", d)
+	}
 }
 
 func BenchmarkTransform(b *testing.B) {
@@ -110,6 +118,85 @@ func BenchmarkReferenceTransform(b *testing.B) {
 	for b.Loop() {
 		if _, err := referenceTransform(raw); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestLimitsAreConfigurable: each limit holds exactly at its value, and a record past the default
+// is accepted under a raised limit.
+func TestLimitsAreConfigurable(t *testing.T) {
+	event := func(user, hotel, name string, advertisers, offers int) []byte {
+		var b strings.Builder
+		fmt.Fprintf(&b, `{"user_id":%q,"hotel_id":%q,"search_timestamp":1,"hotel_advertisers":{`, user, hotel)
+		for i := 0; i < advertisers; i++ {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `"%s%d":[`, name, i)
+			for j := 0; j < offers; j++ {
+				if j > 0 {
+					b.WriteByte(',')
+				}
+				fmt.Fprintf(&b, `{"eurocents":%d}`, 1000+j)
+			}
+			b.WriteByte(']')
+		}
+		b.WriteString("}}")
+		return []byte(b.String())
+	}
+	lim := Limits{AdvertisersPerEvent: 3, OffersPerAdvertiser: 2, AdvertiserNameBytes: 5, IDBytes: 4}
+	cases := []struct {
+		name string
+		raw  []byte
+		want Reason // "" = valid
+	}{
+		{"all at their limit", event("uuuu", "hhhh", "nnnn", 3, 2), ""},
+		{"one advertiser too many", event("u", "h", "n", 4, 1), ReasonTooManyAdvertisers},
+		{"one offer too many", event("u", "h", "n", 1, 3), ReasonTooManyOffers},
+		{"name one byte too long", event("u", "h", "nnnnn", 1, 1), ReasonNameTooLong},
+		{"user one byte too long", event("uuuuu", "h", "n", 1, 1), ReasonUserIDTooLong},
+		{"hotel one byte too long", event("u", "hhhhh", "n", 1, 1), ReasonHotelIDTooLong},
+	}
+	for _, c := range cases {
+		_, err := lim.Transform(c.raw)
+		var ve *ValidationError
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: rejected: %v", c.name, err)
+		case c.want != "" && (!errors.As(err, &ve) || ve.Reason != c.want):
+			t.Errorf("%s: err = %v, want reason %s", c.name, err, c.want)
+		}
+	}
+	// The repro of issue 9: a hotel with 4,500 advertisers is dead-lettered by default and exact
+	// under a raised limit.
+	big := event("u", "h", "advertiser-", 4500, 1)
+	if _, err := Transform(big); err == nil || !strings.Contains(err.Error(), string(ReasonTooManyAdvertisers)) {
+		t.Errorf("4,500 advertisers under the default limit: err = %v", err)
+	}
+	raised := DefaultLimits()
+	raised.AdvertisersPerEvent = 5000
+	p, err := raised.Transform(big)
+	if err != nil || len(p.Advertisers) != 4500 {
+		t.Errorf("4,500 advertisers under a limit of 5,000: %d advertisers, err %v", len(p.Advertisers), err)
+	}
+}
+
+// TestEurocentsExactRange: 2^53 is the largest price a Redis score holds exactly; it passes and
+// anything above is refused, never rounded.
+func TestEurocentsExactRange(t *testing.T) {
+	for raw, want := range map[string]Reason{
+		"9007199254740992":    "",
+		"9007199254740993":    ReasonEurocentsRange,
+		"9223372036854775807": ReasonEurocentsRange,
+		"9223372036854775808": ReasonEurocentsRange,
+	} {
+		p, err := Transform([]byte(`{"user_id":"u","hotel_id":1,"search_timestamp":1,"hotel_advertisers":{"a":[{"eurocents":` + raw + `}]}}`))
+		var ve *ValidationError
+		switch {
+		case want == "" && (err != nil || strconv.FormatInt(p.MinOffer.Price, 10) != raw):
+			t.Errorf("%s: %+v, %v", raw, p.MinOffer, err)
+		case want != "" && (!errors.As(err, &ve) || ve.Reason != want):
+			t.Errorf("%s: err = %v, want %s", raw, err, want)
 		}
 	}
 }

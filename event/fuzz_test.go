@@ -13,7 +13,8 @@ import (
 // advertiserReasons come from one advertiser's offers; the reference walks advertisers in map
 // order, so when several are bad it may name a different one.
 var advertiserReasons = map[Reason]bool{ReasonInvalidAdvertiser: true, ReasonNoOffers: true, ReasonInvalidOffer: true,
-	ReasonInvalidEurocents: true, ReasonNonPositiveEurocent: true}
+	ReasonInvalidEurocents: true, ReasonNonPositiveEurocent: true, ReasonEurocentsRange: true, ReasonTooManyAdvertisers: true,
+	ReasonTooManyOffers: true, ReasonNameTooLong: true}
 
 // checkAgainstReference compares Transform with the encoding/json-based reference: the same
 // verdict, the same event, the same reason — except for what Transform is deliberately stricter

@@ -12,6 +12,7 @@ import (
 // referenceTransform is the first, encoding/json-based implementation of Transform, kept as an
 // independent oracle for the differential tests and the fuzz test of the hand-written decoder.
 func referenceTransform(value []byte) (Processed, error) {
+	lim := DefaultLimits()
 	var p Processed
 	if len(value) > MaxRawBytes {
 		return p, invalid(ReasonTooLarge, "record is %d bytes, over the %d byte limit", len(value), MaxRawBytes)
@@ -38,6 +39,9 @@ func referenceTransform(value []byte) (Processed, error) {
 	if p.UserID, err = nonBlankString(u); err != nil {
 		return p, invalid(ReasonInvalidUserID, "user_id %s", err)
 	}
+	if len(p.UserID) > lim.IDBytes {
+		return p, invalid(ReasonUserIDTooLong, "user_id too long")
+	}
 
 	h, ok := top["hotel_id"]
 	if !ok || isNull(h) {
@@ -45,6 +49,9 @@ func referenceTransform(value []byte) (Processed, error) {
 	}
 	if p.HotelID, err = hotelID(h); err != nil {
 		return p, invalid(ReasonInvalidHotelID, "hotel_id %s", err)
+	}
+	if len(p.HotelID) > lim.IDBytes {
+		return p, invalid(ReasonHotelIDTooLong, "hotel_id too long")
 	}
 
 	ts, ok := top["search_timestamp"]
@@ -66,13 +73,19 @@ func referenceTransform(value []byte) (Processed, error) {
 	if len(advertisers) == 0 {
 		return p, invalid(ReasonNoAdvertisers, "hotel_advertisers is empty")
 	}
+	if len(advertisers) > lim.AdvertisersPerEvent {
+		return p, invalid(ReasonTooManyAdvertisers, "too many advertisers")
+	}
 	p.AdvertiserMinPrices = make(map[string]int64, len(advertisers))
 	p.Advertisers = make([]string, 0, len(advertisers))
 	for name, offersRaw := range advertisers {
 		if name == "" {
 			return p, invalid(ReasonInvalidAdvertiser, "advertiser name is empty")
 		}
-		low, verr := lowestOffer(name, offersRaw)
+		if len(name) > lim.AdvertiserNameBytes {
+			return p, invalid(ReasonNameTooLong, "advertiser name too long")
+		}
+		low, verr := lowestOffer(name, offersRaw, lim.OffersPerAdvertiser)
 		if verr != nil {
 			return p, verr
 		}
@@ -90,7 +103,7 @@ func referenceTransform(value []byte) (Processed, error) {
 	return p, nil
 }
 
-func lowestOffer(name string, raw json.RawMessage) (int64, *ValidationError) {
+func lowestOffer(name string, raw json.RawMessage, maxOffers int) (int64, *ValidationError) {
 	var offers []json.RawMessage
 	if kind(raw) != '[' || json.Unmarshal(raw, &offers) != nil {
 		return 0, invalid(ReasonNoOffers, "advertiser %q: offers are not a list", name)
@@ -100,6 +113,9 @@ func lowestOffer(name string, raw json.RawMessage) (int64, *ValidationError) {
 	}
 	var low int64
 	for i, o := range offers {
+		if i >= maxOffers {
+			return 0, invalid(ReasonTooManyOffers, "advertiser %q has too many offers", name)
+		}
 		var offer map[string]json.RawMessage
 		if kind(o) != '{' || json.Unmarshal(o, &offer) != nil {
 			return 0, invalid(ReasonInvalidOffer, "advertiser %q offer %d is not an object", name, i)
@@ -108,9 +124,13 @@ func lowestOffer(name string, raw json.RawMessage) (int64, *ValidationError) {
 		if !ok || kind(c) != '0' || !refIsIntegerLiteral(c) {
 			return 0, invalid(ReasonInvalidEurocents, "advertiser %q offer %d: eurocents is not an integer", name, i)
 		}
-		cents, err := strconv.ParseInt(string(c), 10, 64)
-		if err != nil {
-			return 0, invalid(ReasonInvalidEurocents, "advertiser %q offer %d: eurocents %s out of range", name, i, c)
+		literal := strings.TrimSpace(string(c))
+		cents, err := strconv.ParseInt(literal, 10, 64)
+		if err != nil && strings.HasPrefix(literal, "-") {
+			return 0, invalid(ReasonNonPositiveEurocent, "advertiser %q offer %d: eurocents %s is not positive", name, i, c)
+		}
+		if err != nil || cents > 1<<53 {
+			return 0, invalid(ReasonEurocentsRange, "advertiser %q offer %d: eurocents %s out of range", name, i, c)
 		}
 		if cents <= 0 {
 			return 0, invalid(ReasonNonPositiveEurocent, "advertiser %q offer %d: eurocents %d is not positive", name, i, cents)

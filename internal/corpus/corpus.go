@@ -3,14 +3,33 @@
 // The event package's tests, its fuzz test (as seeds) and the transformer's tests share it.
 package corpus
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // Limits of the event package, repeated here so that this package imports nothing of ours
 // (the event package's own tests use it); TestCorpusLimits in package event keeps them equal.
 const (
-	MaxRawBytes = 1 << 20
-	MaxDepth    = 512
+	MaxRawBytes                = 1 << 20
+	MaxDepth                   = 512
+	DefaultAdvertisersPerEvent = 1000
+	DefaultOffersPerAdvertiser = 1000
+	DefaultAdvertiserNameBytes = 256
+	DefaultIDBytes             = 256
 )
+
+// advertisers returns n distinct advertisers with one offer each, as the members of a JSON object.
+func advertisers(n int) string {
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `"adv%d":[{"eurocents":%d}]`, i, 100+i)
+	}
+	return b.String()
+}
 
 // Case is one malformed raw record and the dead-letter reason it must get.
 type Case struct {
@@ -60,7 +79,17 @@ func Malformed() []Case {
 		{"string price", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":"100"}]}}`, "invalid_eurocents"},
 		{"fractional price", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":10.5}]}}`, "invalid_eurocents"},
 		{"exponent price", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":1e3}]}}`, "invalid_eurocents"},
-		{"huge price", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":99999999999999999999}]}}`, "invalid_eurocents"},
+		{"huge price", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":99999999999999999999}]}}`, "eurocents_out_of_range"},
+		{"price int64 max", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":9223372036854775807}]}}`, "eurocents_out_of_range"},
+		{"price 2^53+1", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":9007199254740993}]}}`, "eurocents_out_of_range"},
+		{"huge negative price", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":-99999999999999999999}]}}`, "non_positive_eurocents"},
+		{"user id too long", `{"user_id":"` + strings.Repeat("u", DefaultIDBytes+1) + `","hotel_id":1,"search_timestamp":1,` + adv + `}`, "user_id_too_long"},
+		{"user id too long once unescaped", `{"user_id":"` + strings.Repeat(`é`, DefaultIDBytes/2+1) + `","hotel_id":1,"search_timestamp":1,` + adv + `}`, "user_id_too_long"},
+		{"hotel id too long", `{"user_id":"u","hotel_id":"` + strings.Repeat("h", DefaultIDBytes+1) + `","search_timestamp":1,` + adv + `}`, "hotel_id_too_long"},
+		{"numeric hotel id too long", `{"user_id":"u","hotel_id":` + strings.Repeat("7", DefaultIDBytes+1) + `,"search_timestamp":1,` + adv + `}`, "hotel_id_too_long"},
+		{"too many advertisers", `{` + ok + `,"hotel_advertisers":{` + advertisers(DefaultAdvertisersPerEvent+1) + `}}`, "too_many_advertisers"},
+		{"too many offers", `{` + ok + `,"hotel_advertisers":{"a":[` + strings.TrimSuffix(strings.Repeat(`{"eurocents":5},`, DefaultOffersPerAdvertiser+1), ",") + `]}}`, "too_many_offers"},
+		{"advertiser name too long", `{` + ok + `,"hotel_advertisers":{"` + strings.Repeat("n", DefaultAdvertiserNameBytes+1) + `":[{"eurocents":1}]}}`, "advertiser_name_too_long"},
 		{"zero price", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":0}]}}`, "non_positive_eurocents"},
 		{"negative price", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":-100}]}}`, "non_positive_eurocents"},
 		{"one bad offer among good", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":5},{"eurocents":0}],"b":[{"eurocents":2}]}}`, "non_positive_eurocents"},
@@ -103,7 +132,7 @@ func Valid() []string {
 	return []string{
 		`{"user_id":"u1","hotel_id":6036,"search_timestamp":1620224528,"hotel_advertisers":{"Mercure":[{"eurocents":31266,"breakfast":false},{"eurocents":12621,"breakfast":null}],"Amoma":[{"eurocents":17558}]}}`,
 		`{"user_id":"caf\u00e9 \ud83d\ude00","hotel_id":"h-1","search_timestamp":1.5e9,"hotel_advertisers":{"\u0041":[{"eurocents":1}],"b":[{"eurocents":1}]}}`,
-		`{"hotel_advertisers":{"a":[{"x":[1,2,{"y":"z"}],"eurocents":9223372036854775807}]},"search_timestamp":0.001,"hotel_id":-3,"user_id":"\ud800"}`,
+		`{"hotel_advertisers":{"a":[{"x":[1,2,{"y":"z"}],"eurocents":9007199254740992}]},"search_timestamp":0.001,"hotel_id":-3,"user_id":"\ud800"}`,
 		`{"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":10,"user_id":"u","hotel_id":1,"search_timestamp":1,"hotel_advertisers":{"a":[{"eurocents":1}]}}`,
 		" {\"user_id\" : \"u\" , \"hotel_id\" : 1 , \"search_timestamp\" : 7 , \"hotel_advertisers\" : { \"a\" : [ { \"eurocents\" : 9 } ] } } ",
 	}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/searchflow/searchflow/event"
+	"github.com/searchflow/searchflow/stages/deadletter"
 )
 
 // Config is the transformer's slice of the configuration.
@@ -26,6 +28,12 @@ type Config struct {
 	RawTopic, ProcessedTopic, DeadLetterTopic string
 	Group                                     string
 	BatchMaxRecords                           int
+	// Limits bound a valid event (MAX_* variables); past one, it is dead-lettered. The zero value
+	// means event.DefaultLimits().
+	Limits event.Limits
+	// MaxRecordBytes is the largest processed record produced; a valid event whose processed form
+	// is larger is dead-lettered as processed_too_large. 0 means DefaultMaxRecordBytes.
+	MaxRecordBytes int
 	// OnBatch, if set, is called after each committed batch with its size and processing time.
 	OnBatch func(records int, took time.Duration)
 }
@@ -33,7 +41,7 @@ type Config struct {
 // DeadLetterReasonPrefix marks the per-reason dead-letter totals in Counts.
 const DeadLetterReasonPrefix = "dead_letter_reason:"
 
-// Record headers, as the event package names them.
+// Record headers, as the event and deadletter packages name them.
 const (
 	HeaderError           = event.HeaderError
 	HeaderReason          = event.HeaderReason
@@ -41,6 +49,15 @@ const (
 	HeaderSourcePartition = event.HeaderSourcePartition
 	HeaderSourceOffset    = event.HeaderSourceOffset
 	HeaderStage           = event.HeaderStage
+	HeaderTruncated       = deadletter.HeaderValueTruncated
+)
+
+// Producer limits. A produce batch holds at most maxBatchBytes (Kafka's default record limit is
+// 1 MiB too); a processed record must leave room for the batch's own header.
+const (
+	maxBatchBytes         = 1 << 20
+	DefaultMaxRecordBytes = maxBatchBytes - 1<<10
+	pollWait              = time.Second // a bounded poll lets a stopped partition be retried while idle
 )
 
 // Transformer is the transform stage.
@@ -48,25 +65,25 @@ type Transformer struct {
 	cfg       Config
 	kafkaOpts []kgo.Opt
 	log       *zap.Logger
+	iso       *isolator
 
-	consumed, produced, deadLettered, aborted, fetchErrors atomic.Int64
-	problem                                                atomic.Pointer[string]
-	reasonMu                                               sync.Mutex
-	reasons                                                map[string]int64 // dead letters by reason
+	consumed, produced, deadLettered, aborted, fetchErrors, isolated atomic.Int64
+	abortsInRow                                                      atomic.Int64
+	lastAbort, sessionProblem                                        atomic.Pointer[string]
+	reasonMu                                                         sync.Mutex
+	reasons                                                          map[string]int64 // dead letters by reason
 }
-
-// Size limits. A dead-lettered record keeps at most maxDeadLetterValue bytes of the original value
-// (the rest is cut and the original length put in a header), so an oversized raw record cannot
-// fail its own dead-lettering and block its partition.
-const (
-	maxBatchBytes      = 1 << 20
-	maxDeadLetterValue = 256 << 10
-	HeaderTruncated    = "value_truncated_from"
-)
 
 // New returns a transformer whose clients start from kafkaOpts (seed brokers, logger).
 func New(cfg Config, kafkaOpts []kgo.Opt, log *zap.Logger) *Transformer {
-	return &Transformer{cfg: cfg, kafkaOpts: kafkaOpts, log: log, reasons: map[string]int64{}}
+	if cfg.MaxRecordBytes <= 0 {
+		cfg.MaxRecordBytes = DefaultMaxRecordBytes
+	}
+	if cfg.Limits == (event.Limits{}) {
+		cfg.Limits = event.DefaultLimits()
+	}
+	return &Transformer{cfg: cfg, kafkaOpts: kafkaOpts, log: log, reasons: map[string]int64{},
+		iso: newIsolator(cfg.BatchMaxRecords)}
 }
 
 // Name implements the pipeline's stage.
@@ -75,7 +92,8 @@ func (t *Transformer) Name() string { return "transformer" }
 // Counts returns the stage's running totals.
 func (t *Transformer) Counts() map[string]int64 {
 	c := map[string]int64{"consumed": t.consumed.Load(), "produced": t.produced.Load(),
-		"dead_lettered": t.deadLettered.Load(), "aborted_batches": t.aborted.Load(), "fetch_errors": t.fetchErrors.Load()}
+		"dead_lettered": t.deadLettered.Load(), "aborted_batches": t.aborted.Load(), "fetch_errors": t.fetchErrors.Load(),
+		"isolated": t.isolated.Load()}
 	t.reasonMu.Lock()
 	defer t.reasonMu.Unlock()
 	for r, n := range t.reasons {
@@ -84,12 +102,25 @@ func (t *Transformer) Counts() map[string]int64 {
 	return c
 }
 
-// Problem says why the stage cannot make progress right now ("" when it can), for /readyz.
+// Problem says why the stage cannot make progress right now ("" when it can), for /readyz: a
+// broken session, transactions aborting in a row, or partitions stopped because their dead
+// letter cannot be written.
 func (t *Transformer) Problem() string {
-	if p := t.problem.Load(); p != nil {
-		return *p
+	var parts []string
+	if p := t.sessionProblem.Load(); p != nil {
+		parts = append(parts, *p)
 	}
-	return ""
+	if n := t.abortsInRow.Load(); n >= abortsProblem {
+		last := ""
+		if p := t.lastAbort.Load(); p != nil {
+			last = *p
+		}
+		parts = append(parts, fmt.Sprintf("%d transactions aborted in a row (last: %s)", n, last))
+	}
+	if p := t.iso.problem(t.cfg.RawTopic); p != "" {
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, "; ")
 }
 
 // Run transforms until ctx ends, then finishes the batch in hand and returns nil. A broken
@@ -108,7 +139,7 @@ func (t *Transformer) Run(ctx context.Context) error {
 			return err
 		}
 		msg := "transactional session failed: " + err.Error()
-		t.problem.Store(&msg)
+		t.sessionProblem.Store(&msg)
 		t.log.Error("transformer: session failed; starting a new one", zap.Duration("backoff", backoff), zap.Error(err))
 		select {
 		case <-ctx.Done():
@@ -132,6 +163,12 @@ func (t *Transformer) session(ctx context.Context, committed func()) error {
 	suffix := make([]byte, 6)
 	_, _ = rand.Read(suffix)
 	txnID := t.cfg.Group + "-" + hex.EncodeToString(suffix)
+	forget := func(_ context.Context, cl *kgo.Client, lost map[string][]int32) {
+		if parts := lost[t.cfg.RawTopic]; len(parts) > 0 {
+			t.iso.forget(parts)
+			cl.ResumeFetchPartitions(map[string][]int32{t.cfg.RawTopic: parts})
+		}
+	}
 	opts := append([]kgo.Opt{
 		kgo.TransactionalID(txnID),
 		kgo.ConsumerGroup(t.cfg.Group),
@@ -140,6 +177,8 @@ func (t *Transformer) session(ctx context.Context, committed func()) error {
 		kgo.RequireStableFetchOffsets(),
 		kgo.ProducerLinger(2 * time.Millisecond),
 		kgo.ProducerBatchMaxBytes(maxBatchBytes),
+		kgo.OnPartitionsRevoked(forget),
+		kgo.OnPartitionsLost(forget),
 	}, t.kafkaOpts...)
 	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
@@ -148,15 +187,30 @@ func (t *Transformer) session(ctx context.Context, committed func()) error {
 	defer sess.Close()
 	t.log.Info("transformer session started", zap.String("topic", t.cfg.RawTopic), zap.String("group", t.cfg.Group),
 		zap.String("transactional_id", txnID))
+	if parts := t.iso.stillPaused(); len(parts) > 0 {
+		sess.Client().PauseFetchPartitions(map[string][]int32{t.cfg.RawTopic: parts})
+	}
 
 	var lastWarn time.Time
+	backoff := abortBackoff
 	for {
-		fetches := sess.PollRecords(ctx, t.cfg.BatchMaxRecords)
+		if due := t.iso.due(time.Now()); len(due) > 0 {
+			t.log.Info("transformer: retrying stopped partitions", zap.String("topic", t.cfg.RawTopic), zap.Int32s("partitions", due))
+			sess.Client().ResumeFetchPartitions(map[string][]int32{t.cfg.RawTopic: due})
+		}
+		pollCtx, cancel := context.WithTimeout(ctx, pollWait)
+		fetches := sess.PollRecords(pollCtx, t.iso.pollSize())
+		cancel()
 		if ctx.Err() != nil {
 			// Records polled but not transformed were never committed: the next owner reads them.
 			return nil
 		}
-		errs := fetches.Errors()
+		var errs []kgo.FetchError
+		for _, e := range fetches.Errors() {
+			if !errors.Is(e.Err, context.DeadlineExceeded) {
+				errs = append(errs, e)
+			}
+		}
 		t.fetchErrors.Add(int64(len(errs)))
 		if len(errs) > 0 && time.Since(lastWarn) > 5*time.Second {
 			lastWarn = time.Now()
@@ -166,40 +220,57 @@ func (t *Transformer) session(ctx context.Context, committed func()) error {
 		if fetches.NumRecords() == 0 {
 			continue
 		}
-		ok, err := t.transformBatch(ctx, sess, fetches)
+		plan, ok, err := t.transformBatch(ctx, sess, fetches)
 		if err != nil {
 			return err
 		}
 		if ok {
-			t.problem.Store(nil)
+			t.sessionProblem.Store(nil)
+			backoff = abortBackoff
 			committed()
+			continue
+		}
+		for p, pa := range plan.pause {
+			sess.Client().PauseFetchPartitions(map[string][]int32{t.cfg.RawTopic: {p}})
+			t.log.Error("transformer: partition stopped: the dead letter of a record cannot be written; retrying later",
+				zap.String("topic", t.cfg.RawTopic), zap.Int32("partition", p), zap.Int64("offset", pa.at.offset),
+				zap.Duration("retry_in", pa.backoff), zap.Error(pa.err))
+		}
+		if plan.wait {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, abortBackoffMx)
 		}
 	}
 }
 
-// transformBatch runs one batch as one transaction and reports whether it committed.
-func (t *Transformer) transformBatch(ctx context.Context, sess *kgo.GroupTransactSession, fetches kgo.Fetches) (bool, error) {
+// transformBatch runs one batch as one transaction. It reports whether the transaction
+// committed and, when it did not, what the abort teaches.
+func (t *Transformer) transformBatch(ctx context.Context, sess *kgo.GroupTransactSession, fetches kgo.Fetches) (abortPlan, bool, error) {
 	if err := sess.Begin(); err != nil {
-		return false, fmt.Errorf("transformer: begin transaction: %w", err)
+		return abortPlan{}, false, fmt.Errorf("transformer: begin transaction: %w", err)
 	}
 	// Finish the batch even when a drain begins meanwhile; only the client's own timeouts bound it.
 	work := context.WithoutCancel(ctx)
 	var (
-		failMu  sync.Mutex
-		failErr error
-		n, dl   int64
+		failMu   sync.Mutex
+		failures []failure
+		n, dl    int64
 	)
-	promise := func(_ *kgo.Record, err error) {
-		if err != nil {
-			failMu.Lock()
-			if failErr == nil {
-				failErr = err
-			}
-			failMu.Unlock()
+	promise := func(r *kgo.Record, err error) {
+		if err == nil {
+			return
 		}
+		from, _ := sourceOf(r)
+		failMu.Lock()
+		failures = append(failures, failure{from: from, deadLetter: r.Topic == t.cfg.DeadLetterTopic, err: err})
+		failMu.Unlock()
 	}
 	start := time.Now()
-	reasons := map[string]int64{}
+	reasons := map[event.Reason]int64{}
 	fetches.EachRecord(func(r *kgo.Record) {
 		out, reason := t.transform(r)
 		if reason != "" {
@@ -211,73 +282,94 @@ func (t *Transformer) transformBatch(ctx context.Context, sess *kgo.GroupTransac
 		sess.Produce(work, out, promise)
 	})
 	if err := sess.Client().Flush(work); err != nil {
-		return false, fmt.Errorf("transformer: flush batch: %w", err)
+		return abortPlan{}, false, fmt.Errorf("transformer: flush batch: %w", err)
 	}
 	failMu.Lock()
-	produceErr := failErr
+	failed := append([]failure(nil), failures...)
 	failMu.Unlock()
 	commit := kgo.TryCommit
-	if produceErr != nil {
+	if len(failed) > 0 {
 		commit = kgo.TryAbort
-		t.log.Warn("aborting batch: a record was not produced", zap.Error(produceErr))
 	}
 	endCtx, cancel := context.WithTimeout(work, 30*time.Second)
 	defer cancel()
 	committed, err := sess.End(endCtx, commit)
 	if err != nil {
-		return false, fmt.Errorf("transformer: end transaction: %w", err)
+		return abortPlan{}, false, fmt.Errorf("transformer: end transaction: %w", err)
 	}
 	if !committed {
-		// A rebalance or a failed produce: the session rewinds to the last commit and the batch is
+		// A failed produce or a rebalance: the session rewinds to the last commit and the batch is
 		// read again, by us or by the partition's new owner.
 		t.aborted.Add(1)
-		return false, nil
+		plan := t.iso.aborted(fetches.NumRecords(), failed, time.Now())
+		if plan.explain == "" {
+			plan.explain = "the group rebalanced or refused the commit"
+		}
+		t.lastAbort.Store(&plan.explain)
+		if t.abortsInRow.Add(1) == abortsProblem || len(failed) > 0 {
+			t.log.Warn("transformer: transaction aborted; the batch is read again", zap.Int("records", fetches.NumRecords()),
+				zap.Int("failed_records", len(failed)), zap.Int("next_poll_size", t.iso.pollSize()), zap.String("cause", plan.explain))
+		}
+		return plan, false, nil
 	}
+	t.abortsInRow.Store(0)
 	t.consumed.Add(n + dl)
 	t.produced.Add(n)
 	t.deadLettered.Add(dl)
+	isolated := reasons[event.ReasonPoison] + reasons[event.ReasonProcessedTooLarge]
+	t.isolated.Add(isolated)
 	if len(reasons) > 0 {
 		t.reasonMu.Lock()
 		for r, k := range reasons {
-			t.reasons[r] += k
+			t.reasons[string(r)] += k
 		}
 		t.reasonMu.Unlock()
 	}
+	var positions []pos
+	if t.iso.remembers() {
+		fetches.EachRecord(func(r *kgo.Record) { positions = append(positions, pos{r.Partition, r.Offset}) })
+	}
+	t.iso.committed(positions)
 	if t.cfg.OnBatch != nil {
 		t.cfg.OnBatch(int(n+dl), time.Since(start))
 	}
-	return true, nil
+	return abortPlan{}, true, nil
 }
 
-// transform returns the record to produce for r: its processed event, or r itself bound for the
-// dead-letter topic with headers saying why and where it came from, and then the reason.
-func (t *Transformer) transform(r *kgo.Record) (*kgo.Record, string) {
-	value, user, err := event.AppendProcessed(make([]byte, 0, len(r.Value)/2+128), r.Value)
+// transform returns the record to produce for r — its processed event, or its dead letter — and
+// the dead-letter reason ("" for a processed event). It never panics: a panic would be a bug in
+// the decoder, and it makes the record poison rather than the stage dead.
+func (t *Transformer) transform(r *kgo.Record) (out *kgo.Record, reason event.Reason) {
+	defer func() {
+		if p := recover(); p != nil {
+			out, reason = t.deadLetter(r, event.ReasonPoison, fmt.Sprintf("the transform panicked: %v", p)), event.ReasonPoison
+		}
+	}()
+	if v, ok := t.iso.verdict(pos{r.Partition, r.Offset}); ok {
+		return t.deadLetter(r, v.reason, v.detail), v.reason
+	}
+	value, user, err := t.cfg.Limits.AppendProcessed(make([]byte, 0, len(r.Value)/2+128), r.Value)
 	if err == nil {
 		// The source position lets the aggregator drop an event that a crash made us produce twice.
-		return &kgo.Record{Topic: t.cfg.ProcessedTopic, Key: []byte(user), Value: value, Timestamp: r.Timestamp,
+		out := &kgo.Record{Topic: t.cfg.ProcessedTopic, Key: []byte(user), Value: value, Timestamp: r.Timestamp,
 			Headers: []kgo.RecordHeader{
 				{Key: HeaderSourcePartition, Value: strconv.AppendInt(nil, int64(r.Partition), 10)},
 				{Key: HeaderSourceOffset, Value: strconv.AppendInt(nil, r.Offset, 10)},
-			}}, ""
+			}}
+		if size := deadletter.Size(out); size > t.cfg.MaxRecordBytes {
+			return t.deadLetter(r, event.ReasonProcessedTooLarge, fmt.Sprintf(
+				"the processed record is %d bytes, over the %d byte producer limit", size, t.cfg.MaxRecordBytes)), event.ReasonProcessedTooLarge
+		}
+		return out, ""
 	}
-	reason := "invalid"
+	reason = "invalid"
 	var ve *event.ValidationError
 	if errors.As(err, &ve) {
-		reason = string(ve.Reason)
+		reason = ve.Reason
 	}
-	headers := append(append([]kgo.RecordHeader(nil), r.Headers...),
-		kgo.RecordHeader{Key: HeaderError, Value: []byte(err.Error())},
-		kgo.RecordHeader{Key: HeaderReason, Value: []byte(reason)},
-		kgo.RecordHeader{Key: HeaderSourceTopic, Value: []byte(r.Topic)},
-		kgo.RecordHeader{Key: HeaderSourcePartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
-		kgo.RecordHeader{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
-		kgo.RecordHeader{Key: HeaderStage, Value: []byte("transformer")},
-	)
-	value = r.Value
-	if len(value) > maxDeadLetterValue {
-		value = value[:maxDeadLetterValue]
-		headers = append(headers, kgo.RecordHeader{Key: HeaderTruncated, Value: []byte(strconv.Itoa(len(r.Value)))})
-	}
-	return &kgo.Record{Topic: t.cfg.DeadLetterTopic, Key: r.Key, Value: value, Headers: headers, Timestamp: r.Timestamp}, reason
+	return t.deadLetter(r, reason, err.Error()), reason
+}
+
+func (t *Transformer) deadLetter(r *kgo.Record, reason event.Reason, detail string) *kgo.Record {
+	return deadletter.Record(t.cfg.DeadLetterTopic, r, "transformer", reason, detail)
 }

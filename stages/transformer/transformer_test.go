@@ -14,6 +14,7 @@ import (
 	"github.com/searchflow/searchflow/event"
 	"github.com/searchflow/searchflow/internal/corpus"
 	"github.com/searchflow/searchflow/internal/kafkatest"
+	"github.com/searchflow/searchflow/stages/deadletter"
 )
 
 func header(r *kgo.Record, key string) string {
@@ -205,8 +206,8 @@ func TestTransformerDeadLettersTheCorpus(t *testing.T) {
 		if got := header(r, HeaderReason); got != c.Reason {
 			t.Errorf("%s: reason header %q, want %q", c.Name, got, c.Reason)
 		}
-		if len(c.Raw) > maxDeadLetterValue {
-			if header(r, HeaderTruncated) != strconv.Itoa(len(c.Raw)) || len(r.Value) != maxDeadLetterValue {
+		if len(c.Raw) > deadletter.MaxValueBytes {
+			if header(r, HeaderTruncated) != strconv.Itoa(len(c.Raw)) || len(r.Value) != deadletter.MaxValueBytes {
 				t.Errorf("%s: oversized value kept %d bytes, header %q", c.Name, len(r.Value), header(r, HeaderTruncated))
 			}
 		} else if string(r.Value) != c.Raw {

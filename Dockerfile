@@ -15,18 +15,23 @@ RUN --mount=type=cache,target=/root/.cache/go-build \
 
 FROM gcr.io/distroless/static-debian12:nonroot
 
-# With KAFKA_BROKERS empty the embedded broker serves, keeping its log under DATA_DIR. It listens on
-# all interfaces, not the default loopback, so the exposed port reaches it. /data is created owned
-# by nonroot so a named volume mounted there inherits that owner and stays writable.
-ENV DATA_DIR=/data \
-    EMBEDDED_KAFKA_ADDR=0.0.0.0:9092
+# With KAFKA_BROKERS empty the embedded broker serves, keeping its log under DATA_DIR. It stays on
+# its default loopback address (EMBEDDED_KAFKA_ADDR=127.0.0.1:9092): it has no authentication, so
+# the image does not publish it. To reach it from the host deliberately:
+#   docker run -e EMBEDDED_KAFKA_ADDR=0.0.0.0:9092 -p 127.0.0.1:9092:9092 -p 127.0.0.1:5000:5000 searchflow
+# /data is created owned by nonroot so a named volume mounted there inherits that owner and stays
+# writable.
+ENV DATA_DIR=/data
 COPY --from=build --chown=65532:65532 /out/data /data
 VOLUME ["/data"]
 
 COPY --from=build /out/searchflow /searchflow
 
 USER 65532:65532
-# 5000: HTTP API (HTTP_ADDR). 9092: the embedded broker (EMBEDDED_KAFKA_ADDR), for kcat and the UI.
-EXPOSE 5000 9092
+# 5000: HTTP API (HTTP_ADDR).
+EXPOSE 5000
+# distroless has no curl: the binary probes its own /healthz (exit 0 on 200, 1 otherwise). Its
+# request gives up after 3s, within --timeout, so a failure is logged with its reason.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 CMD ["/searchflow", "healthcheck"]
 # Exec form: searchflow is PID 1 and gets SIGTERM itself, so `docker stop` drains the pipeline.
 ENTRYPOINT ["/searchflow"]

@@ -23,11 +23,24 @@ const (
 	exitConfig = 2
 )
 
+const usage = `usage: searchflow                       run the daemon, configured by environment (see README.md)
+       searchflow healthcheck [-ready]  exit 0 if /healthz (-ready: /readyz) on HTTP_ADDR answers 200
+`
+
 func main() {
-	os.Exit(run())
+	os.Exit(run(os.Args[1:]))
 }
 
-func run() int {
+func run(args []string) int {
+	switch {
+	case len(args) > 0 && args[0] == "healthcheck":
+		return healthcheck(args[1:], os.Getenv, os.Stderr)
+	case len(args) > 0:
+		// Refused rather than ignored: a mistyped subcommand must not start a second daemon.
+		fmt.Fprintf(os.Stderr, "searchflow: unknown argument %q\n%s", args[0], usage)
+		return exitConfig
+	}
+
 	cfg, err := config.Load(os.Getenv)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "searchflow: invalid configuration:\n%v\n", err)

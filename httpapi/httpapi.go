@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -32,21 +33,32 @@ const (
 // Redis is away, and a request must not wait for it indefinitely.
 const readTimeout = 5 * time.Second
 
-// errStoreUnavailable answers a read that ran out of time.
-var errStoreUnavailable = echo.NewHTTPError(http.StatusServiceUnavailable, "metrics store unavailable, try again later")
+// storeUnavailable is the message of a 503 for a read of the view that Redis cannot serve now.
+const storeUnavailable = "metrics store unavailable, try again later"
+
+// maxHeaderBytes is the most bytes of header names and values a request may carry. net/http
+// enforces http.Server.MaxHeaderBytes itself, before any handler runs, and answers in plain
+// text; so the server's own cap is the higher serverMaxHeaderBytes and limitHeaders enforces this
+// one with the JSON error every other failure has. Only requests past serverMaxHeaderBytes still
+// get net/http's plain-text 431.
+const (
+	maxHeaderBytes       = 64 << 10
+	serverMaxHeaderBytes = 1 << 20
+)
 
 // Readiness reports what keeps the process from serving fresh data; an empty map means ready.
 type Readiness func(ctx context.Context) map[string]string
 
 // Server is the HTTP API.
 type Server struct {
-	view    *view.View
-	ready   Readiness
-	log     *zap.Logger
-	echo    *echo.Echo
-	http    *http.Server
-	opts    options
-	closing chan struct{} // closed by Shutdown: ends the event streams
+	view   *view.View
+	ready  Readiness
+	log    *zap.Logger
+	echo   *echo.Echo
+	http   *http.Server
+	opts   options
+	tokens tokens       // empty: every route is open
+	live   *broadcaster // feeds /stream
 }
 
 type options struct {
@@ -55,6 +67,8 @@ type options struct {
 	metricsOnMain bool
 	corsOrigins   []string
 	streamEvery   time.Duration
+	streamMax     int
+	tokens        []string
 }
 
 // Option configures the server.
@@ -76,16 +90,30 @@ func WithCORS(origins []string) Option { return func(o *options) { o.corsOrigins
 // WithStreamInterval sets how often /stream sends an update (default 1 s).
 func WithStreamInterval(d time.Duration) Option { return func(o *options) { o.streamEvery = d } }
 
+// WithStreamMaxClients caps the /stream clients served at once; one more is answered 503
+// (default DefaultStreamMaxClients; n < 1 keeps the default).
+func WithStreamMaxClients(n int) Option { return func(o *options) { o.streamMax = n } }
+
+// WithTokens requires one of tokens on every route but the probes /healthz and /readyz: as
+// "Authorization: Bearer <token>", or as the cookie that /dashboard?token=<token> sets for
+// browsers. Empty strings are ignored; no tokens leaves every route open.
+func WithTokens(tokens []string) Option { return func(o *options) { o.tokens = tokens } }
+
 // New returns the API over v; ready backs /readyz.
 func New(v *view.View, ready Readiness, log *zap.Logger, opts ...Option) *Server {
 	if ready == nil {
 		ready = func(context.Context) map[string]string { return nil }
 	}
-	s := &Server{view: v, ready: ready, log: log, echo: echo.New(), closing: make(chan struct{}),
-		opts: options{streamEvery: time.Second}}
+	s := &Server{view: v, ready: ready, log: log, echo: echo.New(),
+		opts: options{streamEvery: time.Second, streamMax: DefaultStreamMaxClients}}
 	for _, o := range opts {
 		o(&s.opts)
 	}
+	if s.opts.streamMax < 1 {
+		s.opts.streamMax = DefaultStreamMaxClients
+	}
+	s.tokens = newTokens(s.opts.tokens)
+	s.live = newBroadcaster(s.opts.streamEvery, s.opts.streamMax, s.encodeSnapshot, log)
 	e := s.echo
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
@@ -94,29 +122,35 @@ func New(v *view.View, ready Readiness, log *zap.Logger, opts ...Option) *Server
 		e.Use(observe(m))
 	}
 	e.Use(middleware.Recover())
+	e.Use(limitHeaders(maxHeaderBytes))
 	if len(s.opts.corsOrigins) > 0 {
+		// Before the token check: a preflight carries no credentials, and a 401 needs the CORS
+		// headers for the browser to show it to the page.
 		e.Use(middleware.CORSWithConfig(middleware.CORSConfig{AllowOrigins: s.opts.corsOrigins,
 			AllowMethods:  []string{http.MethodGet, http.MethodHead, http.MethodOptions},
 			ExposeHeaders: []string{"X-Total-Count", echo.HeaderXRequestID}}))
 	}
+	if s.tokens.enabled() {
+		e.Use(s.requireToken)
+	}
 	e.Use(middleware.GzipWithConfig(middleware.GzipConfig{MinLength: 1024,
 		// The event stream is flushed event by event; compressing it would hold events back.
 		Skipper: func(c echo.Context) bool { return c.Path() == "/stream" }}))
-	e.GET("/", s.welcome)
-	e.GET("/healthz", s.healthz)
-	e.GET("/readyz", s.readyz)
-	e.GET("/users", s.counts(view.Users))
-	e.GET("/hotels", s.counts(view.Hotels))
-	e.GET("/advertisers", s.counts(view.Advertisers))
-	e.GET("/hotel_min_offer_per_advertiser", s.minPrices)
-	e.GET("/openapi.json", s.openAPI)
+	routeGET(e, "/", s.welcome)
+	routeGET(e, "/healthz", s.healthz)
+	routeGET(e, "/readyz", s.readyz)
+	routeGET(e, "/users", s.counts(view.Users))
+	routeGET(e, "/hotels", s.counts(view.Hotels))
+	routeGET(e, "/advertisers", s.counts(view.Advertisers))
+	routeGET(e, "/hotel_min_offer_per_advertiser", s.minPrices)
+	routeGET(e, "/openapi.json", s.openAPI)
 	if s.opts.stats != nil {
-		e.GET("/stats", s.statsHandler)
-		e.GET("/stream", s.stream)
-		e.GET("/dashboard", s.dashboard)
+		routeGET(e, "/stats", s.statsHandler)
+		routeGET(e, "/stream", s.stream)
+		routeGET(e, "/dashboard", s.dashboard)
 	}
 	if s.opts.metrics != nil && s.opts.metricsOnMain {
-		e.GET("/metrics", echo.WrapHandler(s.opts.metrics.Handler()))
+		routeGET(e, "/metrics", echo.WrapHandler(s.opts.metrics.Handler()))
 	}
 	s.http = &http.Server{
 		Handler:           e,
@@ -124,9 +158,37 @@ func New(v *view.View, ready Readiness, log *zap.Logger, opts ...Option) *Server
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    serverMaxHeaderBytes,
 	}
 	return s
+}
+
+// routeGET serves h on GET and HEAD. net/http answers a HEAD with the status and headers the
+// handler sets, Content-Length included, and discards the body it writes, so HEAD needs no
+// handler of its own; only /stream looks at the method, so as not to stay open.
+func routeGET(e *echo.Echo, path string, h echo.HandlerFunc) {
+	e.Match([]string{http.MethodGet, http.MethodHead}, path, h)
+}
+
+// limitHeaders answers 431 to a request whose header names and values add up to more than limit
+// bytes.
+func limitHeaders(limit int) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			r := c.Request()
+			n := len("Host") + len(r.Host) // net/http moves Host out of r.Header
+			for name, values := range r.Header {
+				for _, v := range values {
+					n += len(name) + len(v)
+				}
+			}
+			if n > limit {
+				return echo.NewHTTPError(http.StatusRequestHeaderFieldsTooLarge,
+					fmt.Sprintf("request header fields too large: at most %d bytes of names and values", limit))
+			}
+			return next(c)
+		}
+	}
 }
 
 // Handler returns the routes, for tests that serve them with httptest.
@@ -140,13 +202,10 @@ func (s *Server) Serve(ln net.Listener) error {
 	return nil
 }
 
-// Shutdown stops accepting connections and waits for requests in flight.
+// Shutdown ends the event streams, stops accepting connections and waits for requests in
+// flight.
 func (s *Server) Shutdown(ctx context.Context) error {
-	select {
-	case <-s.closing:
-	default:
-		close(s.closing)
-	}
+	s.live.close()
 	if err := s.http.Shutdown(ctx); err != nil {
 		return fmt.Errorf("httpapi: shutdown: %w", err)
 	}
@@ -259,16 +318,33 @@ func (s *Server) minPrices(c echo.Context) error {
 	return c.JSONBlob(http.StatusOK, buf)
 }
 
-// readError answers 503 when Redis cannot be reached or did not answer in time (logged), and
-// leaves anything else, such as an error reply from Redis, a 500.
+// readError answers 503 (cause logged) when Redis cannot serve the read now: it cannot be
+// reached, did not answer in time, or said so in an error reply (see temporarilyUnable). Any other
+// error reply, such as WRONGTYPE, means a bug or a damaged view: a 500.
 func readError(ctx context.Context, err error) error {
-	if _, isReply := rueidis.IsRedisErr(err); isReply && ctx.Err() == nil {
+	// The view wraps what rueidis returns, so rueidis.IsRedisErr, a plain type assertion, would
+	// not see the reply.
+	var reply *rueidis.RedisError
+	if errors.As(err, &reply) && ctx.Err() == nil && !temporarilyUnable(reply) {
 		return err
 	}
 	if errors.Is(ctx.Err(), context.Canceled) {
 		return err // the client went away
 	}
-	return &echo.HTTPError{Code: http.StatusServiceUnavailable, Message: errStoreUnavailable.Message, Internal: err}
+	return &echo.HTTPError{Code: http.StatusServiceUnavailable, Message: storeUnavailable, Internal: err}
+}
+
+// temporarilyUnable reports whether an error reply says that Redis cannot serve now but will
+// again without anyone repairing the data: it is loading its data set, running a long script, out
+// of memory, cut off from its master or cluster, read-only as a replica, or short of replicas. The
+// code is the reply's first word: BUSYKEY and BUSYGROUP are other errors than BUSY.
+func temporarilyUnable(reply *rueidis.RedisError) bool {
+	code, _, _ := strings.Cut(reply.Error(), " ")
+	switch code {
+	case "LOADING", "BUSY", "OOM", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "NOREPLICAS":
+		return true
+	}
+	return false
 }
 
 // handleError answers every error as JSON: the HTTP errors the handlers chose, 404/405 from the

@@ -5,12 +5,12 @@ import (
 	_ "embed"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"go.uber.org/zap"
 
 	"github.com/searchflow/searchflow/metrics"
 	"github.com/searchflow/searchflow/view"
@@ -85,46 +85,17 @@ func (s *Server) snapshot(ctx context.Context) (liveUpdate, error) {
 	return u, nil
 }
 
-// stream sends a liveUpdate as a Server-Sent Event every stream interval until the client goes
-// away or the server shuts down.
-func (s *Server) stream(c echo.Context) error {
-	w := c.Response()
-	w.Header().Set(echo.HeaderContentType, "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w.Writer)
-	ctx := c.Request().Context()
-	tick := time.NewTicker(s.opts.streamEvery)
-	defer tick.Stop()
-	for id := 0; ; id++ {
-		rctx, cancel := context.WithTimeout(ctx, readTimeout)
-		u, err := s.snapshot(rctx)
-		cancel()
-		if err == nil {
-			body, _ := json.Marshal(u)
-			// The server's write timeout is for ordinary requests; a stream renews it per event.
-			_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
-			if _, err := w.Write([]byte("id: " + strconv.Itoa(id) + "\ndata: ")); err != nil {
-				return nil
-			}
-			if _, err := w.Write(append(body, '\n', '\n')); err != nil {
-				return nil
-			}
-			if err := rc.Flush(); err != nil {
-				return nil
-			}
-		} else if ctx.Err() == nil {
-			s.log.Debug("stream: cannot read the view", zap.Error(err))
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-s.closing:
-			return nil
-		case <-tick.C:
-		}
+// encodeSnapshot reads the numbers of one stream event and encodes them as the event's data.
+func (s *Server) encodeSnapshot(ctx context.Context) ([]byte, error) {
+	u, err := s.snapshot(ctx)
+	if err != nil {
+		return nil, err
 	}
+	data, err := json.Marshal(u)
+	if err != nil {
+		return nil, fmt.Errorf("encode stream event: %w", err)
+	}
+	return data, nil
 }
 
 // observe records each request's route, status and duration.

@@ -2,8 +2,11 @@ package httpapi
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -69,6 +72,9 @@ func TestOpenAPIDocumentIsValid(t *testing.T) {
 type openAPIChecker struct {
 	doc    *openapi3.T
 	router routers.Router
+	// authenticate decides, for one security scheme of the document, whether a request's
+	// credentials are good, as the server under test does.
+	authenticate openapi3filter.AuthenticationFunc
 }
 
 func newOpenAPIChecker(t testing.TB) *openAPIChecker {
@@ -78,36 +84,98 @@ func newOpenAPIChecker(t testing.TB) *openAPIChecker {
 	if err != nil {
 		t.Fatalf("router over %s: %v", openAPIFile, err)
 	}
-	return &openAPIChecker{doc: doc, router: router}
+	// A server without tokens is open: whatever the document asks for, it accepts every request.
+	return &openAPIChecker{doc: doc, router: router, authenticate: openapi3filter.NoopAuthenticationFunc}
 }
 
-// route finds the operation of GET path as if the request went to the documented server: the
-// test servers listen on other addresses, and the router matches host and port too.
-func (c *openAPIChecker) route(t testing.TB, method, path string) (*openapi3filter.RequestValidationInput, error) {
+// requiring returns a checker for a server that requires one of tokens, by the rules the
+// document's security schemes state: a bearer token, or the cookie of the token's SHA-256 digest.
+func (c *openAPIChecker) requiring(tokens []string) *openAPIChecker {
+	valid := func(presented string, cookie bool) bool {
+		for _, tok := range tokens {
+			want := tok
+			if cookie {
+				d := sha256.Sum256([]byte(tok))
+				want = hex.EncodeToString(d[:])
+			}
+			if presented == want {
+				return true
+			}
+		}
+		return false
+	}
+	cp := *c
+	cp.authenticate = func(_ context.Context, in *openapi3filter.AuthenticationInput) error {
+		r := in.RequestValidationInput.Request
+		switch scheme := in.SecurityScheme; {
+		case scheme.Type == "http" && scheme.Scheme == "bearer":
+			if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && valid(tok, false) {
+				return nil
+			}
+		case scheme.Type == "apiKey" && scheme.In == "cookie":
+			if ck, err := r.Cookie(scheme.Name); err == nil && valid(ck.Value, true) {
+				return nil
+			}
+		case scheme.Type == "apiKey" && scheme.In == "query":
+			if valid(r.URL.Query().Get(scheme.Name), false) {
+				return nil
+			}
+		default:
+			return fmt.Errorf("the checker does not know security scheme %s", in.SecuritySchemeName)
+		}
+		return errors.New("no valid credentials")
+	}
+	return &cp
+}
+
+// route finds the operation of method path as if the request, with header, went to the
+// documented server: the test servers listen on other addresses, and the router matches host and
+// port too.
+func (c *openAPIChecker) route(t testing.TB, method, path string, header http.Header) (*openapi3filter.RequestValidationInput, error) {
 	t.Helper()
 	req := httptest.NewRequest(method, c.doc.Servers[0].URL+path, nil)
+	for k, v := range header {
+		req.Header[k] = v
+	}
 	route, params, err := c.router.FindRoute(req)
 	if err != nil {
 		return nil, err
 	}
-	return &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route}, nil
+	return &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route,
+		Options: &openapi3filter.Options{AuthenticationFunc: c.authenticate}}, nil
 }
 
 // check fails the test unless the document describes GET path answered with r, and agrees with
-// the server on whether the request was acceptable (400 or not).
+// the server on whether the request was acceptable.
 func (c *openAPIChecker) check(t testing.TB, path string, r response) {
 	t.Helper()
+	c.checkRequest(t, path, nil, r)
+}
+
+// checkRequest is check for a request that carried header. The document and the server must
+// agree on whether the request is acceptable: its credentials first (401 if not), then its
+// parameters (400 if not).
+func (c *openAPIChecker) checkRequest(t testing.TB, path string, header http.Header, r response) {
+	t.Helper()
 	ctx := context.Background()
-	in, err := c.route(t, http.MethodGet, path)
+	in, err := c.route(t, http.MethodGet, path, header)
 	if err != nil {
 		t.Fatalf("GET %s: not in %s: %v", path, openAPIFile, err)
 	}
 	reqErr := openapi3filter.ValidateRequest(ctx, in)
+	var secErr *openapi3filter.SecurityRequirementsError
+	wantCode := 0 // the status of a request the document rejects
 	switch {
-	case r.code == http.StatusBadRequest && reqErr == nil:
-		t.Errorf("GET %s: the server answers 400 (%s) but the document accepts the request", path, r.body)
-	case r.code != http.StatusBadRequest && reqErr != nil:
-		t.Errorf("GET %s: the server answers %d but the document rejects the request: %v", path, r.code, reqErr)
+	case errors.As(reqErr, &secErr):
+		wantCode = http.StatusUnauthorized
+	case reqErr != nil:
+		wantCode = http.StatusBadRequest
+	}
+	switch {
+	case wantCode == 0 && (r.code == http.StatusBadRequest || r.code == http.StatusUnauthorized):
+		t.Errorf("GET %s: the server answers %d (%s) but the document accepts the request", path, r.code, r.body)
+	case wantCode != 0 && r.code != wantCode:
+		t.Errorf("GET %s: the server answers %d but the document rejects the request (%d): %v", path, r.code, wantCode, reqErr)
 	}
 	out := &openapi3filter.ResponseValidationInput{
 		RequestValidationInput: in,
@@ -226,7 +294,7 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 	}
 	for _, tt := range unknown {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
-			if _, err := c.route(t, tt.method, tt.path); !errors.Is(err, tt.routeErr) {
+			if _, err := c.route(t, tt.method, tt.path, nil); !errors.Is(err, tt.routeErr) {
 				t.Errorf("%s %s in %s: route error %v, want %v", tt.method, tt.path, openAPIFile, err, tt.routeErr)
 			}
 			c.checkError(t, tt.method+" "+tt.path, do(t, loaded, tt.method, tt.path), tt.want)
@@ -301,7 +369,8 @@ func sampleStats() any {
 func TestObservabilityRoutesMatchOpenAPI(t *testing.T) {
 	t.Parallel()
 	c := newOpenAPIChecker(t)
-	f := newFixture(t, nil, nil, WithStats(sampleStats), WithMetrics(metrics.New(), true), WithStreamInterval(10*time.Millisecond))
+	f := newFixture(t, nil, nil, WithStats(sampleStats), WithMetrics(metrics.New(), true), WithStreamInterval(10*time.Millisecond),
+		WithStreamMaxClients(1))
 	for _, path := range []string{"/stats", "/metrics", "/dashboard", "/openapi.json"} {
 		c.check(t, path, get(t, f, path))
 	}
@@ -318,5 +387,74 @@ func TestObservabilityRoutesMatchOpenAPI(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" ||
 		!strings.HasPrefix(string(buf[:n]), "id: 0\ndata: {") {
 		t.Errorf("/stream: %d %q %q", resp.StatusCode, resp.Header.Get("Content-Type"), buf[:n])
+	}
+	// The one stream the server allows is open: the next is turned away.
+	r := get(t, f, "/stream")
+	if r.code != http.StatusServiceUnavailable {
+		t.Errorf("a second /stream with one allowed: %d, want 503", r.code)
+	}
+	c.check(t, "/stream", r)
+}
+
+// TestTokenResponsesMatchOpenAPI validates the answers of a server with tokens: the document's
+// security says which requests are refused (401) and which are served, with the probes open, the
+// dashboard's login answered 303, and a request with too large headers answered 431.
+func TestTokenResponsesMatchOpenAPI(t *testing.T) {
+	t.Parallel()
+	c := newOpenAPIChecker(t).requiring(testTokens)
+	f := newFixture(t, nil, nil, WithTokens(testTokens), WithStats(sampleStats), WithMetrics(metrics.New(), true))
+	load(t, f.view, fixedBatches)
+	d := sha256.Sum256([]byte(testTokens[1]))
+	var (
+		none   = http.Header{}
+		token  = http.Header{"Authorization": {"Bearer " + testTokens[0]}}
+		wrong  = http.Header{"Authorization": {"Bearer not-a-token-of-this-server"}}
+		cookie = http.Header{"Cookie": {authCookie + "=" + hex.EncodeToString(d[:])}}
+		huge   = http.Header{"Authorization": token["Authorization"], "X-Filler": {strings.Repeat("x", 70<<10)}}
+	)
+	tests := []struct {
+		path   string
+		header http.Header
+		want   int
+	}{
+		{"/users", none, http.StatusUnauthorized},
+		{"/users", wrong, http.StatusUnauthorized},
+		{"/users", token, http.StatusOK},
+		{"/users", cookie, http.StatusOK},
+		{"/users?limit=0", token, http.StatusBadRequest},
+		{"/users?limit=0", none, http.StatusUnauthorized},
+		{"/hotel_min_offer_per_advertiser?limit=2", cookie, http.StatusOK},
+		{"/users", huge, http.StatusRequestHeaderFieldsTooLarge},
+		{"/healthz", none, http.StatusOK},
+		{"/readyz", none, http.StatusOK},
+		{"/healthz", huge, http.StatusRequestHeaderFieldsTooLarge},
+		{"/", none, http.StatusUnauthorized},
+		{"/stats", none, http.StatusUnauthorized},
+		{"/stats", token, http.StatusOK},
+		{"/metrics", none, http.StatusUnauthorized},
+		{"/openapi.json", cookie, http.StatusOK},
+		{"/dashboard", none, http.StatusUnauthorized},
+		{"/dashboard", cookie, http.StatusOK},
+		{"/dashboard?token=" + testTokens[1], none, http.StatusSeeOther},
+		{"/dashboard?token=not-a-token-of-this-server", none, http.StatusUnauthorized},
+	}
+	hc := f.http.Client()
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s %d", tt.path, tt.want), func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodGet, f.http.URL+tt.path, nil)
+			req.Header = tt.header.Clone()
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			r := response{code: resp.StatusCode, header: resp.Header, body: body}
+			if r.code != tt.want {
+				t.Fatalf("GET %s: status %d, want %d (body %.200s)", tt.path, r.code, tt.want, r.body)
+			}
+			c.checkRequest(t, tt.path, tt.header, r)
+		})
 	}
 }

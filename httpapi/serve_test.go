@@ -21,6 +21,16 @@ func serve(t *testing.T, srv *Server) (baseURL string, served <-chan error) {
 	return "http://" + ln.Addr().String(), errc
 }
 
+// shutdown stops a server that serve started, for tests that are not about shutting down.
+func shutdown(t *testing.T, srv *Server) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+}
+
 // client returns an HTTP client whose idle connections are closed when the test ends, so that
 // goleak sees no transport goroutines.
 func client(t *testing.T) *http.Client {

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,23 +32,91 @@ func browser(t *testing.T) string {
 	return ""
 }
 
+// dashboardEnv runs the generator fast enough for the numbers to grow between two looks.
+func dashboardEnv() map[string]string {
+	return map[string]string{"GENERATOR_RATE": "300", "GENERATOR_USERS": "50", "GENERATOR_HOTELS": "20"}
+}
+
 // TestDashboardInBrowser opens /dashboard in a real headless Chromium while the generator runs:
 // the numbers must appear and grow without a reload, the tables fill, and the console stays free
 // of errors. It saves a screenshot (DASHBOARD_SCREENSHOT, default in the test's temp dir).
 func TestDashboardInBrowser(t *testing.T) {
 	exe := browser(t)
-	h := start(t, map[string]string{"GENERATOR_RATE": "300", "GENERATOR_USERS": "50", "GENERATOR_HOTELS": "20"})
+	h := start(t, dashboardEnv())
+	shot := os.Getenv("DASHBOARD_SCREENSHOT")
+	if shot == "" {
+		shot = filepath.Join(t.TempDir(), "dashboard.png")
+	}
+	_, closeBrowser := watchDashboard(t, exe, h, "/dashboard", shot)
+	closeBrowser()
+	h.stop()
+}
 
+// TestDashboardInBrowserWithToken is TestDashboardInBrowser on a daemon with API tokens: the API
+// refuses requests without one, and the browser opens /dashboard?token=<token> once, lands on
+// /dashboard without the token in its address, and then gets its page and stream with the cookie.
+func TestDashboardInBrowserWithToken(t *testing.T) {
+	exe := browser(t)
+	const token = "browser-test-token-0123456789abcdef"
+	file := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(file, []byte("# the browser's\n"+token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := dashboardEnv()
+	env["API_TOKENS_FILE"] = file
+	h := start(t, env)
+
+	for _, path := range []string{"/users", "/stream", "/dashboard", "/dashboard?token=not-the-token-0123456789"} {
+		resp, body := getBody(t, h.base+path, nil)
+		if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") != "Bearer" ||
+			!strings.Contains(body, `"status":401`) {
+			t.Errorf("GET %s without the token: %d %q %s, want the JSON 401", path, resp.StatusCode,
+				resp.Header.Get("WWW-Authenticate"), body)
+		}
+	}
+	if resp, body := getBody(t, h.base+"/users", map[string]string{"Authorization": "Bearer " + token}); resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /users with the token: %d %s", resp.StatusCode, body)
+	}
+	if resp, _ := getBody(t, h.base+"/healthz", nil); resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /healthz without the token: %d, want 200", resp.StatusCode)
+	}
+
+	ctx, closeBrowser := watchDashboard(t, exe, h, "/dashboard?token="+token, filepath.Join(t.TempDir(), "dashboard.png"))
+	loc, err := chromedp.Run(ctx, chromedp.Location())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loc != h.base+"/dashboard" {
+		t.Errorf("the browser is at %s, want %s/dashboard (no token in the address)", loc, h.base)
+	}
+	// HttpOnly: the page's scripts cannot read the cookie.
+	cookies, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.cookie`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(cookies, "searchflow_auth") {
+		t.Errorf("the page's scripts can read the cookie: %q", cookies)
+	}
+	closeBrowser()
+	h.stop()
+}
+
+// watchDashboard opens path in headless Chromium and checks that the dashboard's numbers appear
+// and grow live, its tables fill and the console stays free of errors; it saves a screenshot to
+// shot. The browser stays open for more checks on the returned context until closeBrowser (or
+// the end of the test).
+func watchDashboard(t *testing.T, exe string, h *harness, path, shot string) (ctx context.Context, closeBrowser func()) {
+	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
 		chromedp.DisableGPU, chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-quic", true), chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1400, 1000))
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
-	defer cancelTimeout()
+	t.Cleanup(cancelAlloc)
+	bctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(cancel)
+	ctx, cancelTimeout := context.WithTimeout(bctx, 90*time.Second)
+	t.Cleanup(cancelTimeout)
 
 	var mu sync.Mutex
 	var problems []string
@@ -87,7 +156,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 	}
 
-	if err := chromedp.Do(ctx, chromedp.Navigate(h.base+"/dashboard"), chromedp.WaitVisible("#total-applied")); err != nil {
+	if err := chromedp.Do(ctx, chromedp.Navigate(h.base+path), chromedp.WaitVisible("#total-applied")); err != nil {
 		t.Fatalf("open the dashboard: %v", err)
 	}
 	first := waitAbove("#total-applied", 0)
@@ -107,10 +176,6 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	shot := os.Getenv("DASHBOARD_SCREENSHOT")
-	if shot == "" {
-		shot = filepath.Join(t.TempDir(), "dashboard.png")
-	}
 	if err := os.WriteFile(shot, png, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -120,6 +185,5 @@ func TestDashboardInBrowser(t *testing.T) {
 	if len(problems) > 0 {
 		t.Errorf("the page reported problems: %v", problems)
 	}
-	cancel()
-	h.stop()
+	return ctx, cancel
 }

@@ -280,7 +280,9 @@ func (p *pipeline) run(ctx context.Context, opts Options) error {
 		api = httpapi.New(p.view, p.readiness, p.log.With(zap.String("stage", "api")),
 			httpapi.WithStats(func() any { return track.snapshot() }),
 			httpapi.WithMetrics(p.metrics, p.cfg.AdminAddr == ""),
-			httpapi.WithCORS(p.cfg.CORSOrigins))
+			httpapi.WithCORS(p.cfg.CORSOrigins),
+			httpapi.WithTokens(p.cfg.APITokens),
+			httpapi.WithStreamMaxClients(p.cfg.StreamMaxClients))
 	}
 	var admin *http.Server
 	if p.cfg.AdminAddr != "" {

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -335,17 +334,8 @@ func readError(ctx context.Context, err error) error {
 }
 
 // temporarilyUnable reports whether an error reply says that Redis cannot serve now but will
-// again without anyone repairing the data: it is loading its data set, running a long script, out
-// of memory, cut off from its master or cluster, read-only as a replica, or short of replicas. The
-// code is the reply's first word: BUSYKEY and BUSYGROUP are other errors than BUSY.
-func temporarilyUnable(reply *rueidis.RedisError) bool {
-	code, _, _ := strings.Cut(reply.Error(), " ")
-	switch code {
-	case "LOADING", "BUSY", "OOM", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "NOREPLICAS":
-		return true
-	}
-	return false
-}
+// again without anyone repairing the data; the view owns the list of such replies.
+func temporarilyUnable(reply *rueidis.RedisError) bool { return view.TemporarilyUnavailable(reply) }
 
 // handleError answers every error as JSON: the HTTP errors the handlers chose, 404/405 from the
 // router, and 500 for anything else (logged, without internals in the body).

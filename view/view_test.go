@@ -17,6 +17,15 @@ import (
 // clients returns the view over a real redis-server and over miniredis (the embedded store), so
 // the Lua script is proven on both.
 func clients(t *testing.T) map[string]*View {
+	out := map[string]*View{}
+	for name, c := range rawClients(t) {
+		out[name] = New(c)
+	}
+	return out
+}
+
+// rawClients returns clients of a real redis-server and of miniredis.
+func rawClients(t *testing.T) map[string]rueidis.Client {
 	real := redistest.Start(t).Client(t)
 	mr := miniredis.RunT(t)
 	mc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{mr.Addr()}, DisableCache: true})
@@ -24,7 +33,7 @@ func clients(t *testing.T) map[string]*View {
 		t.Fatal(err)
 	}
 	t.Cleanup(mc.Close)
-	return map[string]*View{"redis-server": New(real), "miniredis": New(mc)}
+	return map[string]rueidis.Client{"redis-server": real, "miniredis": mc}
 }
 
 func TestApplyAndRead(t *testing.T) {

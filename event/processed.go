@@ -82,8 +82,12 @@ func ParseProcessed(value []byte, f *ProcessedFacts) error {
 			s.object(func(adv []byte, esc bool) {
 				n := s.number()
 				price, err := strconv.ParseInt(string(n), 10, 64)
-				if err != nil && s.err == nil {
+				switch {
+				case s.err != nil:
+				case err != nil:
 					s.fail("advertiser price %q is not an integer", n)
+				case price < 1 || price > MaxExactEurocents:
+					s.fail("advertiser price %d is outside 1..2^53", price)
 				}
 				f.Prices = append(f.Prices, AdvertiserPrice{Advertiser: unescape(adv, esc), Price: price})
 			})

@@ -40,7 +40,9 @@ func TestParseProcessed(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{``, `{`, `[]`, `{"user_id":"u"}`, `{"user_id":"u","hotel_id":"h","advertiser_min_prices":{"a":1.5}}`,
-		`{"user_id":5,"hotel_id":"h"}`, `{"user_id":"u","hotel_id":"h","advertiser_min_prices":[]}`} {
+		`{"user_id":5,"hotel_id":"h"}`, `{"user_id":"u","hotel_id":"h","advertiser_min_prices":[]}`,
+		`{"user_id":"u","hotel_id":"h","advertiser_min_prices":{"a":0}}`,
+		`{"user_id":"u","hotel_id":"h","advertiser_min_prices":{"a":9007199254740993}}`} {
 		if err := ParseProcessed([]byte(bad), &f); err == nil {
 			t.Errorf("ParseProcessed(%s) accepted", bad)
 		}

@@ -28,9 +28,9 @@ func BenchmarkFold(b *testing.B) {
 	for b.Loop() {
 		a.next[0] = -1
 		a.sources = map[int32]map[int32]int64{}
-		batch, got := a.fold(records)
-		if got != n || batch.Empty() {
-			b.Fatalf("folded %d of %d", got, n)
+		f := a.fold(records)
+		if f.events != n || f.batch.Empty() {
+			b.Fatalf("folded %d of %d", f.events, n)
 		}
 	}
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "events/s")

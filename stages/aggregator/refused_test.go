@@ -1,0 +1,226 @@
+package aggregator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/searchflow/searchflow/event"
+	"github.com/searchflow/searchflow/internal/kafkatest"
+	"github.com/searchflow/searchflow/internal/redistest"
+	"github.com/searchflow/searchflow/view"
+)
+
+func headerOf(r *kgo.Record, key string) string {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// startWithDLQ runs an aggregator that dead-letters to "dlq".
+func startWithDLQ(t *testing.T, addr string, v *view.View) *running {
+	a := New(Config{Topic: "processed", Group: "g-aggregator", DeadLetterTopic: "dlq", BatchMaxRecords: 50},
+		[]kgo.Opt{kgo.SeedBrokers(addr)}, v, zaptest.NewLogger(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{agg: a, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- a.Run(ctx) }()
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+// produceWithSources produces processed events as the transformer does: keyed by user, with the
+// raw position in the source headers.
+func produceWithSources(t *testing.T, addr string, evs []event.Processed, from int) {
+	recs := make([]*kgo.Record, len(evs))
+	for i, p := range evs {
+		b, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs[i] = &kgo.Record{Topic: "processed", Key: []byte(p.UserID), Value: b, Headers: []kgo.RecordHeader{
+			{Key: event.HeaderSourcePartition, Value: []byte("0")},
+			{Key: event.HeaderSourceOffset, Value: []byte(fmt.Sprint(from + i))},
+		}}
+	}
+	kafkatest.Produce(t, addr, recs...)
+}
+
+func redisDo(t *testing.T, c rueidis.Client, args ...string) {
+	t.Helper()
+	if err := c.Do(context.Background(), c.B().Arbitrary(args...).Build()).Error(); err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+}
+
+// TestRefusedHotelIsDeadLettered: something other than searchflow left a string where hotel h3's
+// prices live. The apply script refuses every batch holding an h3 event — writing nothing — and
+// says so; the aggregator dead-letters the h3 events (stage aggregator, reason apply_failed) and
+// applies everything else exactly, so the partitions move on.
+func TestRefusedHotelIsDeadLettered(t *testing.T) {
+	_, addr := kafkatest.Start(t, 3, "processed", "dlq")
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	redisDo(t, c, "SET", "{searchflow}:minprice:h3", "not a sorted set")
+	v := view.New(c)
+
+	all := events(0, 400)
+	want := newTruth()
+	h3 := 0
+	for _, p := range all {
+		if p.HotelID == "h3" {
+			h3++
+			continue
+		}
+		want.add(p)
+	}
+	produceWithSources(t, addr, all, 0)
+	r := startWithDLQ(t, addr, v)
+
+	dead := kafkatest.ReadAll(t, addr, "dlq", h3)
+	waitExact(t, v, want)
+	if len(dead) != h3 {
+		t.Errorf("%d dead letters, want the %d events of h3", len(dead), h3)
+	}
+	for _, d := range dead {
+		var p event.Processed
+		if err := json.Unmarshal(d.Value, &p); err != nil || p.HotelID != "h3" {
+			t.Errorf("dead letter of hotel %q (%v), want h3 only", p.HotelID, err)
+		}
+		if headerOf(d, event.HeaderReason) != string(event.ReasonApplyFailed) || headerOf(d, event.HeaderStage) != "aggregator" ||
+			headerOf(d, event.HeaderSourceTopic) != "processed" || headerOf(d, HeaderRawOffset) == "" ||
+			!strings.Contains(headerOf(d, event.HeaderError), "h3") {
+			t.Errorf("dead letter headers %v", d.Headers)
+		}
+	}
+	waitCounts(t, r.agg, func(c map[string]int64) bool {
+		return c["apply_refused"] > 0 && c["dead_lettered"] == int64(h3) && c["applied"] == int64(len(all)-h3)
+	})
+	waitProblem(t, r.agg, func(p string) bool { return p == "" })
+}
+
+// TestDamagedViewBlamesNoRecord: a key every batch writes has the wrong type. No record is at
+// fault, so none is dead-lettered: the stage reports the damaged view on /readyz and waits; once
+// the key is repaired, everything is applied exactly.
+func TestDamagedViewBlamesNoRecord(t *testing.T) {
+	_, addr := kafkatest.Start(t, 2, "processed", "dlq")
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	redisDo(t, c, "SET", "{searchflow}:advertisers", "not a sorted set")
+	v := view.New(c)
+	want := newTruth()
+	evs := events(0, 100)
+	for _, p := range evs {
+		want.add(p)
+	}
+	produceWithSources(t, addr, evs, 0)
+	r := startWithDLQ(t, addr, v)
+	waitProblem(t, r.agg, func(p string) bool { return strings.Contains(p, "damaged") })
+	redisDo(t, c, "DEL", "{searchflow}:advertisers")
+	waitExact(t, v, want)
+	waitProblem(t, r.agg, func(p string) bool { return p == "" })
+	if n := r.agg.Counts()["dead_lettered"]; n != 0 {
+		t.Errorf("%d records dead-lettered for a damaged view", n)
+	}
+}
+
+// TestUndecodableProcessedIsDeadLettered: records in the processed topic that the aggregator
+// cannot read (written by something other than the transformer) are dead-lettered, not skipped
+// in silence; the events around them are applied exactly.
+func TestUndecodableProcessedIsDeadLettered(t *testing.T) {
+	_, addr := kafkatest.Start(t, 1, "processed", "dlq")
+	v := view.New(redistest.Start(t).Client(t))
+	want := newTruth()
+	evs := events(0, 50)
+	for _, p := range evs {
+		want.add(p)
+	}
+	produceWithSources(t, addr, evs[:25], 0)
+	kafkatest.Produce(t, addr,
+		&kgo.Record{Topic: "processed", Value: []byte("not json")},
+		&kgo.Record{Topic: "processed", Value: []byte(`{"user_id":"u","hotel_id":"h","advertiser_min_prices":{"a":9007199254740993}}`)})
+	produceWithSources(t, addr, evs[25:], 25)
+	r := startWithDLQ(t, addr, v)
+	dead := kafkatest.ReadAll(t, addr, "dlq", 2)
+	waitExact(t, v, want)
+	for _, d := range dead {
+		if headerOf(d, event.HeaderReason) != string(event.ReasonUndecodable) || headerOf(d, event.HeaderError) == "" {
+			t.Errorf("dead letter %q: reason %q error %q", d.Value, headerOf(d, event.HeaderReason), headerOf(d, event.HeaderError))
+		}
+	}
+	// The counts follow the view once the batch in flight is settled.
+	waitCounts(t, r.agg, func(c map[string]int64) bool { return c["undecodable"] == 2 && c["applied"] == 50 })
+}
+
+// TestRecordTooLargeForTheScriptIsNarrowedDown: one processed record carries a 40 MiB user id
+// (the topic allows it; the transformer would never write it). A batch holding it is past what
+// Apply sends to Redis; the refusal names no hotel, so the aggregator halves the run until the
+// record is alone, checks that the view takes an empty batch, and dead-letters that record. The
+// rest is applied exactly.
+func TestRecordTooLargeForTheScriptIsNarrowedDown(t *testing.T) {
+	_, addr := kafkatest.Start(t, 1, "dlq")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ProducerBatchMaxBytes(64<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	limit := fmt.Sprint(64 << 20)
+	if _, err := kadm.NewClient(cl).CreateTopic(context.Background(), 1, 1, map[string]*string{"max.message.bytes": &limit}, "processed"); err != nil {
+		t.Fatal(err)
+	}
+	v := view.New(redistest.Start(t).Client(t))
+	want := newTruth()
+	evs := events(0, 40)
+	for _, p := range evs {
+		want.add(p)
+	}
+	produceWithSources(t, addr, evs[:20], 0)
+	huge := event.Processed{UserID: strings.Repeat("u", 40<<20), HotelID: "h", SearchTimestamp: "1",
+		AdvertiserMinPrices: map[string]int64{"a": 1}}
+	b, _ := json.Marshal(huge)
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "processed", Value: b}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	produceWithSources(t, addr, evs[20:], 20)
+	r := startWithDLQ(t, addr, v)
+	waitExact(t, v, want)
+	dead := kafkatest.ReadAll(t, addr, "dlq", 1)
+	if headerOf(dead[0], event.HeaderReason) != string(event.ReasonApplyFailed) || len(dead[0].Value) > 1<<20 {
+		t.Errorf("dead letter of %d bytes with reason %q", len(dead[0].Value), headerOf(dead[0], event.HeaderReason))
+	}
+	waitCounts(t, r.agg, func(c map[string]int64) bool { return c["dead_lettered"] == 1 && c["applied"] == 40 })
+}
+
+// waitCounts polls the stage's counts until ok accepts them.
+func waitCounts(t *testing.T, a *Aggregator, ok func(map[string]int64) bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !ok(a.Counts()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("counts stayed %v", a.Counts())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitProblem polls the stage's /readyz problem until ok accepts it.
+func waitProblem(t *testing.T, a *Aggregator, ok func(string) bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !ok(a.Problem()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("problem stayed %q", a.Problem())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -21,7 +21,8 @@ import (
 // rather than killed by Docker without one.
 const healthcheckTimeout = 3 * time.Second
 
-// healthcheck GETs /healthz (with -ready, /readyz) on the address HTTP_ADDR listens on. It
+// healthcheck GETs /healthz (with -ready, /readyz) on the address HTTP_ADDR listens on (ADMIN_ADDR
+// for a process without the api stage). It
 // returns exitOK on 200 and exitFailed otherwise, with one line on stderr saying why. Docker
 // reserves exit status 2, so a bad flag or an invalid configuration is exitFailed too.
 func healthcheck(args []string, getenv func(string) string, stderr io.Writer) int {
@@ -44,10 +45,16 @@ func healthcheck(args []string, getenv func(string) string, stderr io.Writer) in
 	if err != nil {
 		return fail("invalid configuration: %s", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
+	// The api stage serves the probes on HTTP_ADDR; a process without it, on ADMIN_ADDR.
+	listen, name := cfg.HTTPAddr, "HTTP_ADDR"
 	if !cfg.Enabled(config.StageAPI) {
-		return fail("STAGES=%s has no %s stage, so nothing serves HTTP_ADDR", strings.Join(cfg.Stages, ","), config.StageAPI)
+		if cfg.AdminAddr == "" {
+			return fail("STAGES=%s has no %s stage and ADMIN_ADDR is empty, so nothing serves /healthz: set ADMIN_ADDR",
+				strings.Join(cfg.Stages, ","), config.StageAPI)
+		}
+		listen, name = cfg.AdminAddr, "ADMIN_ADDR"
 	}
-	addr, err := probeAddr(cfg.HTTPAddr)
+	addr, err := probeAddr(name, listen)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -64,13 +71,13 @@ func healthcheck(args []string, getenv func(string) string, stderr io.Writer) in
 // probeAddr turns a listen address into one to dial: a wildcard host becomes the loopback address
 // of its family (":5000" and "0.0.0.0:5000" -> 127.0.0.1:5000, "[::]:5000" -> [::1]:5000); a
 // concrete host is kept.
-func probeAddr(listen string) (string, error) {
+func probeAddr(name, listen string) (string, error) {
 	host, port, err := net.SplitHostPort(listen)
 	if err != nil {
-		return "", fmt.Errorf("HTTP_ADDR %q: %w", listen, err)
+		return "", fmt.Errorf("%s %q: %w", name, listen, err)
 	}
 	if port == "0" {
-		return "", fmt.Errorf("HTTP_ADDR %q has port 0: the daemon's port is picked at start and cannot be known here", listen)
+		return "", fmt.Errorf("%s %q has port 0: the daemon's port is picked at start and cannot be known here", name, listen)
 	}
 	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
 		host = "127.0.0.1"

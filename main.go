@@ -24,7 +24,8 @@ const (
 )
 
 const usage = `usage: searchflow                       run the daemon, configured by environment (see README.md)
-       searchflow healthcheck [-ready]  exit 0 if /healthz (-ready: /readyz) on HTTP_ADDR answers 200
+       searchflow healthcheck [-ready]  exit 0 if /healthz (-ready: /readyz) answers 200 on HTTP_ADDR
+                                        (on ADMIN_ADDR when STAGES has no api)
 `
 
 func main() {

@@ -243,6 +243,13 @@ func TestHealthcheckFailures(t *testing.T) {
 		expectHealthcheckFails(t, bin, env, []string{"-ready"}, "/readyz", "503", "redis")
 	})
 
+	t.Run("a worker without the api stage is probed on ADMIN_ADDR", func(t *testing.T) {
+		env := map[string]string{"STAGES": "transformer,aggregator", "HTTP_ADDR": "127.0.0.1:1", "ADMIN_ADDR": host(notReady)}
+		if code, stderr, _ := runHealthcheck(t, bin, env); code != 0 {
+			t.Errorf("healthcheck of a worker: exit %d, want 0\n%s", code, stderr)
+		}
+	})
+
 	t.Run("a hung API times out", func(t *testing.T) {
 		took := expectHealthcheckFails(t, bin, map[string]string{"HTTP_ADDR": host(hung)}, nil, "/healthz")
 		if took < healthcheckTimeout || took > healthcheckTimeout+5*time.Second {
@@ -258,7 +265,7 @@ func TestHealthcheckFailures(t *testing.T) {
 	}{
 		{"invalid configuration", map[string]string{"HTTP_ADDR": "nowhere", "LOG_FORMAT": "xml"}, nil, "HTTP_ADDR"},
 		{"port 0", map[string]string{"HTTP_ADDR": "127.0.0.1:0"}, nil, "port 0"},
-		{"no api stage", map[string]string{"STAGES": "transformer", "HTTP_ADDR": host(notReady)}, nil, "STAGES"},
+		{"no api stage and no admin server", map[string]string{"STAGES": "transformer", "HTTP_ADDR": host(notReady)}, nil, "ADMIN_ADDR"},
 		{"unknown flag", map[string]string{"HTTP_ADDR": host(notReady)}, []string{"-live"}, "-live"},
 		{"extra argument", map[string]string{"HTTP_ADDR": host(notReady)}, []string{"now"}, "now"},
 	} {
@@ -279,7 +286,7 @@ func TestHealthcheckProbeAddr(t *testing.T) {
 		{"searchflow:5000", "searchflow:5000"},
 		{"localhost:5000", "localhost:5000"},
 	} {
-		got, err := probeAddr(tt.listen)
+		got, err := probeAddr("HTTP_ADDR", tt.listen)
 		if err != nil || got != tt.want {
 			t.Errorf("probeAddr(%q) = %q, %v; want %q", tt.listen, got, err, tt.want)
 		}

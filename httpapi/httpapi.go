@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -50,7 +51,7 @@ type Readiness func(ctx context.Context) map[string]string
 
 // Server is the HTTP API.
 type Server struct {
-	view   *view.View
+	store  atomic.Pointer[view.View] // nil until SetView: Redis not reached yet
 	ready  Readiness
 	log    *zap.Logger
 	echo   *echo.Echo
@@ -103,10 +104,13 @@ func New(v *view.View, ready Readiness, log *zap.Logger, opts ...Option) *Server
 	if ready == nil {
 		ready = func(context.Context) map[string]string { return nil }
 	}
-	s := &Server{view: v, ready: ready, log: log, echo: echo.New(),
+	s := &Server{ready: ready, log: log, echo: echo.New(),
 		opts: options{streamEvery: time.Second, streamMax: DefaultStreamMaxClients}}
 	for _, o := range opts {
 		o(&s.opts)
+	}
+	if v != nil {
+		s.store.Store(v)
 	}
 	if s.opts.streamMax < 1 {
 		s.opts.streamMax = DefaultStreamMaxClients
@@ -190,6 +194,22 @@ func limitHeaders(limit int) echo.MiddlewareFunc {
 	}
 }
 
+// SetView gives the server the view to read once Redis is reached. Until then the metric
+// endpoints answer 503 while /healthz and /readyz already serve: the process can say why it is
+// not ready before its services answer.
+func (s *Server) SetView(v *view.View) { s.store.Store(v) }
+
+// errNotConnected answers a metric read before Redis was reached.
+var errNotConnected = echo.NewHTTPError(http.StatusServiceUnavailable, "metrics store not connected yet, try again later")
+
+// view returns the view, or the 503 to answer while there is none.
+func (s *Server) view() (*view.View, error) {
+	if v := s.store.Load(); v != nil {
+		return v, nil
+	}
+	return nil, errNotConnected
+}
+
 // Handler returns the routes, for tests that serve them with httptest.
 func (s *Server) Handler() http.Handler { return s.echo }
 
@@ -254,7 +274,11 @@ func (s *Server) counts(kind view.Kind) echo.HandlerFunc {
 		}
 		ctx, cancel := context.WithTimeout(c.Request().Context(), readTimeout)
 		defer cancel()
-		total, entries, err := s.view.Counts(ctx, kind, offset, limit)
+		v, err := s.view()
+		if err != nil {
+			return err
+		}
+		total, entries, err := v.Counts(ctx, kind, offset, limit)
 		if err != nil {
 			return readError(ctx, fmt.Errorf("read %s: %w", kind, err))
 		}
@@ -284,7 +308,11 @@ func (s *Server) minPrices(c echo.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), readTimeout)
 	defer cancel()
-	total, hotels, err := s.view.MinPrices(ctx, offset, limit)
+	v, err := s.view()
+	if err != nil {
+		return err
+	}
+	total, hotels, err := v.MinPrices(ctx, offset, limit)
 	if err != nil {
 		return readError(ctx, fmt.Errorf("read min prices: %w", err))
 	}

@@ -58,8 +58,12 @@ const topN = 10
 // snapshot reads the numbers one stream event carries.
 func (s *Server) snapshot(ctx context.Context) (liveUpdate, error) {
 	u := liveUpdate{Stats: s.opts.stats(), Top: map[string][]topEntry{}}
+	v, err := s.view()
+	if err != nil {
+		return u, err
+	}
 	for _, kind := range []view.Kind{view.Users, view.Hotels, view.Advertisers} {
-		_, entries, err := s.view.Counts(ctx, kind, 0, topN)
+		_, entries, err := v.Counts(ctx, kind, 0, topN)
 		if err != nil {
 			return u, err
 		}
@@ -69,7 +73,7 @@ func (s *Server) snapshot(ctx context.Context) (liveUpdate, error) {
 		}
 		u.Top[string(kind)] = list
 	}
-	_, hotels, err := s.view.MinPrices(ctx, 0, topN)
+	_, hotels, err := v.MinPrices(ctx, 0, topN)
 	if err != nil {
 		return u, err
 	}

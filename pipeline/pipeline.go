@@ -5,24 +5,18 @@ package pipeline
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/redis/rueidis"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/plugin/kzap"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/searchflow/searchflow/config"
-	"github.com/searchflow/searchflow/embedded"
+	"github.com/searchflow/searchflow/event"
 	"github.com/searchflow/searchflow/httpapi"
 	"github.com/searchflow/searchflow/metrics"
 	"github.com/searchflow/searchflow/stages/aggregator"
@@ -42,7 +36,11 @@ type Stage interface {
 
 // Options are hooks for tests; the zero value is what main uses.
 type Options struct {
-	// OnReady, if set, is called with the API's listen address once the HTTP server listens.
+	// OnListening, if set, is called with the API's and the admin server's listen addresses (""
+	// for one that does not run) as soon as they listen, before Kafka and Redis are reached.
+	OnListening func(httpAddr, adminAddr string)
+	// OnReady, if set, is called with the API's listen address once Kafka and Redis answer and
+	// the API serves the view.
 	OnReady func(httpAddr string)
 }
 
@@ -56,15 +54,28 @@ func Run(ctx context.Context, cfg config.Config, log *zap.Logger) error {
 func RunWith(ctx context.Context, cfg config.Config, log *zap.Logger, opts Options) error {
 	log.Info("searchflow starting", zap.Any("config", cfg.Masked()))
 	p := &pipeline{cfg: cfg, log: log, running: map[string]bool{}, problems: map[string]func() string{},
-		metrics: metrics.New()}
+		connecting: map[string]string{}, metrics: metrics.New()}
+	p.track = &tracker{started: time.Now(), mode: p.mode(), running: p.isRunning}
 	defer p.closeAll()
+	// The servers first: /healthz and /readyz answer while Kafka and Redis are being reached.
+	if err := p.listen(); err != nil {
+		return err
+	}
+	p.startServers(opts)
+	defer p.stopServers()
 	if err := p.connect(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while waiting for the services
 		}
 		return err
 	}
-	return p.run(ctx, opts)
+	if p.api != nil {
+		p.api.SetView(p.view)
+	}
+	if opts.OnReady != nil {
+		opts.OnReady(p.addr("api"))
+	}
+	return p.run(ctx)
 }
 
 type pipeline struct {
@@ -73,16 +84,20 @@ type pipeline struct {
 
 	closers   []func()
 	metrics   *metrics.Metrics
+	track     *tracker
+	servers   []*server
+	api       *httpapi.Server
 	kafkaOpts []kgo.Opt
-	admin     *kgo.Client
-	redis     rueidis.Client
-	view      *view.View
 
-	mu       sync.Mutex
-	running  map[string]bool
-	finished map[string]bool
-	draining bool
-	problems map[string]func() string // stage name -> why it cannot make progress
+	mu         sync.Mutex
+	admin      *kgo.Client // set once Kafka answers
+	redis      rueidis.Client
+	view       *view.View // set once Redis answers
+	running    map[string]bool
+	finished   map[string]bool
+	draining   bool
+	problems   map[string]func() string // stage name -> why it cannot make progress
+	connecting map[string]string        // service -> why it cannot be reached yet
 }
 
 func (p *pipeline) closeAll() {
@@ -91,111 +106,16 @@ func (p *pipeline) closeAll() {
 	}
 }
 
-// connect starts or reaches Kafka and Redis and creates missing topics.
-func (p *pipeline) connect(ctx context.Context) error {
-	cfg := p.cfg
-	brokers := cfg.KafkaBrokers
-	if cfg.EmbeddedKafka() {
-		k, err := embedded.StartKafka(cfg.EmbeddedKafkaAddr, cfg.DataDir, p.log)
-		if err != nil {
-			return fmt.Errorf("pipeline: %w", err)
-		}
-		p.closers = append(p.closers, k.Close)
-		brokers = []string{k.Addr()}
+// mode says which services are embedded, for /stats.
+func (p *pipeline) mode() map[string]string {
+	mode := map[string]string{"kafka": "external", "redis": "external"}
+	if p.cfg.EmbeddedKafka() {
+		mode["kafka"] = "embedded"
 	}
-	p.kafkaOpts = []kgo.Opt{
-		kgo.SeedBrokers(brokers...),
-		kgo.WithLogger(kzap.New(p.log.Named("kafka"), kzap.Level(kgo.LogLevelWarn))),
+	if p.cfg.EmbeddedRedis() {
+		mode["redis"] = "embedded"
 	}
-	admin, err := kgo.NewClient(p.clientOpts("admin")...)
-	if err != nil {
-		return fmt.Errorf("pipeline: kafka client: %w", err)
-	}
-	p.admin = admin
-	p.closers = append(p.closers, admin.Close)
-	if err := retry(ctx, p.log, "create topics", func() error { return p.createTopics(ctx) }); err != nil {
-		return err
-	}
-
-	if !cfg.Enabled(config.StageAggregator) && !cfg.Enabled(config.StageAPI) {
-		return nil
-	}
-	opt := rueidis.ClientOption{Password: cfg.RedisPassword, SelectDB: cfg.RedisDB}
-	if cfg.EmbeddedRedis() {
-		r, err := embedded.StartRedis(p.log)
-		if err != nil {
-			return fmt.Errorf("pipeline: %w", err)
-		}
-		p.closers = append(p.closers, r.Close)
-		opt.InitAddress = []string{r.Addr()}
-		opt.DisableCache = true // miniredis has no CLIENT TRACKING
-	} else {
-		opt.InitAddress = []string{cfg.RedisAddr}
-	}
-	err = retry(ctx, p.log, "connect to redis", func() error {
-		c, err := rueidis.NewClient(opt)
-		if err != nil {
-			return fmt.Errorf("pipeline: connect to redis %v: %w", opt.InitAddress, err)
-		}
-		p.redis = c
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	p.closers = append(p.closers, p.redis.Close)
-	p.view = view.New(p.redis)
-	return nil
-}
-
-func (p *pipeline) createTopics(ctx context.Context) error {
-	adm := kadm.NewClient(p.admin)
-	// The processed topic is what the view is rebuilt from: it keeps everything.
-	keepAll := "-1"
-	var results []kadm.CreateTopicResponse
-	for _, t := range []struct {
-		name    string
-		configs map[string]*string
-	}{
-		{p.cfg.RawTopic, nil},
-		{p.cfg.ProcessedTopic, map[string]*string{"retention.ms": &keepAll}},
-		{p.cfg.DeadLetterTopic, nil},
-	} {
-		resp, err := adm.CreateTopics(ctx, int32(p.cfg.TopicPartitions), -1, t.configs, t.name)
-		if err != nil {
-			return fmt.Errorf("pipeline: create topic %s: %w", t.name, err)
-		}
-		results = append(results, resp.Sorted()...)
-	}
-	for _, t := range results {
-		switch {
-		case t.Err == nil:
-			p.log.Info("created topic", zap.String("topic", t.Topic), zap.Int32("partitions", t.NumPartitions))
-		case errors.Is(t.Err, kerr.TopicAlreadyExists):
-		default:
-			return fmt.Errorf("pipeline: create topic %s: %w", t.Topic, t.Err)
-		}
-	}
-	return nil
-}
-
-// retry calls fn until it succeeds or ctx ends, backing off up to 5 s between attempts: a service
-// that is still starting is not a reason to exit.
-func retry(ctx context.Context, log *zap.Logger, what string, fn func() error) error {
-	backoff := 200 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		log.Warn("retrying: "+what, zap.Int("attempt", attempt), zap.Duration("backoff", backoff), zap.Error(err))
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
+	return mode
 }
 
 func (p *pipeline) stages() ([]Stage, error) {
@@ -218,15 +138,16 @@ func (p *pipeline) stages() ([]Stage, error) {
 	if cfg.Enabled(config.StageTransformer) {
 		t := transformer.New(transformer.Config{
 			RawTopic: cfg.RawTopic, ProcessedTopic: cfg.ProcessedTopic, DeadLetterTopic: cfg.DeadLetterTopic,
-			Group: cfg.ConsumerGroup + "-transformer", BatchMaxRecords: cfg.BatchMaxRecords,
+			Group: cfg.ConsumerGroup + "-transformer", BatchMaxRecords: cfg.BatchMaxRecords, Limits: limits(cfg.Limits),
 			OnBatch: func(n int, took time.Duration) { p.metrics.ObserveBatch("transformer", n, took) },
 		}, p.clientOpts("transformer"), p.log.With(zap.String("stage", "transformer")))
-		p.problems[t.Name()] = t.Problem
+		p.setProblem(t.Name(), t.Problem)
 		out = append(out, t)
 	}
 	if cfg.Enabled(config.StageAggregator) {
 		a := aggregator.New(aggregator.Config{
-			Topic: cfg.ProcessedTopic, Group: cfg.ConsumerGroup + "-aggregator", BatchMaxRecords: cfg.BatchMaxRecords,
+			Topic: cfg.ProcessedTopic, Group: cfg.ConsumerGroup + "-aggregator", DeadLetterTopic: cfg.DeadLetterTopic,
+			BatchMaxRecords: cfg.BatchMaxRecords,
 			OnApplied: func(recs []*kgo.Record, landed time.Time, took time.Duration) {
 				p.metrics.ObserveBatch("aggregator", len(recs), took)
 				for _, r := range recs {
@@ -234,10 +155,22 @@ func (p *pipeline) stages() ([]Stage, error) {
 				}
 			},
 		}, p.clientOpts("aggregator"), p.view, p.log.With(zap.String("stage", "aggregator")))
-		p.problems[a.Name()] = a.Problem
+		p.setProblem(a.Name(), a.Problem)
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// limits are the event limits the MAX_* variables set.
+func limits(l config.Limits) event.Limits {
+	return event.Limits{AdvertisersPerEvent: l.AdvertisersPerEvent, OffersPerAdvertiser: l.OffersPerAdvertiser,
+		AdvertiserNameBytes: l.AdvertiserNameBytes, IDBytes: l.IDBytes}
+}
+
+func (p *pipeline) setProblem(stage string, check func() string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.problems[stage] = check
 }
 
 // clientOpts are the Kafka options of one client, named for the franz-go metrics' client label.
@@ -248,7 +181,9 @@ func (p *pipeline) clientOpts(name string) []kgo.Opt {
 // finishesByDesign reports whether a stage returning nil before shutdown is expected.
 func finishesByDesign(s Stage) bool { return s.Name() == "generator" }
 
-func (p *pipeline) run(ctx context.Context, opts Options) error {
+// run runs the stages under one errgroup until ctx ends (then drains them, watched by the
+// SHUTDOWN_TIMEOUT watchdog) or one of them or a server fails. The servers stop after it returns.
+func (p *pipeline) run(ctx context.Context) error {
 	stages, err := p.stages()
 	if err != nil {
 		return err
@@ -256,14 +191,7 @@ func (p *pipeline) run(ctx context.Context, opts Options) error {
 	for _, s := range stages {
 		p.metrics.AddStage(s.Name(), s.Counts)
 	}
-	mode := map[string]string{"kafka": "external", "redis": "external"}
-	if p.cfg.EmbeddedKafka() {
-		mode["kafka"] = "embedded"
-	}
-	if p.cfg.EmbeddedRedis() {
-		mode["redis"] = "embedded"
-	}
-	track := &tracker{started: time.Now(), mode: mode, stages: stages, running: p.isRunning}
+	p.track.setStages(stages)
 	var groups []string
 	if p.cfg.Enabled(config.StageTransformer) {
 		groups = append(groups, p.cfg.ConsumerGroup+"-transformer")
@@ -271,34 +199,15 @@ func (p *pipeline) run(ctx context.Context, opts Options) error {
 	if p.cfg.Enabled(config.StageAggregator) {
 		groups = append(groups, p.cfg.ConsumerGroup+"-aggregator")
 	}
-	var api *httpapi.Server
-	var ln, adminLn net.Listener
-	if p.cfg.Enabled(config.StageAPI) {
-		if ln, err = net.Listen("tcp", p.cfg.HTTPAddr); err != nil {
-			return fmt.Errorf("pipeline: listen on HTTP_ADDR %s: %w", p.cfg.HTTPAddr, err)
-		}
-		api = httpapi.New(p.view, p.readiness, p.log.With(zap.String("stage", "api")),
-			httpapi.WithStats(func() any { return track.snapshot() }),
-			httpapi.WithMetrics(p.metrics, p.cfg.AdminAddr == ""),
-			httpapi.WithCORS(p.cfg.CORSOrigins),
-			httpapi.WithTokens(p.cfg.APITokens),
-			httpapi.WithStreamMaxClients(p.cfg.StreamMaxClients))
-	}
-	var admin *http.Server
-	if p.cfg.AdminAddr != "" {
-		if adminLn, err = net.Listen("tcp", p.cfg.AdminAddr); err != nil {
-			return fmt.Errorf("pipeline: listen on ADMIN_ADDR %s: %w", p.cfg.AdminAddr, err)
-		}
-		admin = newAdminServer(p.metrics)
-	}
 
 	g, gctx := errgroup.WithContext(ctx)
-	var workers sync.WaitGroup
+	if p.api != nil {
+		p.setRunning("api", true)
+		defer p.setRunning("api", false)
+	}
 	for _, s := range stages {
-		workers.Add(1)
 		p.setRunning(s.Name(), true)
 		g.Go(func() error {
-			defer workers.Done()
 			defer p.setRunning(s.Name(), false)
 			log := p.log.With(zap.String("stage", s.Name()))
 			log.Info("stage started")
@@ -319,54 +228,12 @@ func (p *pipeline) run(ctx context.Context, opts Options) error {
 			return nil
 		})
 	}
-	if api != nil {
-		p.setRunning("api", true)
-		serveErr := make(chan error, 1)
-		g.Go(func() error {
-			go func() { serveErr <- api.Serve(ln) }()
-			p.log.Info("api listening", zap.String("addr", ln.Addr().String()))
-			if opts.OnReady != nil {
-				opts.OnReady(ln.Addr().String())
-			}
-			select {
-			case err := <-serveErr:
-				p.setRunning("api", false)
-				if err == nil {
-					err = errors.New("http server stopped unexpectedly")
-				}
-				return fmt.Errorf("api: %w", err)
-			case <-gctx.Done():
-			}
-			// The API goes last: it keeps answering while the other stages drain.
-			workers.Wait()
-			shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			err := api.Shutdown(shutCtx)
-			<-serveErr
-			p.setRunning("api", false)
-			return err
-		})
-	}
+	g.Go(func() error { return p.serveFailed(gctx) })
 	g.Go(func() error { p.logStats(gctx, stages); return nil })
-	g.Go(func() error { track.run(gctx, p.admin, groups, p.metrics, p.log); return nil })
-	if admin != nil {
-		g.Go(func() error {
-			serveErr := make(chan error, 1)
-			go func() { serveErr <- admin.Serve(adminLn) }()
-			p.log.Info("admin server listening (/metrics, /debug/pprof)", zap.String("addr", adminLn.Addr().String()))
-			select {
-			case err := <-serveErr:
-				return fmt.Errorf("admin server: %w", err)
-			case <-gctx.Done():
-			}
-			workers.Wait()
-			shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			_ = admin.Shutdown(shutCtx)
-			<-serveErr
-			return nil
-		})
-	}
+	g.Go(func() error {
+		p.track.run(gctx, p.admin, groups, p.cfg.StallTimeout, p.newLagProbe, p.metrics, p.log)
+		return nil
+	})
 	g.Go(func() error {
 		<-gctx.Done()
 		p.mu.Lock()
@@ -468,8 +335,9 @@ func (p *pipeline) stillRunning() []string {
 	return out
 }
 
-// readiness backs /readyz: draining, an enabled stage not running, Kafka or Redis not answering,
-// or a stage that cannot make progress each make the process not ready.
+// readiness backs /readyz: draining, an enabled stage not running, Kafka or Redis not reached
+// yet or not answering, a stage that cannot make progress, or a partition that has stalled each
+// make the process not ready.
 func (p *pipeline) readiness(ctx context.Context) map[string]string {
 	problems := map[string]string{}
 	p.mu.Lock()
@@ -481,13 +349,22 @@ func (p *pipeline) readiness(ctx context.Context) map[string]string {
 			problems[name] = "not running"
 		}
 	}
-	checks := p.problems
-	p.mu.Unlock()
-	if err := p.admin.Ping(ctx); err != nil {
-		problems["kafka"] = err.Error()
+	for service, why := range p.connecting {
+		problems[service] = why
 	}
-	if p.view != nil {
-		if err := p.view.Ping(ctx); err != nil {
+	checks := make(map[string]func() string, len(p.problems))
+	for name, check := range p.problems {
+		checks[name] = check
+	}
+	admin, v := p.admin, p.view
+	p.mu.Unlock()
+	if admin != nil {
+		if err := admin.Ping(ctx); err != nil {
+			problems["kafka"] = err.Error()
+		}
+	}
+	if v != nil {
+		if err := v.Ping(ctx); err != nil {
 			problems["redis"] = err.Error()
 		}
 	}
@@ -495,6 +372,9 @@ func (p *pipeline) readiness(ctx context.Context) map[string]string {
 		if msg := check(); msg != "" {
 			problems[name] = msg
 		}
+	}
+	for where, why := range p.track.stalls() {
+		problems[where] = why
 	}
 	return problems
 }

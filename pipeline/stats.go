@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -14,16 +16,17 @@ import (
 )
 
 // tracker samples the stages' counts every second and the consumer groups' lag every few
-// seconds, for /stats, /stream and the lag gauges.
+// seconds, for /stats, /stream, the lag gauges and the stall check of /readyz.
 type tracker struct {
 	started time.Time
 	mode    map[string]string
-	stages  []Stage
 	running func(string) bool
 
 	mu      sync.Mutex
+	stages  []Stage
 	samples []sample // oldest first, at most window+1
 	lag     map[string]map[string]int64
+	stalled map[string]string // "<group> <topic>/<partition>" -> why, for /readyz
 }
 
 type sample struct {
@@ -52,9 +55,21 @@ type StageStats struct {
 	Rates   map[string]map[string]float64 `json:"rates"`
 }
 
+func (t *tracker) setStages(stages []Stage) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stages = stages
+}
+
+func (t *tracker) currentStages() []Stage {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.stages
+}
+
 func (t *tracker) sample() {
 	s := sample{at: time.Now(), counts: map[string]map[string]int64{}}
-	for _, st := range t.stages {
+	for _, st := range t.currentStages() {
 		s.counts[st.Name()] = st.Counts()
 	}
 	t.mu.Lock()
@@ -65,52 +80,54 @@ func (t *tracker) sample() {
 	}
 }
 
-// run samples until ctx ends; lag comes from admin every lagInterval.
-func (t *tracker) run(ctx context.Context, admin *kgo.Client, groups []string, m *metrics.Metrics, log *zap.Logger) {
+// run samples every second until ctx ends and, in its own goroutine, reads the groups' lag every
+// lagInterval.
+func (t *tracker) run(ctx context.Context, admin *kgo.Client, groups []string, stallAfter time.Duration,
+	probe func() (*lagProbe, error), m *metrics.Metrics, log *zap.Logger) {
+	var wg sync.WaitGroup
+	if len(groups) > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := &lagWatch{admin: admin, groups: groups, stallAfter: stallAfter, newProbe: probe, metrics: m, log: log,
+				since: map[partitionKey]progressMark{}, empty: map[partitionKey]emptyMark{}}
+			defer w.close()
+			tick := time.NewTicker(lagInterval)
+			defer tick.Stop()
+			for {
+				lag, stalled := w.poll(ctx)
+				if lag != nil {
+					t.mu.Lock()
+					t.lag, t.stalled = lag, stalled
+					t.mu.Unlock()
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+			}
+		}()
+	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	var lastLag time.Time
 	for {
 		t.sample()
-		if len(groups) > 0 && time.Since(lastLag) >= lagInterval {
-			lastLag = time.Now()
-			t.pollLag(ctx, admin, groups, m, log)
-		}
 		select {
 		case <-ctx.Done():
+			wg.Wait()
 			return
 		case <-tick.C:
 		}
 	}
 }
 
-func (t *tracker) pollLag(ctx context.Context, admin *kgo.Client, groups []string, m *metrics.Metrics, log *zap.Logger) {
-	lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	lags, err := kadm.NewClient(admin).Lag(lctx, groups...)
-	if err != nil {
-		log.Debug("consumer lag unavailable", zap.Error(err))
-		return
-	}
-	byTopic := map[string]map[string]int64{}
-	for _, g := range lags.Sorted() {
-		for topic, parts := range g.Lag {
-			for p, l := range parts {
-				if l.Lag < 0 {
-					continue
-				}
-				part := strconv.Itoa(int(p))
-				m.Lag.WithLabelValues(g.Group, topic, part).Set(float64(l.Lag))
-				if byTopic[topic] == nil {
-					byTopic[topic] = map[string]int64{}
-				}
-				byTopic[topic][part] = l.Lag
-			}
-		}
-	}
+// stalls returns the partitions that have records left and have not moved for the stall
+// timeout, for /readyz.
+func (t *tracker) stalls() map[string]string {
 	t.mu.Lock()
-	t.lag = byTopic
-	t.mu.Unlock()
+	defer t.mu.Unlock()
+	return t.stalled
 }
 
 // snapshot builds the /stats document.
@@ -118,6 +135,7 @@ func (t *tracker) snapshot() Stats {
 	t.mu.Lock()
 	samples := t.samples
 	lag := t.lag
+	stages := t.stages
 	t.mu.Unlock()
 	out := Stats{Mode: t.mode, UptimeSeconds: time.Since(t.started).Seconds(), Stages: map[string]StageStats{},
 		Lag: map[string]map[string]int64{}}
@@ -125,19 +143,17 @@ func (t *tracker) snapshot() Stats {
 		out.Lag[topic] = parts
 	}
 	now := sample{at: time.Now(), counts: map[string]map[string]int64{}}
-	for _, st := range t.stages {
+	for _, st := range stages {
 		now.counts[st.Name()] = st.Counts()
 	}
-	for _, st := range t.stages {
+	for _, st := range stages {
 		name := st.Name()
 		ss := StageStats{Running: t.running(name), Totals: now.counts[name], Rates: map[string]map[string]float64{}}
 		for label, secs := range map[string]int{"1s": 1, "10s": 10, "60s": 60} {
 			ss.Rates[label] = rates(samples, now, name, secs)
 		}
 		out.Stages[name] = ss
-	}
-	if tr, ok := out.Stages["transformer"]; ok {
-		out.DeadLettered = tr.Totals["dead_lettered"]
+		out.DeadLettered += ss.Totals["dead_lettered"]
 	}
 	return out
 }
@@ -163,4 +179,207 @@ func rates(samples []sample, now sample, stage string, secs int) map[string]floa
 		out[k] = float64(v-base.counts[stage][k]) / dt
 	}
 	return out
+}
+
+// A group's lag (end offset minus committed offset) overstates what is left to read: a
+// transactional topic ends with a commit marker, so a caught-up group still trails by one, and
+// records of aborted transactions count too. lagWatch reads a partition that has not moved for a
+// while from its committed offset, as a read_committed consumer would, to learn whether any record
+// is really left: if none, its lag is 0; if some are and it has not moved for stallAfter, it has
+// stalled.
+
+type partitionKey struct {
+	group, topic string
+	partition    int32
+}
+
+func (k partitionKey) String() string {
+	return fmt.Sprintf("%s %s/%d", k.group, k.topic, k.partition)
+}
+
+// progressMark is the committed offset a partition was last seen at, and since when.
+type progressMark struct {
+	commit int64
+	since  time.Time
+}
+
+// emptyMark remembers that nothing was left to read between a committed and an end offset.
+type emptyMark struct{ commit, end int64 }
+
+type lagWatch struct {
+	admin      *kgo.Client
+	groups     []string
+	stallAfter time.Duration
+	newProbe   func() (*lagProbe, error)
+	metrics    *metrics.Metrics
+	log        *zap.Logger
+
+	since map[partitionKey]progressMark
+	empty map[partitionKey]emptyMark
+	probe *lagProbe
+}
+
+func (w *lagWatch) close() {
+	if w.probe != nil {
+		w.probe.close()
+	}
+}
+
+// poll reads the groups' lag once. It returns the lag per topic and partition (0 where nothing is
+// left to read) and the stalled partitions; nil lag when the lag could not be read.
+func (w *lagWatch) poll(ctx context.Context) (map[string]map[string]int64, map[string]string) {
+	lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	lags, err := kadm.NewClient(w.admin).Lag(lctx, w.groups...)
+	if err != nil {
+		w.log.Debug("consumer lag unavailable", zap.Error(err))
+		return nil, nil
+	}
+	now := time.Now()
+	type entry struct {
+		key    partitionKey
+		lag    int64
+		from   int64 // where a reader of the group starts: its commit, or the log start
+		end    int64
+		idle   time.Duration
+		unread bool // nothing moved since the last poll: read it to learn what is left
+	}
+	var entries []entry
+	var targets []probeTarget
+	for _, g := range lags.Sorted() {
+		for topic, parts := range g.Lag {
+			for p, l := range parts {
+				if l.Err != nil || l.Lag < 0 {
+					continue
+				}
+				e := entry{key: partitionKey{g.Group, topic, p}, lag: l.Lag, from: l.Commit.At, end: l.End.Offset}
+				if e.from < 0 {
+					e.from = l.Start.Offset
+				}
+				mark, seen := w.since[e.key]
+				if !seen || mark.commit != l.Commit.At {
+					mark = progressMark{commit: l.Commit.At, since: now}
+					w.since[e.key] = mark
+				}
+				e.idle = now.Sub(mark.since)
+				// Only a partition that has not moved since the last poll is worth reading: one that
+				// moves is not stalled, and its lag is about to change anyway.
+				if e.lag > 0 && seen && e.idle >= lagInterval/2 {
+					if m, ok := w.empty[e.key]; ok && m.commit == e.from && m.end == e.end {
+						e.lag = 0
+					} else {
+						e.unread = true
+						targets = append(targets, probeTarget{topic: topic, partition: p, from: e.from, end: e.end})
+					}
+				}
+				entries = append(entries, e)
+			}
+		}
+	}
+	var found map[probeTarget]bool
+	if len(targets) > 0 {
+		if found, err = w.read(ctx, targets); err != nil {
+			w.log.Debug("cannot tell what is left to read", zap.Error(err))
+		}
+	}
+	byTopic := map[string]map[string]int64{}
+	stalled := map[string]string{}
+	for _, e := range entries {
+		if e.unread && found != nil {
+			t := probeTarget{topic: e.key.topic, partition: e.key.partition, from: e.from, end: e.end}
+			switch {
+			case !found[t]:
+				w.empty[e.key] = emptyMark{commit: e.from, end: e.end}
+				e.lag = 0
+			case e.idle >= w.stallAfter:
+				stalled[e.key.String()] = fmt.Sprintf("%d records left to read from offset %d, no progress for %s",
+					e.lag, e.from, e.idle.Round(time.Second))
+			}
+		}
+		part := strconv.Itoa(int(e.key.partition))
+		w.metrics.Lag.WithLabelValues(e.key.group, e.key.topic, part).Set(float64(e.lag))
+		if byTopic[e.key.topic] == nil {
+			byTopic[e.key.topic] = map[string]int64{}
+		}
+		byTopic[e.key.topic][part] = e.lag
+	}
+	return byTopic, stalled
+}
+
+// read asks the probe which targets hold a committed record.
+func (w *lagWatch) read(ctx context.Context, targets []probeTarget) (map[probeTarget]bool, error) {
+	if w.probe == nil {
+		p, err := w.newProbe()
+		if err != nil {
+			return nil, err
+		}
+		w.probe = p
+	}
+	return w.probe.anyRecords(ctx, targets)
+}
+
+// probeTarget is a range [from, end) of one partition.
+type probeTarget struct {
+	topic     string
+	partition int32
+	from, end int64
+}
+
+// lagProbe reads partitions from given offsets with read_committed isolation.
+type lagProbe struct {
+	cl *kgo.Client
+}
+
+// newLagProbe makes the probe's client; it consumes nothing until asked.
+func (p *pipeline) newLagProbe() (*lagProbe, error) {
+	cl, err := kgo.NewClient(append(p.clientOpts("lag"),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.FetchMaxWait(200*time.Millisecond))...)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: lag probe client: %w", err)
+	}
+	return &lagProbe{cl: cl}, nil
+}
+
+func (lp *lagProbe) close() { lp.cl.Close() }
+
+// anyRecords reports, for each target, whether a committed record lies in its range. It reads for
+// at most two seconds (less when every target has shown one); control records and records of
+// aborted transactions do not count.
+func (lp *lagProbe) anyRecords(ctx context.Context, targets []probeTarget) (map[probeTarget]bool, error) {
+	add := map[string]map[int32]kgo.Offset{}
+	remove := map[string][]int32{}
+	byPartition := map[string]map[int32]probeTarget{}
+	for _, t := range targets {
+		if add[t.topic] == nil {
+			add[t.topic], byPartition[t.topic] = map[int32]kgo.Offset{}, map[int32]probeTarget{}
+		}
+		add[t.topic][t.partition] = kgo.NewOffset().At(t.from)
+		remove[t.topic] = append(remove[t.topic], t.partition)
+		byPartition[t.topic][t.partition] = t
+	}
+	lp.cl.AddConsumePartitions(add)
+	defer lp.cl.RemoveConsumePartitions(remove)
+	found := map[probeTarget]bool{}
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for len(found) < len(targets) {
+		fetches := lp.cl.PollFetches(pctx)
+		for _, r := range fetches.Records() {
+			if t, ok := byPartition[r.Topic][r.Partition]; ok && r.Offset >= t.from && r.Offset < t.end {
+				found[t] = true
+			}
+		}
+		if pctx.Err() != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			break // what was not found is not there
+		}
+		for _, e := range fetches.Errors() {
+			if !errors.Is(e.Err, context.DeadlineExceeded) && !errors.Is(e.Err, context.Canceled) {
+				return nil, e.Err
+			}
+		}
+	}
+	return found, nil
 }

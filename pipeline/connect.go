@@ -1,0 +1,162 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/rueidis"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kzap"
+	"go.uber.org/zap"
+
+	"github.com/searchflow/searchflow/config"
+	"github.com/searchflow/searchflow/embedded"
+	"github.com/searchflow/searchflow/transport"
+	"github.com/searchflow/searchflow/view"
+)
+
+// connect starts or reaches Kafka and Redis and creates missing topics. While a service does not
+// answer it retries with backoff, and /readyz says why (wrong credentials, an unknown CA, a
+// service away), naming the service.
+func (p *pipeline) connect(ctx context.Context) error {
+	cfg := p.cfg
+	brokers := cfg.KafkaBrokers
+	if cfg.EmbeddedKafka() {
+		k, err := embedded.StartKafka(cfg.EmbeddedKafkaAddr, cfg.DataDir, p.log)
+		if err != nil {
+			return fmt.Errorf("pipeline: %w", err)
+		}
+		p.closers = append(p.closers, k.Close)
+		brokers = []string{k.Addr()}
+	}
+	kt, err := transport.NewKafka(cfg.KafkaSASL, cfg.KafkaTLS)
+	if err != nil {
+		return fmt.Errorf("pipeline: %w", err)
+	}
+	p.kafkaOpts = append(kt.Opts(),
+		kgo.SeedBrokers(brokers...),
+		kgo.WithLogger(kzap.New(p.log.Named("kafka"), kzap.Level(kgo.LogLevelWarn))),
+	)
+	admin, err := kgo.NewClient(p.clientOpts("admin")...)
+	if err != nil {
+		return fmt.Errorf("pipeline: kafka client: %w", err)
+	}
+	p.closers = append(p.closers, admin.Close)
+	err = p.retry(ctx, "kafka", "create topics", func() error {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		return kt.Explain(p.createTopics(cctx, admin))
+	})
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.admin = admin
+	p.mu.Unlock()
+
+	if !cfg.Enabled(config.StageAggregator) && !cfg.Enabled(config.StageAPI) {
+		return nil
+	}
+	var opt rueidis.ClientOption
+	explain := func(err error) error { return err }
+	if cfg.EmbeddedRedis() {
+		r, err := embedded.StartRedis(p.log)
+		if err != nil {
+			return fmt.Errorf("pipeline: %w", err)
+		}
+		p.closers = append(p.closers, r.Close)
+		opt = rueidis.ClientOption{InitAddress: []string{r.Addr()}, SelectDB: cfg.RedisDB,
+			DisableCache: true} // miniredis has no CLIENT TRACKING
+	} else {
+		rt, err := transport.NewRedis(cfg.RedisAddr, cfg.RedisUsername, cfg.RedisPassword, cfg.RedisDB, cfg.RedisTLS)
+		if err != nil {
+			return fmt.Errorf("pipeline: %w", err)
+		}
+		opt, explain = rt.Option(), rt.Explain
+	}
+	var client rueidis.Client
+	err = p.retry(ctx, "redis", "connect to redis", func() error {
+		c, err := rueidis.NewClient(opt)
+		if err != nil {
+			return explain(fmt.Errorf("connect to redis %v: %w", opt.InitAddress, err))
+		}
+		client = c
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	p.closers = append(p.closers, client.Close)
+	p.mu.Lock()
+	p.redis, p.view = client, view.New(client)
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *pipeline) createTopics(ctx context.Context, admin *kgo.Client) error {
+	adm := kadm.NewClient(admin)
+	// The processed topic is what the view is rebuilt from: it keeps everything.
+	keepAll := "-1"
+	var results []kadm.CreateTopicResponse
+	for _, t := range []struct {
+		name    string
+		configs map[string]*string
+	}{
+		{p.cfg.RawTopic, nil},
+		{p.cfg.ProcessedTopic, map[string]*string{"retention.ms": &keepAll}},
+		{p.cfg.DeadLetterTopic, nil},
+	} {
+		resp, err := adm.CreateTopics(ctx, int32(p.cfg.TopicPartitions), -1, t.configs, t.name)
+		if err != nil {
+			return fmt.Errorf("create topic %s: %w", t.name, err)
+		}
+		results = append(results, resp.Sorted()...)
+	}
+	for _, t := range results {
+		switch {
+		case t.Err == nil:
+			p.log.Info("created topic", zap.String("topic", t.Topic), zap.Int32("partitions", t.NumPartitions))
+		case errors.Is(t.Err, kerr.TopicAlreadyExists):
+		default:
+			return fmt.Errorf("create topic %s: %w", t.Topic, t.Err)
+		}
+	}
+	return nil
+}
+
+// retry calls fn until it succeeds or ctx ends, backing off up to 5 s between attempts: a service
+// that is still starting, or whose credentials an operator is fixing, is not a reason to exit.
+// Each failure is logged once per attempt and shown on /readyz under service.
+func (p *pipeline) retry(ctx context.Context, service, what string, fn func() error) error {
+	backoff := 200 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil {
+			p.setConnectProblem(service, "")
+			return nil
+		}
+		p.setConnectProblem(service, fmt.Sprintf("%s: %v", what, err))
+		p.log.Warn("retrying: "+what, zap.String("service", service), zap.Int("attempt", attempt),
+			zap.Duration("backoff", backoff), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("pipeline: %s: %w", what, err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (p *pipeline) setConnectProblem(service, problem string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if problem == "" {
+		delete(p.connecting, service)
+		return
+	}
+	p.connecting[service] = problem
+}

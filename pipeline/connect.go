@@ -37,6 +37,9 @@ func (p *pipeline) connect(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("pipeline: %w", err)
 	}
+	p.mu.Lock()
+	p.kafkaLink = kt
+	p.mu.Unlock()
 	p.kafkaOpts = append(kt.Opts(),
 		kgo.SeedBrokers(brokers...),
 		kgo.WithLogger(kzap.New(p.log.Named("kafka"), kzap.Level(kgo.LogLevelWarn))),
@@ -47,7 +50,7 @@ func (p *pipeline) connect(ctx context.Context) error {
 	}
 	p.closers = append(p.closers, admin.Close)
 	err = p.retry(ctx, "kafka", "create topics", func() error {
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		return kt.Explain(p.createTopics(cctx, admin))
 	})
@@ -134,7 +137,16 @@ func (p *pipeline) createTopics(ctx context.Context, admin *kgo.Client) error {
 func (p *pipeline) retry(ctx context.Context, service, what string, fn func() error) error {
 	backoff := 200 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		err := fn()
+		// A client can sit on a refused login until its request's deadline even when ctx ends:
+		// wait for the attempt or for ctx, whichever comes first (closing the client ends it).
+		errc := make(chan error, 1)
+		go func() { errc <- fn() }()
+		var err error
+		select {
+		case err = <-errc:
+		case <-ctx.Done():
+			return fmt.Errorf("pipeline: %s: %w", what, ctx.Err())
+		}
 		if err == nil {
 			p.setConnectProblem(service, "")
 			return nil

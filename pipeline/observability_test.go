@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/searchflow/searchflow/internal/redistest"
 )
 
 func getBody(t *testing.T, url string, header map[string]string) (*http.Response, string) {
@@ -168,4 +171,29 @@ func TestAdminAddr(t *testing.T) {
 		t.Errorf("CORS header for a listed origin: %q", got)
 	}
 	h.stop()
+}
+
+// TestAdminAddrWithTokensAndProbes: with API_TOKENS_FILE set, /metrics and pprof on ADMIN_ADDR
+// need a token like the API, while /healthz and /readyz stay open on both servers; a worker
+// without the api stage is probed on ADMIN_ADDR.
+func TestAdminAddrWithTokensAndProbes(t *testing.T) {
+	const token = "0123456789abcdef-admin-token"
+	admin := freePort(t)
+	srv := redistest.Start(t)
+	tokens := writeFile(t, "tokens", token+"\n")
+	base, _ := listening(t, map[string]string{"ADMIN_ADDR": admin, "API_TOKENS_FILE": tokens, "REDIS_ADDR": srv.Addr,
+		"STAGES": "transformer,aggregator"}, zaptest.NewLogger(t))
+	if base != "http://" {
+		t.Errorf("a worker without the api stage listens on %s", base)
+	}
+	bearer := map[string]string{"Authorization": "Bearer " + token}
+	for path, want := range map[string]int{"/metrics": http.StatusUnauthorized, "/debug/pprof/": http.StatusUnauthorized, "/healthz": http.StatusOK} {
+		if resp, _ := getBody(t, "http://"+admin+path, nil); resp.StatusCode != want {
+			t.Errorf("admin %s without a token: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	if resp, _ := getBody(t, "http://"+admin+"/metrics", bearer); resp.StatusCode != http.StatusOK {
+		t.Errorf("admin /metrics with the token: %d", resp.StatusCode)
+	}
+	waitReadyz(t, "http://"+admin, "be ready on ADMIN_ADDR", func(code int, _ map[string]string) bool { return code == http.StatusOK })
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/searchflow/searchflow/stages/aggregator"
 	"github.com/searchflow/searchflow/stages/generator"
 	"github.com/searchflow/searchflow/stages/transformer"
+	"github.com/searchflow/searchflow/transport"
 	"github.com/searchflow/searchflow/view"
 )
 
@@ -90,7 +91,8 @@ type pipeline struct {
 	kafkaOpts []kgo.Opt
 
 	mu         sync.Mutex
-	admin      *kgo.Client // set once Kafka answers
+	kafkaLink  *transport.Kafka // explains a failed broker connection while admin is unset
+	admin      *kgo.Client      // set once Kafka answers
 	redis      rueidis.Client
 	view       *view.View // set once Redis answers
 	running    map[string]bool
@@ -351,6 +353,15 @@ func (p *pipeline) readiness(ctx context.Context) map[string]string {
 	}
 	for service, why := range p.connecting {
 		problems[service] = why
+	}
+	if p.admin == nil && problems["kafka"] == "" {
+		// The first attempt is still under way: say what the last broker connection met.
+		problems["kafka"] = "connecting"
+		if p.kafkaLink != nil {
+			if err := p.kafkaLink.LastConnectError(); err != nil {
+				problems["kafka"] = "connecting: " + err.Error()
+			}
+		}
 	}
 	checks := make(map[string]func() string, len(p.problems))
 	for name, check := range p.problems {

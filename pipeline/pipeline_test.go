@@ -15,6 +15,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/searchflow/searchflow/config"
@@ -31,8 +32,15 @@ type harness struct {
 	done   chan error
 }
 
-// start runs the daemon through the same function main uses, with env over the test defaults.
+// start runs the daemon through the same function main uses, with env over the test defaults,
+// and returns once it serves the view.
 func start(t *testing.T, env map[string]string) *harness {
+	t.Helper()
+	return startLogged(t, env, zaptest.NewLogger(t))
+}
+
+// testConfig loads the test defaults with env over them.
+func testConfig(t *testing.T, env map[string]string) config.Config {
 	t.Helper()
 	vars := map[string]string{
 		"DATA_DIR":            t.TempDir(),
@@ -50,11 +58,18 @@ func start(t *testing.T, env map[string]string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cfg
+}
+
+// startLogged is start with the daemon's logger given.
+func startLogged(t *testing.T, env map[string]string, log *zap.Logger) *harness {
+	t.Helper()
+	cfg := testConfig(t, env)
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan string, 1)
 	h := &harness{t: t, cancel: cancel, done: make(chan error, 1)}
 	go func() {
-		h.done <- RunWith(ctx, cfg, zaptest.NewLogger(t), Options{OnReady: func(a string) { addr <- a }})
+		h.done <- RunWith(ctx, cfg, log, Options{OnReady: func(a string) { addr <- a }})
 	}()
 	select {
 	case a := <-addr:

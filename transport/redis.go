@@ -73,7 +73,9 @@ func (r *Redis) cause(err error) string {
 	if user == "" {
 		user = "default"
 	}
-	if re, ok := rueidis.IsRedisErr(err); ok {
+	// errors.As, not rueidis.IsRedisErr: that is a plain type assertion, blind to a wrapped reply.
+	var re *rueidis.RedisError
+	if errors.As(err, &re) {
 		switch code, _, _ := strings.Cut(re.Error(), " "); code {
 		case "WRONGPASS":
 			return fmt.Sprintf("authentication failed for user %q (check REDIS_USERNAME and REDIS_PASSWORD)", user)

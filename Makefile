@@ -3,7 +3,7 @@ BINARY ?= searchflow
 GO     ?= go
 IMAGE  ?= searchflow:latest
 
-.PHONY: build run test lint docker bench bench-api clean
+.PHONY: build run test lint docker bench bench-api clean test-deps
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BINARY) .
@@ -12,9 +12,20 @@ build:
 run: build
 	./$(BINARY)
 
-test:
+test: test-deps
 	$(GO) vet ./...
 	$(GO) test -race -shuffle=on -count=1 -timeout 12m ./...
+
+# The tests start real redis-servers (Debian's, built with TLS). Installed here when missing and
+# running as root (as .ci/run does); otherwise stop at once with the one command to run.
+test-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make test: installing redis-server"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; \
+	  else \
+	    echo "make test: redis-server is missing; run: sudo apt-get install -y redis-server" >&2; exit 1; \
+	  fi; }
 
 lint:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed"; exit 1; }

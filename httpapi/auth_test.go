@@ -27,29 +27,16 @@ var testTokens = []string{"token-one-0123456789abcdef", "second-token-that-is-lo
 // do2 sends method path with header and cookies through c, and does not follow redirects.
 func do2(t *testing.T, c *http.Client, method, url string, header http.Header, cookies ...*http.Cookie) response {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, url, nil)
-	if err != nil {
-		t.Fatal(err)
+	header = header.Clone()
+	if header == nil {
+		header = http.Header{}
 	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
+	req := &http.Request{Header: header}
 	for _, ck := range cookies {
-		req.AddCookie(ck)
+		req.AddCookie(&http.Cookie{Name: ck.Name, Value: ck.Value})
 	}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
 	// A stream never ends by itself: its first bytes say enough.
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil && resp.Header.Get("Content-Type") != "text/event-stream" {
-		t.Fatalf("%s %s: read body: %v", method, url, err)
-	}
-	return response{code: resp.StatusCode, header: resp.Header, body: body}
+	return exchange(t, c, method, url, header, 64<<10)
 }
 
 // noRedirects is a client that shows redirects instead of following them.

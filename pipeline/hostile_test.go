@@ -83,16 +83,16 @@ func TestHostileRecordsBetweenNormalEvents(t *testing.T) {
 	want.WaitEqual(t, h.base, 90*time.Second)
 	dead := kafkatest.ReadAll(t, kafka, "dead_letter_events", len(expected))
 	for _, d := range dead {
-		p, _ := strconv.Atoi(header(d, "source_partition"))
-		o, _ := strconv.ParseInt(header(d, "source_offset"), 10, 64)
+		p, _ := strconv.Atoi(kafkatest.Header(d, "source_partition"))
+		o, _ := strconv.ParseInt(kafkatest.Header(d, "source_offset"), 10, 64)
 		c, ok := expected[at{int32(p), o}]
 		if !ok {
-			t.Errorf("unexpected dead letter from %d@%d: %.80q (%s)", p, o, d.Value, header(d, "error"))
+			t.Errorf("unexpected dead letter from %d@%d: %.80q (%s)", p, o, d.Value, kafkatest.Header(d, "error"))
 			continue
 		}
 		delete(expected, at{int32(p), o})
-		if got := header(d, "reason"); got != c.Reason || header(d, "stage") != "transformer" {
-			t.Errorf("%s: reason %q stage %q, want %q from the transformer (%s)", c.Name, got, header(d, "stage"), c.Reason, header(d, "error"))
+		if got := kafkatest.Header(d, "reason"); got != c.Reason || kafkatest.Header(d, "stage") != "transformer" {
+			t.Errorf("%s: reason %q stage %q, want %q from the transformer (%s)", c.Name, got, kafkatest.Header(d, "stage"), c.Reason, kafkatest.Header(d, "error"))
 		}
 		if size := deadletter.Size(d); size > deadletter.MaxRecordBytes {
 			t.Errorf("%s: dead letter of %d bytes", c.Name, size)
@@ -143,15 +143,6 @@ func waitIdle(t *testing.T, base string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("the pipeline never went idle within 60s: %s", last)
-}
-
-func header(r *kgo.Record, key string) string {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
 }
 
 func decodeJSON(resp *http.Response, into any) error {

@@ -126,3 +126,14 @@ func ReadToEnd(t testing.TB, addr, topic string) []*kgo.Record {
 	}
 	return out
 }
+
+// Header returns the value of r's last header named key, "" when it has none.
+func Header(r *kgo.Record, key string) string {
+	v := ""
+	for _, h := range r.Headers {
+		if h.Key == key {
+			v = string(h.Value)
+		}
+	}
+	return v
+}

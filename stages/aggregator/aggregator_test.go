@@ -123,7 +123,8 @@ type running struct {
 }
 
 func start(t *testing.T, addr string, v *view.View) *running {
-	a := New(Config{Topic: "processed", Group: "g-aggregator", BatchMaxRecords: 50}, []kgo.Opt{kgo.SeedBrokers(addr)}, v, zaptest.NewLogger(t))
+	a := New(Config{Topic: "processed", Group: "g-aggregator", DeadLetterTopic: "dlq", BatchMaxRecords: 50},
+		[]kgo.Opt{kgo.SeedBrokers(addr)}, v, zaptest.NewLogger(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{agg: a, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- a.Run(ctx) }()

@@ -11,50 +11,12 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/searchflow/searchflow/event"
 	"github.com/searchflow/searchflow/internal/kafkatest"
 	"github.com/searchflow/searchflow/internal/redistest"
 	"github.com/searchflow/searchflow/view"
 )
-
-func headerOf(r *kgo.Record, key string) string {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
-}
-
-// startWithDLQ runs an aggregator that dead-letters to "dlq".
-func startWithDLQ(t *testing.T, addr string, v *view.View) *running {
-	a := New(Config{Topic: "processed", Group: "g-aggregator", DeadLetterTopic: "dlq", BatchMaxRecords: 50},
-		[]kgo.Opt{kgo.SeedBrokers(addr)}, v, zaptest.NewLogger(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{agg: a, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- a.Run(ctx) }()
-	t.Cleanup(func() { r.stop(t) })
-	return r
-}
-
-// produceWithSources produces processed events as the transformer does: keyed by user, with the
-// raw position in the source headers.
-func produceWithSources(t *testing.T, addr string, evs []event.Processed, from int) {
-	recs := make([]*kgo.Record, len(evs))
-	for i, p := range evs {
-		b, err := json.Marshal(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		recs[i] = &kgo.Record{Topic: "processed", Key: []byte(p.UserID), Value: b, Headers: []kgo.RecordHeader{
-			{Key: event.HeaderSourcePartition, Value: []byte("0")},
-			{Key: event.HeaderSourceOffset, Value: []byte(fmt.Sprint(from + i))},
-		}}
-	}
-	kafkatest.Produce(t, addr, recs...)
-}
 
 func redisDo(t *testing.T, c rueidis.Client, args ...string) {
 	t.Helper()
@@ -84,8 +46,8 @@ func TestRefusedHotelIsDeadLettered(t *testing.T) {
 		}
 		want.add(p)
 	}
-	produceWithSources(t, addr, all, 0)
-	r := startWithDLQ(t, addr, v)
+	produceFrom(t, addr, newTruth(), all, 0, false)
+	r := start(t, addr, v)
 
 	dead := kafkatest.ReadAll(t, addr, "dlq", h3)
 	waitExact(t, v, want)
@@ -97,9 +59,9 @@ func TestRefusedHotelIsDeadLettered(t *testing.T) {
 		if err := json.Unmarshal(d.Value, &p); err != nil || p.HotelID != "h3" {
 			t.Errorf("dead letter of hotel %q (%v), want h3 only", p.HotelID, err)
 		}
-		if headerOf(d, event.HeaderReason) != string(event.ReasonApplyFailed) || headerOf(d, event.HeaderStage) != "aggregator" ||
-			headerOf(d, event.HeaderSourceTopic) != "processed" || headerOf(d, HeaderRawOffset) == "" ||
-			!strings.Contains(headerOf(d, event.HeaderError), "h3") {
+		if kafkatest.Header(d, event.HeaderReason) != string(event.ReasonApplyFailed) || kafkatest.Header(d, event.HeaderStage) != "aggregator" ||
+			kafkatest.Header(d, event.HeaderSourceTopic) != "processed" || kafkatest.Header(d, HeaderRawOffset) == "" ||
+			!strings.Contains(kafkatest.Header(d, event.HeaderError), "h3") {
 			t.Errorf("dead letter headers %v", d.Headers)
 		}
 	}
@@ -123,8 +85,8 @@ func TestDamagedViewBlamesNoRecord(t *testing.T) {
 	for _, p := range evs {
 		want.add(p)
 	}
-	produceWithSources(t, addr, evs, 0)
-	r := startWithDLQ(t, addr, v)
+	produceFrom(t, addr, newTruth(), evs, 0, false)
+	r := start(t, addr, v)
 	waitProblem(t, r.agg, func(p string) bool { return strings.Contains(p, "damaged") })
 	redisDo(t, c, "DEL", "{searchflow}:advertisers")
 	waitExact(t, v, want)
@@ -145,17 +107,17 @@ func TestUndecodableProcessedIsDeadLettered(t *testing.T) {
 	for _, p := range evs {
 		want.add(p)
 	}
-	produceWithSources(t, addr, evs[:25], 0)
+	produceFrom(t, addr, newTruth(), evs[:25], 0, false)
 	kafkatest.Produce(t, addr,
 		&kgo.Record{Topic: "processed", Value: []byte("not json")},
 		&kgo.Record{Topic: "processed", Value: []byte(`{"user_id":"u","hotel_id":"h","advertiser_min_prices":{"a":9007199254740993}}`)})
-	produceWithSources(t, addr, evs[25:], 25)
-	r := startWithDLQ(t, addr, v)
+	produceFrom(t, addr, newTruth(), evs[25:], 25, false)
+	r := start(t, addr, v)
 	dead := kafkatest.ReadAll(t, addr, "dlq", 2)
 	waitExact(t, v, want)
 	for _, d := range dead {
-		if headerOf(d, event.HeaderReason) != string(event.ReasonUndecodable) || headerOf(d, event.HeaderError) == "" {
-			t.Errorf("dead letter %q: reason %q error %q", d.Value, headerOf(d, event.HeaderReason), headerOf(d, event.HeaderError))
+		if kafkatest.Header(d, event.HeaderReason) != string(event.ReasonUndecodable) || kafkatest.Header(d, event.HeaderError) == "" {
+			t.Errorf("dead letter %q: reason %q error %q", d.Value, kafkatest.Header(d, event.HeaderReason), kafkatest.Header(d, event.HeaderError))
 		}
 	}
 	// The counts follow the view once the batch in flight is settled.
@@ -184,19 +146,19 @@ func TestRecordTooLargeForTheScriptIsNarrowedDown(t *testing.T) {
 	for _, p := range evs {
 		want.add(p)
 	}
-	produceWithSources(t, addr, evs[:20], 0)
+	produceFrom(t, addr, newTruth(), evs[:20], 0, false)
 	huge := event.Processed{UserID: strings.Repeat("u", 40<<20), HotelID: "h", SearchTimestamp: "1",
 		AdvertiserMinPrices: map[string]int64{"a": 1}}
 	b, _ := json.Marshal(huge)
 	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "processed", Value: b}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	produceWithSources(t, addr, evs[20:], 20)
-	r := startWithDLQ(t, addr, v)
+	produceFrom(t, addr, newTruth(), evs[20:], 20, false)
+	r := start(t, addr, v)
 	waitExact(t, v, want)
 	dead := kafkatest.ReadAll(t, addr, "dlq", 1)
-	if headerOf(dead[0], event.HeaderReason) != string(event.ReasonApplyFailed) || len(dead[0].Value) > 1<<20 {
-		t.Errorf("dead letter of %d bytes with reason %q", len(dead[0].Value), headerOf(dead[0], event.HeaderReason))
+	if kafkatest.Header(dead[0], event.HeaderReason) != string(event.ReasonApplyFailed) || len(dead[0].Value) > 1<<20 {
+		t.Errorf("dead letter of %d bytes with reason %q", len(dead[0].Value), kafkatest.Header(dead[0], event.HeaderReason))
 	}
 	waitCounts(t, r.agg, func(c map[string]int64) bool { return c["dead_lettered"] == 1 && c["applied"] == 40 })
 }

@@ -30,6 +30,14 @@ func validRaw(user string, i int) []byte {
 // runStage runs a transformer until the test ends and returns it.
 func runStage(t *testing.T, cfg Config, opts ...kgo.Opt) *Transformer {
 	t.Helper()
+	tr, _ := runStoppable(t, cfg, opts...)
+	return tr
+}
+
+// runStoppable runs a transformer and returns it with a stop that drains it (also run when the
+// test ends).
+func runStoppable(t *testing.T, cfg Config, opts ...kgo.Opt) (*Transformer, func()) {
+	t.Helper()
 	if cfg.RawTopic == "" {
 		cfg.RawTopic, cfg.ProcessedTopic, cfg.DeadLetterTopic, cfg.Group = "raw", "processed", "dlq", "g"
 	}
@@ -40,7 +48,12 @@ func runStage(t *testing.T, cfg Config, opts ...kgo.Opt) *Transformer {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- tr.Run(ctx) }()
-	t.Cleanup(func() {
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
 		cancel()
 		select {
 		case err := <-done:
@@ -50,8 +63,9 @@ func runStage(t *testing.T, cfg Config, opts ...kgo.Opt) *Transformer {
 		case <-time.After(30 * time.Second):
 			t.Error("transformer did not drain")
 		}
-	})
-	return tr
+	}
+	t.Cleanup(stop)
+	return tr, stop
 }
 
 // countUsers counts processed records per key.
@@ -97,10 +111,10 @@ func TestProcessedTooLargeIsDeadLettered(t *testing.T) {
 
 	processed := kafkatest.ReadAll(t, addr, "processed", 60)
 	dead := kafkatest.ReadAll(t, addr, "dlq", 1)
-	if got := header(dead[0], HeaderReason); got != string(event.ReasonProcessedTooLarge) {
-		t.Errorf("reason %q, want %s (error %q)", got, event.ReasonProcessedTooLarge, header(dead[0], HeaderError))
+	if got := kafkatest.Header(dead[0], HeaderReason); got != string(event.ReasonProcessedTooLarge) {
+		t.Errorf("reason %q, want %s (error %q)", got, event.ReasonProcessedTooLarge, kafkatest.Header(dead[0], HeaderError))
 	}
-	if !bytes.Equal(dead[0].Value, big[:deadletter.MaxValueBytes]) || header(dead[0], HeaderTruncated) == "" {
+	if !bytes.Equal(dead[0].Value, big[:deadletter.MaxValueBytes]) || kafkatest.Header(dead[0], HeaderTruncated) == "" {
 		t.Errorf("the dead letter must keep the original value, cut to %d bytes", deadletter.MaxValueBytes)
 	}
 	for u, n := range countUsers(processed) {
@@ -155,8 +169,8 @@ func TestBrokerRefusalIsolatesTheRecord(t *testing.T) {
 	processed := kafkatest.ReadAll(t, addr, "processed", n)
 	dead := kafkatest.ReadAll(t, addr, "dlq", 4)
 	for _, r := range dead {
-		if got := header(r, HeaderReason); got != string(event.ReasonProcessedTooLarge) || !bytes.HasPrefix(r.Value, []byte(`{"user_id":"fat`)) {
-			t.Errorf("dead letter %.40q with reason %q (%s)", r.Value, got, header(r, HeaderError))
+		if got := kafkatest.Header(r, HeaderReason); got != string(event.ReasonProcessedTooLarge) || !bytes.HasPrefix(r.Value, []byte(`{"user_id":"fat`)) {
+			t.Errorf("dead letter %.40q with reason %q (%s)", r.Value, got, kafkatest.Header(r, HeaderError))
 		}
 	}
 	users := countUsers(processed)
@@ -224,8 +238,8 @@ func TestUnforeseenFailureBecomesPoison(t *testing.T) {
 	runStage(t, Config{BatchMaxRecords: 8}, kgo.SeedBrokers(addr), kgo.ProducerBatchCompression(kgo.NoCompression()))
 
 	dead := kafkatest.ReadAll(t, addr, "dlq", 1)
-	if got := header(dead[0], HeaderReason); got != string(event.ReasonPoison) || !strings.Contains(header(dead[0], HeaderError), "POLICY_VIOLATION") {
-		t.Errorf("reason %q error %q, want poison naming the broker's error", got, header(dead[0], HeaderError))
+	if got := kafkatest.Header(dead[0], HeaderReason); got != string(event.ReasonPoison) || !strings.Contains(kafkatest.Header(dead[0], HeaderError), "POLICY_VIOLATION") {
+		t.Errorf("reason %q error %q, want poison naming the broker's error", got, kafkatest.Header(dead[0], HeaderError))
 	}
 	users := countUsers(kafkatest.ReadAll(t, addr, "processed", n))
 	for i := 0; i < n; i++ {
@@ -350,7 +364,7 @@ func TestDeadLetterDeniedStopsOnlyItsPartition(t *testing.T) {
 
 	deleteDeny(t, addr, "dlq")
 	dead := readAs(t, addr, "dlq", 60*time.Second, func(r []*kgo.Record) bool { return len(r) >= 1 })
-	if len(dead) != 1 || header(dead[0], HeaderReason) != string(event.ReasonNotJSON) || header(dead[0], HeaderSourceOffset) != "11" {
+	if len(dead) != 1 || kafkatest.Header(dead[0], HeaderReason) != string(event.ReasonNotJSON) || kafkatest.Header(dead[0], HeaderSourceOffset) != "11" {
 		t.Fatalf("dead letters after the fix: %d", len(dead))
 	}
 	processed := readAs(t, addr, "processed", 60*time.Second, func(r []*kgo.Record) bool { return len(r) >= 40 })

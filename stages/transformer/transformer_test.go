@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap/zaptest"
@@ -16,15 +15,6 @@ import (
 	"github.com/searchflow/searchflow/internal/kafkatest"
 	"github.com/searchflow/searchflow/stages/deadletter"
 )
-
-func header(r *kgo.Record, key string) string {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
-}
 
 func TestTransformerRoutesValidAndInvalid(t *testing.T) {
 	_, addr := kafkatest.Start(t, 3, "raw", "processed", "dlq")
@@ -99,11 +89,11 @@ func TestTransformerRoutesValidAndInvalid(t *testing.T) {
 			t.Errorf("unexpected dead letter %q", r.Value)
 			continue
 		}
-		if got := header(r, HeaderReason); got != string(want) {
+		if got := kafkatest.Header(r, HeaderReason); got != string(want) {
 			t.Errorf("reason header %q, want %q", got, want)
 		}
-		if header(r, HeaderError) == "" || header(r, HeaderSourceTopic) != "raw" || header(r, HeaderStage) != "transformer" ||
-			header(r, HeaderSourcePartition) == "" || header(r, HeaderSourceOffset) == "" || header(r, "origin") != "test" {
+		if kafkatest.Header(r, HeaderError) == "" || kafkatest.Header(r, HeaderSourceTopic) != "raw" || kafkatest.Header(r, HeaderStage) != "transformer" ||
+			kafkatest.Header(r, HeaderSourcePartition) == "" || kafkatest.Header(r, HeaderSourceOffset) == "" || kafkatest.Header(r, "origin") != "test" {
 			t.Errorf("dead letter headers %+v", r.Headers)
 		}
 	}
@@ -123,22 +113,8 @@ func TestTransformerRestartDoesNotDuplicate(t *testing.T) {
 		kafkatest.Produce(t, addr, recs...)
 	}
 	run := func() (stop func()) {
-		tr := New(Config{RawTopic: "raw", ProcessedTopic: "processed", DeadLetterTopic: "dlq", Group: "g",
-			BatchMaxRecords: 10}, []kgo.Opt{kgo.SeedBrokers(addr)}, zaptest.NewLogger(t))
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- tr.Run(ctx) }()
-		return func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Fatal("transformer did not drain")
-			}
-		}
+		_, stop = runStoppable(t, Config{BatchMaxRecords: 10}, kgo.SeedBrokers(addr))
+		return stop
 	}
 	produce(0, 100)
 	stop := run()
@@ -203,12 +179,12 @@ func TestTransformerDeadLettersTheCorpus(t *testing.T) {
 			t.Fatalf("dead letter with unexpected key %q", r.Key)
 		}
 		c := cases[i]
-		if got := header(r, HeaderReason); got != c.Reason {
+		if got := kafkatest.Header(r, HeaderReason); got != c.Reason {
 			t.Errorf("%s: reason header %q, want %q", c.Name, got, c.Reason)
 		}
 		if len(c.Raw) > deadletter.MaxValueBytes {
-			if header(r, HeaderTruncated) != strconv.Itoa(len(c.Raw)) || len(r.Value) != deadletter.MaxValueBytes {
-				t.Errorf("%s: oversized value kept %d bytes, header %q", c.Name, len(r.Value), header(r, HeaderTruncated))
+			if kafkatest.Header(r, HeaderTruncated) != strconv.Itoa(len(c.Raw)) || len(r.Value) != deadletter.MaxValueBytes {
+				t.Errorf("%s: oversized value kept %d bytes, header %q", c.Name, len(r.Value), kafkatest.Header(r, HeaderTruncated))
 			}
 		} else if string(r.Value) != c.Raw {
 			t.Errorf("%s: dead letter value %q, want the original bytes", c.Name, r.Value)

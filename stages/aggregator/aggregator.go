@@ -207,7 +207,7 @@ func (a *Aggregator) consume(ctx context.Context) error {
 			}
 		case time.Since(lastVerify) > verifyInterval:
 			lastVerify = time.Now()
-			if err := a.verify(ctx); err != nil {
+			if err := a.verify(ctx, cl); err != nil {
 				return err
 			}
 		}
@@ -225,7 +225,7 @@ const (
 // verify compares the offsets stored in the view with the ones this aggregator expects for its
 // partitions: ahead means another writer took over (skip), behind means the view lost data
 // (errRewind).
-func (a *Aggregator) verify(ctx context.Context) error {
+func (a *Aggregator) verify(ctx context.Context, cl *kgo.Client) error {
 	a.mu.Lock()
 	expected := make(map[int32]int64, len(a.next))
 	parts := make([]int32, 0, len(a.next))
@@ -256,6 +256,16 @@ func (a *Aggregator) verify(ctx context.Context) error {
 		}
 	}
 	if len(moved) == 0 {
+		// The view holds what we expect: let the group's commits say so too. They only feed lag
+		// monitoring, and after a restart they can trail the view (a crash between an apply and
+		// its commit) until a new record arrives, which would read as records left to read.
+		commits := map[string]map[int32]kgo.EpochOffset{a.cfg.Topic: {}}
+		for p, o := range expected {
+			if o >= 0 {
+				commits[a.cfg.Topic][p] = kgo.EpochOffset{Epoch: -1, Offset: o}
+			}
+		}
+		cl.CommitOffsets(ctx, commits, nil)
 		return nil
 	}
 	a.conflicts.Add(1)

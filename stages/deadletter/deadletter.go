@@ -31,6 +31,7 @@ const (
 	HeaderValueTruncated = "value_truncated_from" // the original value's length, when it was cut
 	HeaderKeyTruncated   = "key_truncated_from"   // the original key's length, when it was cut
 	HeaderHeadersDropped = "headers_dropped"      // how many incoming headers did not fit
+	HeaderTimestamp      = "source_timestamp"     // the original record's timestamp, Unix milliseconds
 )
 
 // IsReserved reports whether a header name is one searchflow writes on dead letters: such a
@@ -38,7 +39,8 @@ const (
 func IsReserved(name string) bool {
 	switch name {
 	case event.HeaderError, event.HeaderReason, event.HeaderSourceTopic, event.HeaderSourcePartition,
-		event.HeaderSourceOffset, event.HeaderStage, HeaderValueTruncated, HeaderKeyTruncated, HeaderHeadersDropped:
+		event.HeaderSourceOffset, event.HeaderStage, HeaderValueTruncated, HeaderKeyTruncated, HeaderHeadersDropped,
+		HeaderTimestamp:
 		return true
 	}
 	return false
@@ -46,9 +48,11 @@ func IsReserved(name string) bool {
 
 // Record returns the dead letter of r, bound for topic: why (reason, and detail in the error
 // header), which stage refused it, and where it came from. extra headers (not reserved names)
-// are added after the original ones.
+// are added after the original ones. The dead letter is stamped when it is produced, the
+// original timestamp kept in a header: a timestamp the broker refused (INVALID_TIMESTAMP) must
+// not fail the dead letter too.
 func Record(topic string, r *kgo.Record, stage string, reason event.Reason, detail string, extra ...kgo.RecordHeader) *kgo.Record {
-	out := &kgo.Record{Topic: topic, Key: r.Key, Value: r.Value, Timestamp: r.Timestamp}
+	out := &kgo.Record{Topic: topic, Key: r.Key, Value: r.Value}
 	headers := make([]kgo.RecordHeader, 0, len(r.Headers)+len(extra)+9)
 	budget, dropped := MaxHeaderBytes, 0
 	for _, h := range r.Headers {
@@ -72,6 +76,7 @@ func Record(topic string, r *kgo.Record, stage string, reason event.Reason, deta
 		kgo.RecordHeader{Key: event.HeaderSourcePartition, Value: strconv.AppendInt(nil, int64(r.Partition), 10)},
 		kgo.RecordHeader{Key: event.HeaderSourceOffset, Value: strconv.AppendInt(nil, r.Offset, 10)},
 		kgo.RecordHeader{Key: event.HeaderStage, Value: []byte(stage)},
+		kgo.RecordHeader{Key: HeaderTimestamp, Value: strconv.AppendInt(nil, r.Timestamp.UnixMilli(), 10)},
 	)
 	if dropped > 0 {
 		headers = append(headers, kgo.RecordHeader{Key: HeaderHeadersDropped, Value: strconv.AppendInt(nil, int64(dropped), 10)})

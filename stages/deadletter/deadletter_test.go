@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -101,5 +102,18 @@ func TestCutKeepsCharacters(t *testing.T) {
 	}
 	if cut("short", 10) != "short" {
 		t.Error("a short string must stay")
+	}
+}
+
+// TestDeadLetterIsStampedAnew: a record the broker refused for its timestamp must not have its
+// dead letter refused for the same one; the original timestamp is kept in a header.
+func TestDeadLetterIsStampedAnew(t *testing.T) {
+	at := time.Date(1999, 1, 2, 3, 4, 5, 0, time.UTC)
+	dl := Record("dlq", &kgo.Record{Topic: "raw", Value: []byte("x"), Timestamp: at}, "transformer", event.ReasonPoison, "INVALID_TIMESTAMP")
+	if !dl.Timestamp.IsZero() {
+		t.Errorf("timestamp %v: the producer must stamp the dead letter", dl.Timestamp)
+	}
+	if got := headers(dl, HeaderTimestamp); len(got) != 1 || got[0] != strconv.FormatInt(at.UnixMilli(), 10) {
+		t.Errorf("%s = %v", HeaderTimestamp, got)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -192,12 +193,10 @@ func TestBrokerRefusalIsolatesTheRecord(t *testing.T) {
 	waitFor(t, "the poll size to grow back", func() bool { return tr.Counts()["produced"] == n+100 && tr.iso.pollSize() == 20 })
 }
 
-// TestUnforeseenFailureBecomesPoison: the broker answers every produce that carries one record
-// with an error nobody foresaw (POLICY_VIOLATION). The stage retries, narrows the batch down,
-// retries the record alone a bounded number of times and dead-letters it as poison; the records
-// around it are processed exactly once.
-func TestUnforeseenFailureBecomesPoison(t *testing.T) {
-	cluster, addr := kafkatest.Start(t, 2, "raw", "processed", "dlq")
+// failProcessed makes the broker answer POLICY_VIOLATION — an error nobody foresaw — to every
+// produce of a processed record for which fail says so (matched on the uncompressed bytes of the
+// produce request: run the stage without compression).
+func failProcessed(cluster *kfake.Cluster, fail func(records []byte) bool) {
 	cluster.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		cluster.KeepControl()
 		pr := req.(*kmsg.ProduceRequest)
@@ -205,7 +204,7 @@ func TestUnforeseenFailureBecomesPoison(t *testing.T) {
 		for _, tp := range pr.Topics {
 			for _, p := range tp.Partitions {
 				// Produce v13 names topics by ID: tell a processed record by its min_offer field.
-				hit = hit || bytes.Contains(p.Records, []byte("poison-user")) && bytes.Contains(p.Records, []byte(`"min_offer"`))
+				hit = hit || bytes.Contains(p.Records, []byte(`"min_offer"`)) && fail(p.Records)
 			}
 		}
 		if !hit {
@@ -225,6 +224,15 @@ func TestUnforeseenFailureBecomesPoison(t *testing.T) {
 		}
 		return resp, nil, true
 	})
+}
+
+// TestUnforeseenFailureBecomesPoison: the broker answers every produce that carries one record
+// with an error nobody foresaw (POLICY_VIOLATION). The stage retries, narrows the batch down,
+// retries the record alone a bounded number of times and dead-letters it as poison; the records
+// around it are processed exactly once.
+func TestUnforeseenFailureBecomesPoison(t *testing.T) {
+	cluster, addr := kafkatest.Start(t, 2, "raw", "processed", "dlq")
+	failProcessed(cluster, func(b []byte) bool { return bytes.Contains(b, []byte("poison-user")) })
 	var recs []*kgo.Record
 	const n = 30
 	for i := 0; i < n; i++ {
@@ -238,7 +246,8 @@ func TestUnforeseenFailureBecomesPoison(t *testing.T) {
 	runStage(t, Config{BatchMaxRecords: 8}, kgo.SeedBrokers(addr), kgo.ProducerBatchCompression(kgo.NoCompression()))
 
 	dead := kafkatest.ReadAll(t, addr, "dlq", 1)
-	if got := kafkatest.Header(dead[0], HeaderReason); got != string(event.ReasonPoison) || !strings.Contains(kafkatest.Header(dead[0], HeaderError), "POLICY_VIOLATION") {
+	if got := kafkatest.Header(dead[0], HeaderReason); got != string(event.ReasonPoison) ||
+		!strings.Contains(kafkatest.Header(dead[0], HeaderError), "POLICY_VIOLATION") {
 		t.Errorf("reason %q error %q, want poison naming the broker's error", got, kafkatest.Header(dead[0], HeaderError))
 	}
 	users := countUsers(kafkatest.ReadAll(t, addr, "processed", n))
@@ -250,6 +259,129 @@ func TestUnforeseenFailureBecomesPoison(t *testing.T) {
 	if users["poison-user"] != 0 {
 		t.Error("the poison record was also processed")
 	}
+}
+
+// TestPoisonIsolatedUnderLoad: while another partition receives records all the time, its
+// commits must not end the narrowing down around the poison record of the first partition.
+func TestPoisonIsolatedUnderLoad(t *testing.T) {
+	cluster, addr := kafkatest.Start(t, 2, "raw", "processed", "dlq")
+	failProcessed(cluster, func(b []byte) bool { return bytes.Contains(b, []byte("poison-user")) })
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx := context.Background()
+	first := []*kgo.Record{{Topic: "raw", Partition: 0, Value: validRaw("p0-before", 0)},
+		{Topic: "raw", Partition: 0, Value: validRaw("poison-user", 1)}, {Topic: "raw", Partition: 0, Value: validRaw("p0-after", 2)}}
+	if err := cl.ProduceSync(ctx, first...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	loaded := make(chan int)
+	go func() { // partition 1: a record every few milliseconds until the poison is dealt with
+		n := 0
+		defer func() { loaded <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "raw", Partition: 1, Value: validRaw(fmt.Sprintf("p1-%d", n), n)}).FirstErr(); err != nil {
+				t.Errorf("produce: %v", err)
+				return
+			}
+			n++
+		}
+	}()
+	runStage(t, Config{BatchMaxRecords: 64}, kgo.SeedBrokers(addr), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	dead := kafkatest.ReadAll(t, addr, "dlq", 1)
+	close(stop)
+	n := <-loaded
+	if got := kafkatest.Header(dead[0], HeaderReason); got != string(event.ReasonPoison) {
+		t.Errorf("reason %q, want poison", got)
+	}
+	users := countUsers(kafkatest.ReadAll(t, addr, "processed", n+2))
+	for _, u := range []string{"p0-before", "p0-after", "p1-0", fmt.Sprintf("p1-%d", n-1)} {
+		if users[u] != 1 {
+			t.Errorf("%s processed %d times", u, users[u])
+		}
+	}
+	t.Logf("isolated the poison record while %d records flowed through the other partition", n)
+}
+
+// TestSystemicFailureDeadLettersNothing: when every processed record fails the same unforeseen
+// way, no record is at fault and none may be dead-lettered as poison: the stage keeps trying,
+// reports the aborts, and processes everything once the broker takes records again.
+func TestSystemicFailureDeadLettersNothing(t *testing.T) {
+	cluster, addr := kafkatest.Start(t, 2, "raw", "processed", "dlq")
+	var broken atomic.Bool
+	broken.Store(true)
+	failProcessed(cluster, func([]byte) bool { return broken.Load() })
+	var recs []*kgo.Record
+	for i := 0; i < 30; i++ {
+		recs = append(recs, &kgo.Record{Topic: "raw", Value: validRaw(fmt.Sprintf("u%d", i), i)})
+	}
+	kafkatest.Produce(t, addr, recs...)
+	tr := runStage(t, Config{BatchMaxRecords: 8}, kgo.SeedBrokers(addr), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	waitFor(t, "narrowing down to single records that fail alone, and the aborts on /readyz", func() bool {
+		return tr.iso.pollSize() == 1 && tr.Counts()["aborted_batches"] >= 12 && strings.Contains(tr.Problem(), "aborted in a row")
+	})
+	if n := tr.Counts()["dead_lettered"]; n != 0 {
+		t.Fatalf("%d records dead-lettered for a failure that is not theirs", n)
+	}
+	broken.Store(false)
+	for u, k := range countUsers(kafkatest.ReadAll(t, addr, "processed", 30)) {
+		if k != 1 {
+			t.Errorf("%s processed %d times", u, k)
+		}
+	}
+	waitFor(t, "the counts", func() bool { return tr.Counts()["produced"] == 30 })
+	if n := tr.Counts()["dead_lettered"]; n != 0 {
+		t.Errorf("%d records dead-lettered", n)
+	}
+}
+
+// TestDeadLetterTooLargeStopsOnlyItsPartition: the dead-letter topic takes records of at most
+// 4 KiB. An invalid 100 KiB record in partition 0 cannot be dead-lettered even alone, so partition
+// 0 stops there; an invalid small record in partition 1 — which shared a produce batch and a
+// failed transaction with it at first — is dead-lettered, and partition 1 flows on.
+func TestDeadLetterTooLargeStopsOnlyItsPartition(t *testing.T) {
+	_, addr := kafkatest.Start(t, 2, "raw", "processed")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	limit := "4096"
+	if _, err := kadm.NewClient(cl).CreateTopic(context.Background(), 1, 1, map[string]*string{"max.message.bytes": &limit}, "dlq"); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	big := make([]byte, 100<<10) // does not compress
+	for i := range big {
+		big[i] = byte('a' + rng.IntN(26))
+	}
+	recs := []*kgo.Record{{Topic: "raw", Partition: 0, Value: big}, {Topic: "raw", Partition: 1, Value: []byte("not json")}}
+	for i := 0; i < 10; i++ {
+		recs = append(recs, &kgo.Record{Topic: "raw", Partition: 1, Value: validRaw(fmt.Sprintf("p1-%d", i), i)})
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	tr := runStage(t, Config{BatchMaxRecords: 16}, kgo.SeedBrokers(addr))
+	dead := kafkatest.ReadAll(t, addr, "dlq", 1)
+	if string(dead[0].Value) != "not json" {
+		t.Errorf("dead letter %.20q, want partition 1's", dead[0].Value)
+	}
+	if users := countUsers(kafkatest.ReadAll(t, addr, "processed", 10)); len(users) != 10 {
+		t.Errorf("partition 1 processed %d distinct users, want 10", len(users))
+	}
+	waitFor(t, "only partition 0 named as stopped", func() bool {
+		p := tr.Problem()
+		return strings.Contains(p, "raw/0 stopped at offset 0") && !strings.Contains(p, "raw/1")
+	})
 }
 
 // aclCluster starts a SASL/PLAIN kfake cluster with ACLs: "admin" is a superuser, "svc" may do

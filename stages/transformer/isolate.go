@@ -20,10 +20,14 @@ import (
 
 // A failed produce inside a transaction aborts the whole transaction, and with it every partition
 // of the batch. This file decides what an abort means, so that one record can never stop the
-// stage: the broker refusing a record itself (too large, invalid) isolates that record; an error
-// nobody foresaw is retried, then narrowed down by polling fewer records at a time until one
-// record fails alone, which is dead-lettered as poison; a broker or coordinator that is away is
-// only waited for; and a dead letter that cannot be written stops its partition, never skips it.
+// stage. Every record whose produce failed for a reason of its own becomes a suspect. While any
+// suspect remains, transactions stay small: one record each when the broker named the records
+// (too large, invalid, a dead letter refused), halved after three unforeseen failures in a row
+// otherwise. A suspect that commits is cleared; one that fails alone is dead-lettered — at once
+// for a refusal the broker explained, after three tries for an unforeseen error, and only if
+// other records committed meanwhile (else the failure is the pipeline's, not the record's). A
+// broker or coordinator that is away is only waited for; a dead letter that cannot be written
+// even alone stops its partition, retried with backoff, never skipped.
 
 // failureKind sorts produce errors by what they say about the record.
 type failureKind int
@@ -54,11 +58,15 @@ func classify(err error) failureKind {
 		errors.Is(err, kgo.ErrRecordTimeout), errors.Is(err, kgo.ErrRecordRetries),
 		errors.Is(err, kgo.ErrClientClosed), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
 		errors.As(err, &netErr), kerr.IsRetriable(err),
+		// The producer's or the session's own state, not the record's.
 		errors.Is(err, kerr.InvalidProducerEpoch), errors.Is(err, kerr.ProducerFenced),
 		errors.Is(err, kerr.InvalidTxnState), errors.Is(err, kerr.ConcurrentTransactions),
-		errors.Is(err, kerr.TransactionAbortable), errors.Is(err, kerr.UnknownServerError):
+		errors.Is(err, kerr.TransactionAbortable), errors.Is(err, kerr.OutOfOrderSequenceNumber),
+		errors.Is(err, kerr.UnknownProducerID), errors.Is(err, kerr.InvalidProducerIDMapping),
+		errors.Is(err, kerr.TransactionCoordinatorFenced), errors.Is(err, kerr.DuplicateSequenceNumber):
 		return failOutage
 	}
+	// UNKNOWN_SERVER_ERROR and every code not named above: unforeseen.
 	return failUnknown
 }
 
@@ -92,12 +100,19 @@ const (
 // a replaced session must not forget that a record is poison.
 type isolator struct {
 	mu       sync.Mutex
-	max      int // BatchMaxRecords
-	size     int // records per poll now: below max while narrowing down
-	streak   int // unforeseen aborts in a row at this size
-	attempts map[pos]int
+	max      int   // BatchMaxRecords
+	size     int   // records per poll now: below max while suspects remain
+	streak   int   // unforeseen aborts in a row at this size
+	commits  int64 // transactions committed so far: evidence that the pipeline works
+	suspects map[pos]*suspect
 	verdicts map[pos]verdict
 	paused   map[int32]*pause // raw partition -> why it is stopped
+}
+
+// suspect is a record whose produce failed for a reason of its own, not yet cleared or judged.
+type suspect struct {
+	alone   int   // failures with no other record in the transaction
+	commits int64 // is.commits when it became a suspect
 }
 
 // pause is a partition that stopped because its dead letter could not be written.
@@ -109,7 +124,7 @@ type pause struct {
 }
 
 func newIsolator(max int) *isolator {
-	return &isolator{max: max, size: max, attempts: map[pos]int{}, verdicts: map[pos]verdict{}, paused: map[int32]*pause{}}
+	return &isolator{max: max, size: max, suspects: map[pos]*suspect{}, verdicts: map[pos]verdict{}, paused: map[int32]*pause{}}
 }
 
 // pollSize is how many records the next transaction may take.
@@ -134,25 +149,26 @@ func (is *isolator) verdict(p pos) (verdict, bool) {
 func (is *isolator) remembers() bool {
 	is.mu.Lock()
 	defer is.mu.Unlock()
-	return len(is.verdicts) > 0 || len(is.attempts) > 0 || len(is.paused) > 0
+	return len(is.verdicts) > 0 || len(is.suspects) > 0 || len(is.paused) > 0
 }
 
-// committed forgets what was learned about records a transaction committed, and lets the poll
-// size grow back.
+// committed forgets what was learned about records a transaction committed. Once no suspect is
+// left, transactions grow back toward BatchMaxRecords; a commit of other partitions' records
+// while a suspect waits does not end the narrowing.
 func (is *isolator) committed(positions []pos) {
 	is.mu.Lock()
 	defer is.mu.Unlock()
-	is.streak = 0
-	is.size = min(is.max, 2*is.size)
-	if len(is.verdicts) == 0 && len(is.attempts) == 0 && len(is.paused) == 0 {
-		return
-	}
+	is.commits++
 	for _, p := range positions {
 		delete(is.verdicts, p)
-		delete(is.attempts, p)
+		delete(is.suspects, p)
 		if pa := is.paused[p.partition]; pa != nil && pa.at == p {
 			delete(is.paused, p.partition)
 		}
+	}
+	if len(is.suspects) == 0 {
+		is.streak = 0
+		is.size = min(is.max, 2*is.size)
 	}
 }
 
@@ -175,57 +191,69 @@ func (is *isolator) aborted(n int, failures []failure, now time.Time) abortPlan 
 	is.mu.Lock()
 	defer is.mu.Unlock()
 	plan := abortPlan{pause: map[int32]*pause{}}
-	var record, unknown []failure
+	named, unforeseen := false, false
 	for _, f := range failures {
 		kind := classify(f.err)
 		switch {
 		case kind == failCollateral:
+			continue
 		case kind == failOutage:
 			plan.wait = true
+			continue
+		case kind == failDenied && !f.deadLetter:
+			plan.wait = true // the processed topic is denied: every record would fail alike
+			continue
+		}
+		if plan.explain == "" {
+			plan.explain = f.err.Error()
+		}
+		if n > 1 {
+			if is.suspects[f.from] == nil {
+				is.suspects[f.from] = &suspect{commits: is.commits}
+			}
+			if kind == failUnknown && !f.deadLetter {
+				unforeseen = true
+			} else {
+				named = true
+			}
+			continue
+		}
+		// One record alone: whatever it alone caused is its own.
+		switch {
 		case f.deadLetter:
 			// Nowhere left to put this record: stop its partition rather than skip it.
 			plan.pause[f.from.partition] = is.stop(f, now)
-		case kind == failDenied:
-			plan.wait = true // the processed topic is denied: every record would fail alike
 		case kind == failRecord:
-			record = append(record, f)
-		default:
-			unknown = append(unknown, f)
-		}
-	}
-	if len(failures) > 0 {
-		plan.explain = failures[0].err.Error()
-		for _, f := range failures {
-			if k := classify(f.err); k != failCollateral {
-				plan.explain = f.err.Error()
-				break
-			}
-		}
-	}
-	if n == 1 {
-		// One record alone: whatever it alone caused is its own.
-		for _, f := range record {
 			reason := event.ReasonPoison
 			if errors.Is(f.err, kerr.MessageTooLarge) || errors.Is(f.err, kerr.RecordListTooLarge) {
 				reason = event.ReasonProcessedTooLarge
 			}
 			is.verdicts[f.from] = verdict{reason: reason, detail: "the broker refused its processed record: " + f.err.Error()}
-		}
-		for _, f := range unknown {
-			is.attempts[f.from]++
-			if is.attempts[f.from] >= unknownRetries {
+		default: // unforeseen
+			s := is.suspects[f.from]
+			if s == nil {
+				s = &suspect{commits: is.commits}
+				is.suspects[f.from] = s
+			}
+			s.alone++
+			switch {
+			case s.alone >= unknownRetries && is.commits > s.commits:
 				is.verdicts[f.from] = verdict{reason: event.ReasonPoison,
-					detail: fmt.Sprintf("failed %d times alone: %v", is.attempts[f.from], f.err)}
+					detail: fmt.Sprintf("failed %d times alone, while other records committed: %v", s.alone, f.err)}
+			case s.alone >= unknownRetries:
+				plan.wait = true // nothing else commits either: the fault may not be this record's
 			}
 		}
-		return plan
+	}
+	if plan.explain == "" && len(failures) > 0 {
+		plan.explain = failures[0].err.Error()
 	}
 	switch {
-	case len(record) > 0:
-		// The broker named records, but a produce batch shares one error: find the culprit
+	case named:
+		// The broker named the records, but a produce batch shares one error: find the culprit
 		// among them one record at a time.
 		is.size, is.streak = 1, 0
-	case len(unknown) > 0:
+	case unforeseen:
 		is.streak++
 		if is.streak >= unknownRetries {
 			is.size, is.streak = max(1, is.size/2), 0
@@ -287,9 +315,9 @@ func (is *isolator) forget(partitions []int32) {
 				delete(is.verdicts, p)
 			}
 		}
-		for p := range is.attempts {
+		for p := range is.suspects {
 			if p.partition == part {
-				delete(is.attempts, p)
+				delete(is.suspects, p)
 			}
 		}
 	}

@@ -1,26 +1,36 @@
 package httpapi
 
 import (
+	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 )
 
-// authCookie carries the proof of a token for browsers, whose EventSource cannot send an
-// Authorization header. It holds the token's SHA-256 digest rather than the token: a browser
-// sends a host's cookies to every port of the host, and the digest is no bearer token anywhere.
+// authCookie carries a browser session, since a browser's EventSource cannot send an
+// Authorization header. It holds no token and no digest of one: "<expiry>.<MAC>", where the MAC
+// (HMAC-SHA256 under a key drawn at start) binds the expiry to the token that logged in. A
+// browser sends a host's cookies to every port of the host, so the cookie proves nothing to any
+// other server, ends after sessionTTL, and every session ends when the process restarts.
 const authCookie = "searchflow_auth"
+
+// sessionTTL is how long a dashboard login lasts.
+const sessionTTL = 12 * time.Hour
 
 // tokens checks credentials against the configured tokens. It keeps and compares SHA-256
 // digests, in constant time and against every token, so that the time taken tells nothing of a
 // token's bytes, its length or which token matched.
 type tokens struct {
 	digests [][sha256.Size]byte
+	key     []byte // signs session cookies; drawn at start
 }
 
 func newTokens(list []string) tokens {
@@ -30,7 +40,23 @@ func newTokens(list []string) tokens {
 			t.digests = append(t.digests, sha256.Sum256([]byte(tok)))
 		}
 	}
+	t.key = make([]byte, 32)
+	_, _ = rand.Read(t.key) // crypto/rand.Read never fails (Go 1.24+)
 	return t
+}
+
+// session returns the cookie value of a login with the token of digest d, valid until expiry.
+func (t tokens) session(d []byte, expiry time.Time) string {
+	exp := strconv.FormatInt(expiry.Unix(), 10)
+	return exp + "." + hex.EncodeToString(t.mac(exp, d))
+}
+
+func (t tokens) mac(exp string, d []byte) []byte {
+	m := hmac.New(sha256.New, t.key)
+	m.Write([]byte(exp))
+	m.Write([]byte{0})
+	m.Write(d)
+	return m.Sum(nil)
 }
 
 func (t tokens) enabled() bool { return len(t.digests) > 0 }
@@ -58,14 +84,26 @@ func (t tokens) bearer(r *http.Request) bool {
 	return token != "" && t.match(token)
 }
 
-// cookie reports whether the request carries the cookie of one of the tokens.
-func (t tokens) cookie(r *http.Request) bool {
+// cookie reports whether the request carries an unexpired session cookie of one of the tokens.
+func (t tokens) cookie(r *http.Request, now time.Time) bool {
 	c, err := r.Cookie(authCookie)
 	if err != nil {
 		return false
 	}
-	d, err := hex.DecodeString(c.Value)
-	return err == nil && len(d) == sha256.Size && t.matchDigest(d)
+	exp, sum, ok := strings.Cut(c.Value, ".")
+	if !ok {
+		return false
+	}
+	unix, err := strconv.ParseInt(exp, 10, 64)
+	got, herr := hex.DecodeString(sum)
+	if err != nil || herr != nil || now.Unix() >= unix {
+		return false
+	}
+	match := 0
+	for _, d := range t.digests {
+		match |= subtle.ConstantTimeCompare(got, t.mac(exp, d[:]))
+	}
+	return match == 1
 }
 
 // The messages of a 401: the second one where there is a dashboard to log in to.
@@ -87,7 +125,7 @@ func (s *Server) requireToken(next echo.HandlerFunc) echo.HandlerFunc {
 			}
 		}
 		r := c.Request()
-		if s.tokens.bearer(r) || s.tokens.cookie(r) {
+		if s.tokens.bearer(r) || s.tokens.cookie(r, time.Now()) {
 			return next(c)
 		}
 		return s.unauthorized(c)
@@ -113,7 +151,8 @@ func (s *Server) dashboardLogin(c echo.Context) error {
 	d := sha256.Sum256([]byte(token))
 	c.SetCookie(&http.Cookie{
 		Name:     authCookie,
-		Value:    hex.EncodeToString(d[:]),
+		Value:    s.tokens.session(d[:], time.Now().Add(sessionTTL)),
+		MaxAge:   int(sessionTTL.Seconds()),
 		Path:     "/",
 		HttpOnly: true,
 		SameSite: http.SameSiteStrictMode,

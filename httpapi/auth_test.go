@@ -10,6 +10,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -344,4 +345,36 @@ func TestRequireToken(t *testing.T) {
 func withHeader(r *http.Request, k, v string) *http.Request {
 	r.Header.Set(k, v)
 	return r
+}
+
+// TestSessionCookie: the dashboard's cookie proves a login to this server only, until it expires:
+// it holds no token and no digest of one, so another server on the host that receives it learns
+// nothing it could use, and a restarted server (a new key) does not take it.
+func TestSessionCookie(t *testing.T) {
+	now := time.Now()
+	tk := newTokens(testTokens)
+	d := sha256.Sum256([]byte(testTokens[0]))
+	request := func(value string) *http.Request {
+		r := httptest.NewRequest(http.MethodGet, "/stream", nil)
+		r.AddCookie(&http.Cookie{Name: authCookie, Value: value})
+		return r
+	}
+	valid := tk.session(d[:], now.Add(time.Hour))
+	if !tk.cookie(request(valid), now) {
+		t.Fatal("a fresh session must be accepted")
+	}
+	if strings.Contains(valid, hex.EncodeToString(d[:])) || strings.Contains(valid, testTokens[0]) {
+		t.Errorf("the cookie %q carries the token or its digest", valid)
+	}
+	for what, value := range map[string]string{
+		"expired":             tk.session(d[:], now.Add(-time.Second)),
+		"from another server": newTokens(testTokens).session(d[:], now.Add(time.Hour)),
+		"expiry pushed later": strings.Replace(valid, strconv.FormatInt(now.Add(time.Hour).Unix(), 10), strconv.FormatInt(now.Add(48*time.Hour).Unix(), 10), 1),
+		"of an unknown token": tk.session(make([]byte, sha256.Size), now.Add(time.Hour)),
+		"garbage":             "not-a-session",
+	} {
+		if tk.cookie(request(value), now) {
+			t.Errorf("a session cookie %s was accepted", what)
+		}
+	}
 }

@@ -87,6 +87,10 @@ func (p *pipeline) connect(ctx context.Context) error {
 		if err != nil {
 			return explain(fmt.Errorf("connect to redis %v: %w", opt.InitAddress, err))
 		}
+		if ctx.Err() != nil {
+			c.Close() // retry already returned: nobody would close it
+			return ctx.Err()
+		}
 		client = c
 		return nil
 	})
@@ -119,15 +123,34 @@ func (p *pipeline) createTopics(ctx context.Context, admin *kgo.Client) error {
 		}
 		results = append(results, resp.Sorted()...)
 	}
+	var denied []string
 	for _, t := range results {
 		switch {
 		case t.Err == nil:
 			p.log.Info("created topic", zap.String("topic", t.Topic), zap.Int32("partitions", t.NumPartitions))
 		case errors.Is(t.Err, kerr.TopicAlreadyExists):
+		case errors.Is(t.Err, kerr.TopicAuthorizationFailed), errors.Is(t.Err, kerr.ClusterAuthorizationFailed):
+			// Kafka checks CREATE before existence, and managed services seldom grant it: a topic
+			// an operator created is fine.
+			denied = append(denied, t.Topic)
 		default:
 			return fmt.Errorf("create topic %s: %w", t.Topic, t.Err)
 		}
 	}
+	if len(denied) == 0 {
+		return nil
+	}
+	topics, err := adm.ListTopics(ctx, denied...)
+	if err != nil {
+		return fmt.Errorf("not allowed to create topics %v, and cannot list them: %w", denied, err)
+	}
+	for _, name := range denied {
+		if d, ok := topics[name]; !ok || d.Err != nil {
+			return fmt.Errorf("topic %s does not exist and this user may not create it: create it, or grant CREATE: %w",
+				name, kerr.TopicAuthorizationFailed)
+		}
+	}
+	p.log.Info("not allowed to create topics; they exist already", zap.Strings("topics", denied))
 	return nil
 }
 

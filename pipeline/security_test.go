@@ -282,3 +282,30 @@ func TestStalledPartitionIsReported(t *testing.T) {
 	}
 	t.Logf("/readyz problems: %v", problems)
 }
+
+// TestKafkaUserWithoutCreate: managed Kafka seldom lets an application create topics, and Kafka
+// checks CREATE before it checks whether a topic exists. With the topics created by an operator,
+// a user that may only read and write them must run the pipeline.
+func TestKafkaUserWithoutCreate(t *testing.T) {
+	allow := func(rt kmsg.ACLResourceType, name string, op kmsg.ACLOperation) kfake.ACL {
+		return kfake.ACL{Resource: rt, Name: name, Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: op, Allow: true}
+	}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.EnableSASL(), kfake.EnableACLs(),
+		kfake.Superuser("PLAIN", "admin", "admin-pw"),
+		kfake.User("PLAIN", "app", "app-pw",
+			allow(kmsg.ACLResourceTypeTopic, "*", kmsg.ACLOperationRead), allow(kmsg.ACLResourceTypeTopic, "*", kmsg.ACLOperationWrite),
+			allow(kmsg.ACLResourceTypeGroup, "*", kmsg.ACLOperationAll), allow(kmsg.ACLResourceTypeTransactionalId, "*", kmsg.ACLOperationAll),
+			allow(kmsg.ACLResourceTypeCluster, "kafka-cluster", kmsg.ACLOperationIdempotentWrite)),
+		kfake.SeedTopics(3, "raw_events", "processed_events", "dead_letter_events"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	const n, seed, users, hotels = 300, 3, 40, 8
+	h := start(t, map[string]string{"KAFKA_BROKERS": c.ListenAddrs()[0], "KAFKA_SASL_MECHANISM": "PLAIN",
+		"KAFKA_SASL_USERNAME": "app", "KAFKA_SASL_PASSWORD": "app-pw", "REDIS_ADDR": redistest.Start(t).Addr,
+		"GENERATOR_MAX_EVENTS": strconv.Itoa(n), "GENERATOR_SEED": strconv.Itoa(seed),
+		"GENERATOR_USERS": strconv.Itoa(users), "GENERATOR_HOTELS": strconv.Itoa(hotels)})
+	synthTruth(n, seed, users, hotels).WaitEqual(t, h.base, 60*time.Second)
+	h.stop()
+}

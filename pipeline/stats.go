@@ -10,6 +10,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
 
 	"github.com/searchflow/searchflow/metrics"
@@ -214,9 +215,10 @@ type lagWatch struct {
 	metrics    *metrics.Metrics
 	log        *zap.Logger
 
-	since map[partitionKey]progressMark
-	empty map[partitionKey]emptyMark
-	probe *lagProbe
+	since   map[partitionKey]progressMark
+	empty   map[partitionKey]emptyMark
+	stalled map[string]string // the last reading's stalls
+	probe   *lagProbe
 }
 
 func (w *lagWatch) close() {
@@ -262,9 +264,10 @@ func (w *lagWatch) poll(ctx context.Context) (map[string]map[string]int64, map[s
 					w.since[e.key] = mark
 				}
 				e.idle = now.Sub(mark.since)
-				// Only a partition that has not moved since the last poll is worth reading: one that
-				// moves is not stalled, and its lag is about to change anyway.
-				if e.lag > 0 && seen && e.idle >= lagInterval/2 {
+				// Only a partition that has not moved since the last poll is worth reading — one that
+				// moves is not stalled, and its lag is about to change anyway — or one whose lag may
+				// be no more than its commit marker (one fetch tells).
+				if e.lag > 0 && (seen && e.idle >= lagInterval/2 || e.lag <= 2) {
 					if m, ok := w.empty[e.key]; ok && m.commit == e.from && m.end == e.end {
 						e.lag = 0
 					} else {
@@ -276,7 +279,7 @@ func (w *lagWatch) poll(ctx context.Context) (map[string]map[string]int64, map[s
 			}
 		}
 	}
-	var found map[probeTarget]bool
+	found := map[probeTarget]bool{}
 	if len(targets) > 0 {
 		if found, err = w.read(ctx, targets); err != nil {
 			w.log.Debug("cannot tell what is left to read", zap.Error(err))
@@ -285,15 +288,25 @@ func (w *lagWatch) poll(ctx context.Context) (map[string]map[string]int64, map[s
 	byTopic := map[string]map[string]int64{}
 	stalled := map[string]string{}
 	for _, e := range entries {
-		if e.unread && found != nil {
+		if e.unread {
 			t := probeTarget{topic: e.key.topic, partition: e.key.partition, from: e.from, end: e.end}
+			left, known := found[t]
 			switch {
-			case !found[t]:
+			case known && !left:
 				w.empty[e.key] = emptyMark{commit: e.from, end: e.end}
 				e.lag = 0
-			case e.idle >= w.stallAfter:
+			case e.idle < w.stallAfter:
+			case known:
 				stalled[e.key.String()] = fmt.Sprintf("%d records left to read from offset %d, no progress for %s",
 					e.lag, e.from, e.idle.Round(time.Second))
+			case err == nil:
+				stalled[e.key.String()] = fmt.Sprintf("no progress for %s at offset %d: the records after it are held by a transaction still open",
+					e.idle.Round(time.Second), e.from)
+			default:
+				// The probe failed: keep what the last reading said rather than guess.
+				if why, ok := w.stalled[e.key.String()]; ok {
+					stalled[e.key.String()] = why
+				}
 			}
 		}
 		part := strconv.Itoa(int(e.key.partition))
@@ -303,6 +316,7 @@ func (w *lagWatch) poll(ctx context.Context) (map[string]map[string]int64, map[s
 		}
 		byTopic[e.key.topic][part] = e.lag
 	}
+	w.stalled = stalled
 	return byTopic, stalled
 }
 
@@ -325,15 +339,16 @@ type probeTarget struct {
 	from, end int64
 }
 
-// lagProbe reads partitions from given offsets with read_committed isolation.
+// lagProbe reads partitions from given offsets as a read_committed consumer would, with plain
+// Fetch requests: each answer says how far the partition was read, so "nothing left" is known,
+// not guessed from a quiet while.
 type lagProbe struct {
 	cl *kgo.Client
 }
 
-// newLagProbe makes the probe's client; it consumes nothing until asked.
+// newLagProbe makes the probe's client.
 func (p *pipeline) newLagProbe() (*lagProbe, error) {
-	cl, err := kgo.NewClient(append(p.clientOpts("lag"),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.FetchMaxWait(200*time.Millisecond))...)
+	cl, err := kgo.NewClient(p.clientOpts("lag")...)
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: lag probe client: %w", err)
 	}
@@ -342,44 +357,86 @@ func (p *pipeline) newLagProbe() (*lagProbe, error) {
 
 func (lp *lagProbe) close() { lp.cl.Close() }
 
-// anyRecords reports, for each target, whether a committed record lies in its range. It reads for
-// at most two seconds (less when every target has shown one); control records and records of
-// aborted transactions do not count.
+// anyRecords reports, for each target, whether a committed record lies in its range. A target it
+// cannot decide — its rest lies beyond an open transaction, or its partition could not be read —
+// is left out of the map.
 func (lp *lagProbe) anyRecords(ctx context.Context, targets []probeTarget) (map[probeTarget]bool, error) {
-	add := map[string]map[int32]kgo.Offset{}
-	remove := map[string][]int32{}
-	byPartition := map[string]map[int32]probeTarget{}
+	var topics []string
 	for _, t := range targets {
-		if add[t.topic] == nil {
-			add[t.topic], byPartition[t.topic] = map[int32]kgo.Offset{}, map[int32]probeTarget{}
-		}
-		add[t.topic][t.partition] = kgo.NewOffset().At(t.from)
-		remove[t.topic] = append(remove[t.topic], t.partition)
-		byPartition[t.topic][t.partition] = t
+		topics = append(topics, t.topic)
 	}
-	lp.cl.AddConsumePartitions(add)
-	defer lp.cl.RemoveConsumePartitions(remove)
-	found := map[probeTarget]bool{}
-	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	for len(found) < len(targets) {
-		fetches := lp.cl.PollFetches(pctx)
-		for _, r := range fetches.Records() {
-			if t, ok := byPartition[r.Topic][r.Partition]; ok && r.Offset >= t.from && r.Offset < t.end {
-				found[t] = true
-			}
+	md, err := kadm.NewClient(lp.cl).Metadata(ctx, topics...)
+	if err != nil {
+		return nil, fmt.Errorf("metadata: %w", err)
+	}
+	out := map[probeTarget]bool{}
+	var errs []error
+	for _, t := range targets {
+		td, ok := md.Topics[t.topic]
+		pd, pok := td.Partitions[t.partition]
+		if !ok || !pok || td.Err != nil || pd.Err != nil {
+			errs = append(errs, fmt.Errorf("no leader known for %s/%d", t.topic, t.partition))
+			continue
 		}
-		if pctx.Err() != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			break // what was not found is not there
-		}
-		for _, e := range fetches.Errors() {
-			if !errors.Is(e.Err, context.DeadlineExceeded) && !errors.Is(e.Err, context.Canceled) {
-				return nil, e.Err
-			}
+		left, known, err := lp.read(ctx, pd.Leader, td.ID, t)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case known:
+			out[t] = left
 		}
 	}
-	return found, nil
+	return out, errors.Join(errs...)
+}
+
+// read fetches t from its start until it finds a committed record in range (true), reaches the
+// end (false), or cannot go on (not known).
+func (lp *lagProbe) read(ctx context.Context, leader int32, topicID [16]byte, t probeTarget) (left, known bool, err error) {
+	from := t.from
+	for range 32 {
+		if from >= t.end {
+			return false, true, nil
+		}
+		req := kmsg.NewPtrFetchRequest()
+		req.IsolationLevel = 1 // read_committed
+		req.MaxBytes = 1 << 20
+		rt := kmsg.NewFetchRequestTopic()
+		rt.Topic, rt.TopicID = t.topic, topicID
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes = t.partition, from, 1<<20
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		resp, err := req.RequestWith(ctx, lp.cl.Broker(int(leader)))
+		if err != nil {
+			return false, false, fmt.Errorf("fetch %s/%d: %w", t.topic, t.partition, err)
+		}
+		var part *kmsg.FetchResponseTopicPartition
+		for i := range resp.Topics {
+			if resp.Topics[i].Topic == t.topic || resp.Topics[i].TopicID == topicID {
+				for j := range resp.Topics[i].Partitions {
+					if resp.Topics[i].Partitions[j].Partition == t.partition {
+						part = &resp.Topics[i].Partitions[j]
+					}
+				}
+			}
+		}
+		if part == nil {
+			return false, false, fmt.Errorf("fetch %s/%d: the partition is not in the answer", t.topic, t.partition)
+		}
+		fp, next := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{Offset: from, IsolationLevel: kgo.ReadCommitted(),
+			Topic: t.topic, Partition: t.partition}, part, kgo.DefaultDecompressor(), nil)
+		if fp.Err != nil {
+			return false, false, fmt.Errorf("fetch %s/%d: %w", t.topic, t.partition, fp.Err)
+		}
+		for _, r := range fp.Records {
+			if r.Offset >= t.from && r.Offset < t.end {
+				return true, true, nil
+			}
+		}
+		if next <= from {
+			return false, false, nil // the rest lies beyond the last stable offset: an open transaction
+		}
+		from = next
+	}
+	return false, false, nil
 }

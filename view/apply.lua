@@ -43,11 +43,28 @@ local function check(key, kind, code, name)
     return redis.error_reply(code .. ' ' .. t .. ' ' .. name)
   end
 end
+-- The offsets first: a batch another writer already applied is a conflict, whatever else it meets.
+local e = check(KEYS[4], 'hash', 'VIEWKEY', KEYS[4])
+if e then return e end
+local conflicts = {}
+for _, o in ipairs(offsets) do
+  local stored = redis.call('HGET', KEYS[4], o[1])
+  local have = -1
+  if stored then have = tonumber(stored) end
+  if have ~= o[2] then
+    conflicts[#conflicts + 1] = o[1]
+    conflicts[#conflicts + 1] = have
+  end
+end
+if #conflicts > 0 then
+  return conflicts
+end
+
 for i = 1, 3 do
-  local e = check(KEYS[i], 'zset', 'VIEWKEY', KEYS[i])
+  e = check(KEYS[i], 'zset', 'VIEWKEY', KEYS[i])
   if e then return e end
 end
-local e = check(KEYS[4], 'hash', 'VIEWKEY', KEYS[4]) or check(KEYS[5], 'zset', 'VIEWKEY', KEYS[5])
+e = check(KEYS[5], 'zset', 'VIEWKEY', KEYS[5])
 if e then return e end
 local markKeys = {}
 for _, m in ipairs(marks) do
@@ -61,20 +78,6 @@ end
 for h = 1, #mins, 2 do
   e = check(ARGV[1] .. mins[h], 'zset', 'HOTELKEY', mins[h])
   if e then return e end
-end
-
-local conflicts = {}
-for _, o in ipairs(offsets) do
-  local stored = redis.call('HGET', KEYS[4], o[1])
-  local have = -1
-  if stored then have = tonumber(stored) end
-  if have ~= o[2] then
-    conflicts[#conflicts + 1] = o[1]
-    conflicts[#conflicts + 1] = have
-  end
-end
-if #conflicts > 0 then
-  return conflicts
 end
 
 -- The new scores of the counts: read the current ones a chunk at a time (ZMSCORE), add the

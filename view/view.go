@@ -72,8 +72,8 @@ func (v *View) Ping(ctx context.Context) error {
 
 // TemporarilyUnavailable reports whether err says that Redis cannot serve now but will again
 // without anyone repairing the data: it cannot be reached, or its error reply says it is loading
-// its data set, running a long script, out of memory, cut off from its master or cluster,
-// read-only as a replica, or short of replicas. The reply's code is its first word: BUSYKEY and
+// its data set, running a long script, out of memory, unable to persist (MISCONF), cut off from
+// its master or cluster, read-only as a replica, or short of replicas. The reply's code is its first word: BUSYKEY and
 // BUSYGROUP are other errors than BUSY. Any other reply (WRONGTYPE, a script's error) means the
 // request itself or the data is at fault.
 func TemporarilyUnavailable(err error) bool {
@@ -86,7 +86,7 @@ func TemporarilyUnavailable(err error) bool {
 	}
 	code, _, _ := strings.Cut(reply.Error(), " ")
 	switch code {
-	case "LOADING", "BUSY", "OOM", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "NOREPLICAS",
+	case "LOADING", "BUSY", "OOM", "MISCONF", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "NOREPLICAS",
 		// Credentials and ACLs: not the batch's fault either; the operator fixes them and the
 		// writer carries on.
 		"NOAUTH", "WRONGPASS", "NOPERM":

@@ -259,13 +259,18 @@ func (a *Aggregator) verify(ctx context.Context, cl *kgo.Client) error {
 		// The view holds what we expect: let the group's commits say so too. They only feed lag
 		// monitoring, and after a restart they can trail the view (a crash between an apply and
 		// its commit) until a new record arrives, which would read as records left to read.
-		commits := map[string]map[int32]kgo.EpochOffset{a.cfg.Topic: {}}
+		// Only what differs from the group's commits, and synchronously, before the loop allows
+		// a rebalance: a commit landing after a new owner's would move the group back.
+		commits := map[int32]kgo.EpochOffset{}
+		committed := cl.CommittedOffsets()[a.cfg.Topic]
 		for p, o := range expected {
-			if o >= 0 {
-				commits[a.cfg.Topic][p] = kgo.EpochOffset{Epoch: -1, Offset: o}
+			if c, ok := committed[p]; o >= 0 && (!ok || c.Offset != o) {
+				commits[p] = kgo.EpochOffset{Epoch: -1, Offset: o}
 			}
 		}
-		cl.CommitOffsets(ctx, commits, nil)
+		if len(commits) > 0 {
+			cl.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{a.cfg.Topic: commits}, nil)
+		}
 		return nil
 	}
 	a.conflicts.Add(1)

@@ -81,6 +81,28 @@ func (a *Aggregator) fold(records []*kgo.Record) folded {
 // partition reach a processed partition in raw-offset order, so a source offset at or below the
 // highest one applied is a repeat. Otherwise it raises the batch's watermark. Called with mu held.
 func (a *Aggregator) duplicate(b *view.Batch, r *kgo.Record) bool {
+	sp, so, ok := sourcePosition(r)
+	if !ok {
+		return false // no source position: nothing to compare
+	}
+	srcs := b.Sources[r.Partition]
+	high, seen := srcs[sp]
+	if !seen {
+		high, seen = a.sources[r.Partition][sp]
+	}
+	if seen && so <= high {
+		return true
+	}
+	if srcs == nil {
+		srcs = map[int32]int64{}
+		b.Sources[r.Partition] = srcs
+	}
+	srcs[sp] = so
+	return false
+}
+
+// sourcePosition reads the raw partition and offset a processed record carries.
+func sourcePosition(r *kgo.Record) (partition int32, offset int64, ok bool) {
 	var sp, so int64 = -1, -1
 	for _, h := range r.Headers {
 		switch h.Key {
@@ -90,23 +112,7 @@ func (a *Aggregator) duplicate(b *view.Batch, r *kgo.Record) bool {
 			so, _ = strconv.ParseInt(string(h.Value), 10, 64)
 		}
 	}
-	if sp < 0 || so < 0 {
-		return false // no source position: nothing to compare
-	}
-	srcs := b.Sources[r.Partition]
-	high, seen := srcs[int32(sp)]
-	if !seen {
-		high, seen = a.sources[r.Partition][int32(sp)]
-	}
-	if seen && so <= high {
-		return true
-	}
-	if srcs == nil {
-		srcs = map[int32]int64{}
-		b.Sources[r.Partition] = srcs
-	}
-	srcs[int32(sp)] = so
-	return false
+	return int32(sp), so, sp >= 0 && so >= 0
 }
 
 // maxKnownPrices bounds the minimum-price cache; past it the cache starts over.

@@ -150,7 +150,7 @@ func (a *Aggregator) narrow(ctx context.Context, cl *kgo.Client, records []*kgo.
 			return err // ctx ended
 		}
 		if refused.Hotel != "" {
-			if culprits := a.ofHotel(queue[:n], refused.Hotel); len(culprits) > 0 {
+			if culprits := a.ofHotel(a.pending(queue[:n]), refused.Hotel); len(culprits) > 0 {
 				if err := a.deadLetter(ctx, culprits, event.ReasonApplyFailed, refused.Error()); err != nil {
 					return err
 				}
@@ -197,16 +197,29 @@ func (a *Aggregator) pending(run []*kgo.Record) []*kgo.Record {
 	return out
 }
 
-// ofHotel returns the records of run that are events of hotel.
+// ofHotel returns the records of run that are events of hotel, copies of applied events left
+// out (see duplicate).
 func (a *Aggregator) ofHotel(run []*kgo.Record, hotel string) []*kgo.Record {
 	var out []*kgo.Record
 	var facts event.ProcessedFacts
 	for _, r := range run {
-		if event.ParseProcessed(r.Value, &facts) == nil && facts.HotelID == hotel {
+		if event.ParseProcessed(r.Value, &facts) == nil && facts.HotelID == hotel && !a.copyOf(r) {
 			out = append(out, r)
 		}
 	}
 	return out
+}
+
+// copyOf reports whether r is a copy of an event the view already holds (see duplicate).
+func (a *Aggregator) copyOf(r *kgo.Record) bool {
+	sp, so, ok := sourcePosition(r)
+	if !ok {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	high, seen := a.sources[r.Partition][sp]
+	return seen && so <= high
 }
 
 // probe applies a batch that holds nothing but a partition's current offset: if the view refuses

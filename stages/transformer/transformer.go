@@ -72,6 +72,7 @@ type Transformer struct {
 	lastAbort, sessionProblem                                        atomic.Pointer[string]
 	reasonMu                                                         sync.Mutex
 	reasons                                                          map[string]int64 // dead letters by reason
+	lastAbortLog                                                     time.Time        // owned by the session goroutine
 }
 
 // New returns a transformer whose clients start from kafkaOpts (seed brokers, logger).
@@ -306,9 +307,13 @@ func (t *Transformer) transformBatch(ctx context.Context, sess *kgo.GroupTransac
 			plan.explain = "the group rebalanced or refused the commit"
 		}
 		t.lastAbort.Store(&plan.explain)
-		if t.abortsInRow.Add(1) == abortsProblem || len(failed) > 0 {
+		inRow := t.abortsInRow.Add(1)
+		// At most a line a second: narrowing down can abort a transaction per record.
+		if (inRow == abortsProblem || len(failed) > 0) && time.Since(t.lastAbortLog) >= time.Second {
 			t.log.Warn("transformer: transaction aborted; the batch is read again", zap.Int("records", fetches.NumRecords()),
-				zap.Int("failed_records", len(failed)), zap.Int("next_poll_size", t.iso.pollSize()), zap.String("cause", plan.explain))
+				zap.Int("failed_records", len(failed)), zap.Int64("aborted_in_a_row", inRow),
+				zap.Int("next_poll_size", t.iso.pollSize()), zap.String("cause", plan.explain))
+			t.lastAbortLog = time.Now()
 		}
 		return plan, false, nil
 	}

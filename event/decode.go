@@ -205,42 +205,10 @@ func (d *decoder) parseAdvertisers() {
 				s.skipValue()
 				return
 			}
-			if s.kindAt() != '{' {
-				d.advErr = invalid(ReasonInvalidOffer, "advertiser %q offer %d is not an object", name, i)
-				s.skipValue()
+			v, ok := d.parseOffer(name, i)
+			if !ok {
 				return
 			}
-			var cents []byte
-			centsKind := byte(0)
-			var offerKeys keySet
-			s.object(func(key []byte, esc bool) {
-				k := unescapeKey(key, esc)
-				if offerKeys.add(k) {
-					d.dup("an offer", k)
-				}
-				if string(k) != "eurocents" {
-					s.skipValue()
-					return
-				}
-				centsKind = s.kindAt()
-				if centsKind == '0' {
-					cents = s.number()
-				} else {
-					s.skipValue()
-				}
-			})
-			if s.err != nil || d.advErr != nil {
-				return
-			}
-			if centsKind != '0' || !isIntegerLiteral(cents) {
-				d.advErr = invalid(ReasonInvalidEurocents, "advertiser %q offer %d: eurocents is not an integer", name, i)
-				return
-			}
-			if verr := checkEurocents(string(name), i, cents); verr != nil {
-				d.advErr = verr
-				return
-			}
-			v, _ := strconv.ParseInt(string(cents), 10, 64)
 			if i == 0 || v < low {
 				low = v
 			}
@@ -254,6 +222,49 @@ func (d *decoder) parseAdvertisers() {
 		}
 		d.advertisers = append(d.advertisers, advertiser{name: string(name), low: low})
 	})
+}
+
+// parseOffer reads offer i of advertiser name at the scanner's position and returns its price;
+// false (with d.advErr or the scanner's error set) when it is not a valid offer.
+func (d *decoder) parseOffer(name []byte, i int) (int64, bool) {
+	s := &d.s
+	if s.kindAt() != '{' {
+		d.advErr = invalid(ReasonInvalidOffer, "advertiser %q offer %d is not an object", name, i)
+		s.skipValue()
+		return 0, false
+	}
+	var cents []byte
+	centsKind := byte(0)
+	var offerKeys keySet
+	s.object(func(key []byte, esc bool) {
+		k := unescapeKey(key, esc)
+		if offerKeys.add(k) {
+			d.dup("an offer", k)
+		}
+		if string(k) != "eurocents" {
+			s.skipValue()
+			return
+		}
+		centsKind = s.kindAt()
+		if centsKind == '0' {
+			cents = s.number()
+		} else {
+			s.skipValue()
+		}
+	})
+	if s.err != nil || d.advErr != nil {
+		return 0, false
+	}
+	if centsKind != '0' || !isIntegerLiteral(cents) {
+		d.advErr = invalid(ReasonInvalidEurocents, "advertiser %q offer %d: eurocents is not an integer", name, i)
+		return 0, false
+	}
+	v, verr := checkEurocents(name, i, cents)
+	if verr != nil {
+		d.advErr = verr
+		return 0, false
+	}
+	return v, true
 }
 
 // verdict is a valid record's facts, before they become a Processed or its JSON.
@@ -360,18 +371,19 @@ func (d *decoder) result(p *Processed) error {
 	return nil
 }
 
-// checkEurocents judges an integer literal as a price: positive, and exact as a Redis score.
-func checkEurocents(name string, i int, cents []byte) *ValidationError {
+// checkEurocents judges an integer literal as a price — positive, and exact as a Redis score —
+// and returns it.
+func checkEurocents(name []byte, i int, cents []byte) (int64, *ValidationError) {
 	v, err := strconv.ParseInt(string(cents), 10, 64)
 	switch {
 	case err != nil && len(cents) > 0 && cents[0] == '-':
-		return invalid(ReasonNonPositiveEurocent, "advertiser %q offer %d: eurocents %s is not positive", name, i, cents)
+		return 0, invalid(ReasonNonPositiveEurocent, "advertiser %q offer %d: eurocents %s is not positive", name, i, cents)
 	case err != nil || v > MaxExactEurocents:
-		return invalid(ReasonEurocentsRange, "advertiser %q offer %d: eurocents %s is above %d, the largest price kept exactly", name, i, cents, int64(MaxExactEurocents))
+		return 0, invalid(ReasonEurocentsRange, "advertiser %q offer %d: eurocents %s is above %d, the largest price kept exactly", name, i, cents, int64(MaxExactEurocents))
 	case v <= 0:
-		return invalid(ReasonNonPositiveEurocent, "advertiser %q offer %d: eurocents %d is not positive", name, i, v)
+		return 0, invalid(ReasonNonPositiveEurocent, "advertiser %q offer %d: eurocents %d is not positive", name, i, v)
 	}
-	return nil
+	return v, nil
 }
 
 func isIntegerLiteral(b []byte) bool {

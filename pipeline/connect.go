@@ -64,6 +64,12 @@ func (p *pipeline) connect(ctx context.Context) error {
 	if !cfg.Enabled(config.StageAggregator) && !cfg.Enabled(config.StageAPI) {
 		return nil
 	}
+	return p.connectRedis(ctx)
+}
+
+// connectRedis starts or reaches Redis and makes the view.
+func (p *pipeline) connectRedis(ctx context.Context) error {
+	cfg := p.cfg
 	var opt rueidis.ClientOption
 	explain := func(err error) error { return err }
 	if cfg.EmbeddedRedis() {
@@ -82,7 +88,7 @@ func (p *pipeline) connect(ctx context.Context) error {
 		opt, explain = rt.Option(), rt.Explain
 	}
 	var client rueidis.Client
-	err = p.retry(ctx, "redis", "connect to redis", func() error {
+	err := p.retry(ctx, "redis", "connect to redis", func() error {
 		c, err := rueidis.NewClient(opt)
 		if err != nil {
 			return explain(fmt.Errorf("connect to redis %v: %w", opt.InitAddress, err))

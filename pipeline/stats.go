@@ -289,25 +289,7 @@ func (w *lagWatch) poll(ctx context.Context) (map[string]map[string]int64, map[s
 	stalled := map[string]string{}
 	for _, e := range entries {
 		if e.unread {
-			t := probeTarget{topic: e.key.topic, partition: e.key.partition, from: e.from, end: e.end}
-			left, known := found[t]
-			switch {
-			case known && !left:
-				w.empty[e.key] = emptyMark{commit: e.from, end: e.end}
-				e.lag = 0
-			case e.idle < w.stallAfter:
-			case known:
-				stalled[e.key.String()] = fmt.Sprintf("%d records left to read from offset %d, no progress for %s",
-					e.lag, e.from, e.idle.Round(time.Second))
-			case err == nil:
-				stalled[e.key.String()] = fmt.Sprintf("no progress for %s at offset %d: the records after it are held by a transaction still open",
-					e.idle.Round(time.Second), e.from)
-			default:
-				// The probe failed: keep what the last reading said rather than guess.
-				if why, ok := w.stalled[e.key.String()]; ok {
-					stalled[e.key.String()] = why
-				}
-			}
+			e.lag = w.judge(e.key, e.lag, e.from, e.end, e.idle, found, err != nil, stalled)
 		}
 		part := strconv.Itoa(int(e.key.partition))
 		w.metrics.Lag.WithLabelValues(e.key.group, e.key.topic, part).Set(float64(e.lag))
@@ -318,6 +300,31 @@ func (w *lagWatch) poll(ctx context.Context) (map[string]map[string]int64, map[s
 	}
 	w.stalled = stalled
 	return byTopic, stalled
+}
+
+// judge turns what the probe found for a partition that has not moved into its lag (0 when no
+// record is left) and, past stallAfter, a stall in stalled. probeFailed keeps the last reading's
+// stall rather than guessing.
+func (w *lagWatch) judge(key partitionKey, lag, from, end int64, idle time.Duration, found map[probeTarget]bool,
+	probeFailed bool, stalled map[string]string) int64 {
+	left, known := found[probeTarget{topic: key.topic, partition: key.partition, from: from, end: end}]
+	switch {
+	case known && !left:
+		w.empty[key] = emptyMark{commit: from, end: end}
+		return 0
+	case idle < w.stallAfter:
+	case known:
+		stalled[key.String()] = fmt.Sprintf("%d records left to read from offset %d, no progress for %s",
+			lag, from, idle.Round(time.Second))
+	case !probeFailed:
+		stalled[key.String()] = fmt.Sprintf("no progress for %s at offset %d: the records after it are held by a transaction still open",
+			idle.Round(time.Second), from)
+	default:
+		if why, ok := w.stalled[key.String()]; ok {
+			stalled[key.String()] = why
+		}
+	}
+	return lag
 }
 
 // read asks the probe which targets hold a committed record.

@@ -170,34 +170,9 @@ func (a *Aggregator) consume(ctx context.Context) error {
 		records := fetches.Records()
 		switch {
 		case len(records) > 0:
-			for len(records) > 0 {
-				// Fold while the previous batch is still being applied: Go and Redis work in
-				// parallel. A fold stops at the batch byte budget; the rest makes the next batch.
-				f := a.fold(records)
-				if pending != nil {
-					ok, err := a.settle(ctx, cl, pending)
-					pending = nil
-					if err != nil {
-						return err
-					}
-					if !ok {
-						if ctx.Err() != nil {
-							return nil
-						}
-						continue // the offsets changed under the fold: fold again
-					}
-				}
-				run := records[:f.used]
-				records = records[f.used:]
-				if err := a.deadLetterUndecodable(ctx, f.undecodable); err != nil {
-					if ctx.Err() != nil {
-						return nil // draining: nothing of the run was applied, it is read again
-					}
-					return err
-				}
-				if !f.batch.Empty() {
-					pending = a.start(ctx, f, run)
-				}
+			var err error
+			if pending, err = a.foldAndStart(ctx, cl, records, pending); err != nil {
+				return err
 			}
 		case pending != nil:
 			_, err := a.settle(ctx, cl, pending)
@@ -213,6 +188,37 @@ func (a *Aggregator) consume(ctx context.Context) error {
 		}
 		cl.AllowRebalance()
 	}
+}
+
+// foldAndStart folds records batch by batch (a fold stops at the byte budget) while the previous
+// batch is still being applied — Go and Redis work in parallel — settles that one, and starts
+// applying the new one. It returns the batch now in flight; nil error with ctx ended is a drain.
+func (a *Aggregator) foldAndStart(ctx context.Context, cl *kgo.Client, records []*kgo.Record, pending *inflight) (*inflight, error) {
+	for len(records) > 0 {
+		f := a.fold(records)
+		if pending != nil {
+			ok, err := a.settle(ctx, cl, pending)
+			pending = nil
+			if err != nil || ctx.Err() != nil {
+				return nil, err
+			}
+			if !ok {
+				continue // the offsets changed under the fold: fold again
+			}
+		}
+		run := records[:f.used]
+		records = records[f.used:]
+		if err := a.deadLetterUndecodable(ctx, f.undecodable); err != nil {
+			if ctx.Err() != nil {
+				return nil, nil // draining: nothing of the run was applied, it is read again
+			}
+			return nil, err
+		}
+		if !f.batch.Empty() {
+			pending = a.start(ctx, f, run)
+		}
+	}
+	return pending, nil
 }
 
 // Idle-time checks: an aggregator with nothing to read still notices within verifyInterval that

@@ -231,20 +231,32 @@ func (t *Transformer) session(ctx context.Context, committed func()) error {
 			committed()
 			continue
 		}
-		for p, pa := range plan.pause {
-			sess.Client().PauseFetchPartitions(map[string][]int32{t.cfg.RawTopic: {p}})
-			t.log.Error("transformer: partition stopped: the dead letter of a record cannot be written; retrying later",
-				zap.String("topic", t.cfg.RawTopic), zap.Int32("partition", p), zap.Int64("offset", pa.at.offset),
-				zap.Duration("retry_in", pa.backoff), zap.Error(pa.err))
+		if !t.followPlan(ctx, sess.Client(), plan, backoff) {
+			return nil
 		}
 		if plan.wait {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(backoff):
-			}
 			backoff = min(2*backoff, abortBackoffMx)
 		}
+	}
+}
+
+// followPlan stops the partitions an aborted transaction says must stop and, after an outage,
+// waits backoff. It reports false when ctx ended meanwhile.
+func (t *Transformer) followPlan(ctx context.Context, cl *kgo.Client, plan abortPlan, backoff time.Duration) bool {
+	for p, pa := range plan.pause {
+		cl.PauseFetchPartitions(map[string][]int32{t.cfg.RawTopic: {p}})
+		t.log.Error("transformer: partition stopped: the dead letter of a record cannot be written; retrying later",
+			zap.String("topic", t.cfg.RawTopic), zap.Int32("partition", p), zap.Int64("offset", pa.at.offset),
+			zap.Duration("retry_in", pa.backoff), zap.Error(pa.err))
+	}
+	if !plan.wait {
+		return true
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(backoff):
+		return true
 	}
 }
 
@@ -301,28 +313,38 @@ func (t *Transformer) transformBatch(ctx context.Context, sess *kgo.GroupTransac
 	if !committed {
 		// A failed produce or a rebalance: the session rewinds to the last commit and the batch is
 		// read again, by us or by the partition's new owner.
-		t.aborted.Add(1)
-		plan := t.iso.aborted(fetches.NumRecords(), failed, time.Now())
-		if plan.explain == "" {
-			plan.explain = "the group rebalanced or refused the commit"
-		}
-		t.lastAbort.Store(&plan.explain)
-		inRow := t.abortsInRow.Add(1)
-		// At most a line a second: narrowing down can abort a transaction per record.
-		if (inRow == abortsProblem || len(failed) > 0) && time.Since(t.lastAbortLog) >= time.Second {
-			t.log.Warn("transformer: transaction aborted; the batch is read again", zap.Int("records", fetches.NumRecords()),
-				zap.Int("failed_records", len(failed)), zap.Int64("aborted_in_a_row", inRow),
-				zap.Int("next_poll_size", t.iso.pollSize()), zap.String("cause", plan.explain))
-			t.lastAbortLog = time.Now()
-		}
-		return plan, false, nil
+		return t.abortedBatch(fetches.NumRecords(), failed), false, nil
 	}
+	t.committedBatch(fetches, n, dl, reasons, time.Since(start))
+	return abortPlan{}, true, nil
+}
+
+// abortedBatch learns from an aborted transaction of n records and says what to do next.
+func (t *Transformer) abortedBatch(n int, failed []failure) abortPlan {
+	t.aborted.Add(1)
+	plan := t.iso.aborted(n, failed, time.Now())
+	if plan.explain == "" {
+		plan.explain = "the group rebalanced or refused the commit"
+	}
+	t.lastAbort.Store(&plan.explain)
+	inRow := t.abortsInRow.Add(1)
+	// At most a line a second: narrowing down can abort a transaction per record.
+	if (inRow == abortsProblem || len(failed) > 0) && time.Since(t.lastAbortLog) >= time.Second {
+		t.log.Warn("transformer: transaction aborted; the batch is read again", zap.Int("records", n),
+			zap.Int("failed_records", len(failed)), zap.Int64("aborted_in_a_row", inRow),
+			zap.Int("next_poll_size", t.iso.pollSize()), zap.String("cause", plan.explain))
+		t.lastAbortLog = time.Now()
+	}
+	return plan
+}
+
+// committedBatch records a committed transaction: n processed records, dl dead letters.
+func (t *Transformer) committedBatch(fetches kgo.Fetches, n, dl int64, reasons map[event.Reason]int64, took time.Duration) {
 	t.abortsInRow.Store(0)
 	t.consumed.Add(n + dl)
 	t.produced.Add(n)
 	t.deadLettered.Add(dl)
-	isolated := reasons[event.ReasonPoison] + reasons[event.ReasonProcessedTooLarge]
-	t.isolated.Add(isolated)
+	t.isolated.Add(reasons[event.ReasonPoison] + reasons[event.ReasonProcessedTooLarge])
 	if len(reasons) > 0 {
 		t.reasonMu.Lock()
 		for r, k := range reasons {
@@ -336,9 +358,8 @@ func (t *Transformer) transformBatch(ctx context.Context, sess *kgo.GroupTransac
 	}
 	t.iso.committed(positions)
 	if t.cfg.OnBatch != nil {
-		t.cfg.OnBatch(int(n+dl), time.Since(start))
+		t.cfg.OnBatch(int(n+dl), took)
 	}
-	return abortPlan{}, true, nil
 }
 
 // transform returns the record to produce for r — its processed event, or its dead letter — and

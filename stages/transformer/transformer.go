@@ -206,18 +206,7 @@ func (t *Transformer) session(ctx context.Context, committed func()) error {
 			// Records polled but not transformed were never committed: the next owner reads them.
 			return nil
 		}
-		var errs []kgo.FetchError
-		for _, e := range fetches.Errors() {
-			if !errors.Is(e.Err, context.DeadlineExceeded) {
-				errs = append(errs, e)
-			}
-		}
-		t.fetchErrors.Add(int64(len(errs)))
-		if len(errs) > 0 && time.Since(lastWarn) > 5*time.Second {
-			lastWarn = time.Now()
-			t.log.Warn("fetch errors (the client retries)", zap.Int("n", len(errs)), zap.String("topic", errs[0].Topic),
-				zap.Int32("partition", errs[0].Partition), zap.Error(errs[0].Err))
-		}
+		t.countFetchErrors(fetches, &lastWarn)
 		if fetches.NumRecords() == 0 {
 			continue
 		}
@@ -237,6 +226,23 @@ func (t *Transformer) session(ctx context.Context, committed func()) error {
 		if plan.wait {
 			backoff = min(2*backoff, abortBackoffMx)
 		}
+	}
+}
+
+// countFetchErrors counts a poll's fetch errors (its own deadline aside) and logs them at most
+// every 5 s: the client retries them.
+func (t *Transformer) countFetchErrors(fetches kgo.Fetches, lastWarn *time.Time) {
+	var errs []kgo.FetchError
+	for _, e := range fetches.Errors() {
+		if !errors.Is(e.Err, context.DeadlineExceeded) {
+			errs = append(errs, e)
+		}
+	}
+	t.fetchErrors.Add(int64(len(errs)))
+	if len(errs) > 0 && time.Since(*lastWarn) > 5*time.Second {
+		*lastWarn = time.Now()
+		t.log.Warn("fetch errors (the client retries)", zap.Int("n", len(errs)), zap.String("topic", errs[0].Topic),
+			zap.Int32("partition", errs[0].Partition), zap.Error(errs[0].Err))
 	}
 }
 

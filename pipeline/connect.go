@@ -15,6 +15,7 @@ import (
 
 	"github.com/searchflow/searchflow/config"
 	"github.com/searchflow/searchflow/embedded"
+	"github.com/searchflow/searchflow/internal/backoff"
 	"github.com/searchflow/searchflow/transport"
 	"github.com/searchflow/searchflow/view"
 )
@@ -164,32 +165,30 @@ func (p *pipeline) createTopics(ctx context.Context, admin *kgo.Client) error {
 // that is still starting, or whose credentials an operator is fixing, is not a reason to exit.
 // Each failure is logged once per attempt and shown on /readyz under service.
 func (p *pipeline) retry(ctx context.Context, service, what string, fn func() error) error {
-	backoff := 200 * time.Millisecond
-	for attempt := 1; ; attempt++ {
+	err := backoff.Policy{First: 200 * time.Millisecond, Max: 5 * time.Second}.Retry(ctx, func() error {
 		// A client can sit on a refused login until its request's deadline even when ctx ends:
 		// wait for the attempt or for ctx, whichever comes first (closing the client ends it).
 		errc := make(chan error, 1)
 		go func() { errc <- fn() }()
-		var err error
 		select {
-		case err = <-errc:
+		case err := <-errc:
+			return err
 		case <-ctx.Done():
-			return fmt.Errorf("pipeline: %s: %w", what, ctx.Err())
+			return ctx.Err()
 		}
-		if err == nil {
-			p.setConnectProblem(service, "")
-			return nil
+	}, func(attempt int, err error, wait time.Duration) {
+		if ctx.Err() != nil {
+			return
 		}
 		p.setConnectProblem(service, fmt.Sprintf("%s: %v", what, err))
 		p.log.Warn("retrying: "+what, zap.String("service", service), zap.Int("attempt", attempt),
-			zap.Duration("backoff", backoff), zap.Error(err))
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("pipeline: %s: %w", what, err)
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
+			zap.Duration("backoff", wait), zap.Error(err))
+	})
+	if err != nil {
+		return fmt.Errorf("pipeline: %s: %w", what, err)
 	}
+	p.setConnectProblem(service, "")
+	return nil
 }
 
 func (p *pipeline) setConnectProblem(service, problem string) {

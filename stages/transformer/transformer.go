@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/searchflow/searchflow/event"
+	"github.com/searchflow/searchflow/internal/backoff"
 	"github.com/searchflow/searchflow/stages/deadletter"
 )
 
@@ -129,9 +130,9 @@ func (t *Transformer) Problem() string {
 // replaced by a new one after a capped backoff: its open transaction aborts and its records are
 // read again, so nothing is lost or doubled and the process does not crash-loop.
 func (t *Transformer) Run(ctx context.Context) error {
-	backoff := time.Second
+	wait := backoff.Policy{First: time.Second, Max: 30 * time.Second}.New()
 	for {
-		err := t.session(ctx, func() { backoff = time.Second })
+		err := t.session(ctx, wait.Reset)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -141,13 +142,11 @@ func (t *Transformer) Run(ctx context.Context) error {
 		}
 		msg := "transactional session failed: " + err.Error()
 		t.sessionProblem.Store(&msg)
-		t.log.Error("transformer: session failed; starting a new one", zap.Duration("backoff", backoff), zap.Error(err))
-		select {
-		case <-ctx.Done():
+		d := wait.Next()
+		t.log.Error("transformer: session failed; starting a new one", zap.Duration("backoff", d), zap.Error(err))
+		if !backoff.Wait(ctx, d) {
 			return nil
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 30*time.Second)
 	}
 }
 
@@ -193,7 +192,7 @@ func (t *Transformer) session(ctx context.Context, committed func()) error {
 	}
 
 	var lastWarn time.Time
-	backoff := abortBackoff
+	wait := backoff.Policy{First: abortBackoff, Max: abortBackoffMx}.New()
 	for {
 		if due := t.iso.due(time.Now()); len(due) > 0 {
 			t.log.Info("transformer: retrying stopped partitions", zap.String("topic", t.cfg.RawTopic), zap.Int32s("partitions", due))
@@ -216,15 +215,12 @@ func (t *Transformer) session(ctx context.Context, committed func()) error {
 		}
 		if ok {
 			t.sessionProblem.Store(nil)
-			backoff = abortBackoff
+			wait.Reset()
 			committed()
 			continue
 		}
-		if !t.followPlan(ctx, sess.Client(), plan, backoff) {
+		if !t.followPlan(ctx, sess.Client(), plan, wait) {
 			return nil
-		}
-		if plan.wait {
-			backoff = min(2*backoff, abortBackoffMx)
 		}
 	}
 }
@@ -247,23 +243,15 @@ func (t *Transformer) countFetchErrors(fetches kgo.Fetches, lastWarn *time.Time)
 }
 
 // followPlan stops the partitions an aborted transaction says must stop and, after an outage,
-// waits backoff. It reports false when ctx ended meanwhile.
-func (t *Transformer) followPlan(ctx context.Context, cl *kgo.Client, plan abortPlan, backoff time.Duration) bool {
+// waits the next step of wait. It reports false when ctx ended meanwhile.
+func (t *Transformer) followPlan(ctx context.Context, cl *kgo.Client, plan abortPlan, wait *backoff.Backoff) bool {
 	for p, pa := range plan.pause {
 		cl.PauseFetchPartitions(map[string][]int32{t.cfg.RawTopic: {p}})
 		t.log.Error("transformer: partition stopped: the dead letter of a record cannot be written; retrying later",
 			zap.String("topic", t.cfg.RawTopic), zap.Int32("partition", p), zap.Int64("offset", pa.at.offset),
 			zap.Duration("retry_in", pa.backoff), zap.Error(pa.err))
 	}
-	if !plan.wait {
-		return true
-	}
-	select {
-	case <-ctx.Done():
-		return false
-	case <-time.After(backoff):
-		return true
-	}
+	return !plan.wait || backoff.Wait(ctx, wait.Next())
 }
 
 // transformBatch runs one batch as one transaction. It reports whether the transaction

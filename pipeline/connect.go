@@ -23,7 +23,7 @@ import (
 // connect starts or reaches Kafka and Redis and creates missing topics. While a service does not
 // answer it retries with backoff, and /readyz says why (wrong credentials, an unknown CA, a
 // service away), naming the service.
-func (p *pipeline) connect(ctx context.Context) error {
+func (p *pipeline) connect(ctx context.Context, onKafka func([]string)) error {
 	cfg := p.cfg
 	brokers := cfg.KafkaBrokers
 	if cfg.EmbeddedKafka() {
@@ -33,6 +33,9 @@ func (p *pipeline) connect(ctx context.Context) error {
 		}
 		p.closers = append(p.closers, k.Close)
 		brokers = []string{k.Addr()}
+	}
+	if onKafka != nil {
+		onKafka(brokers)
 	}
 	kt, err := transport.NewKafka(cfg.KafkaSASL, cfg.KafkaTLS)
 	if err != nil {

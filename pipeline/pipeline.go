@@ -40,6 +40,9 @@ type Options struct {
 	// OnListening, if set, is called with the API's and the admin server's listen addresses (""
 	// for one that does not run) as soon as they listen, before Kafka and Redis are reached.
 	OnListening func(httpAddr, adminAddr string)
+	// OnKafka, if set, is called with the seed brokers once they are known: for a test, the
+	// embedded broker's address when it listens on port 0.
+	OnKafka func(brokers []string)
 	// OnReady, if set, is called with the API's listen address once Kafka and Redis answer and
 	// the API serves the view.
 	OnReady func(httpAddr string)
@@ -64,7 +67,7 @@ func RunWith(ctx context.Context, cfg config.Config, log *zap.Logger, opts Optio
 	}
 	p.startServers(opts)
 	defer p.stopServers()
-	if err := p.connect(ctx); err != nil {
+	if err := p.connect(ctx, opts.OnKafka); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while waiting for the services
 		}

@@ -3,7 +3,7 @@ BINARY ?= searchflow
 GO     ?= go
 IMAGE  ?= searchflow:latest
 
-.PHONY: build run test lint docker bench bench-api clean test-deps
+.PHONY: build run test lint docker bench bench-api bench-cpu clean test-deps
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BINARY) .
@@ -40,6 +40,11 @@ clean:
 # End-to-end benchmark against the broker's own ceiling; BENCH_EVENTS (default 1,000,000).
 bench:
 	$(GO) run ./cmd/bench -out bench-results.json
+
+# CPU per event of the real binary draining a filled raw topic into Redis; BENCH_EVENTS (default
+# 300,000), median of BENCH_CPU_RUNS (default 3).
+bench-cpu:
+	$(GO) run ./cmd/bench -cpu -out bench-cpu-results.json
 
 # HTTP API under load (wrk when installed, else a Go load generator); BENCH_API_USERS (default 1,000,000).
 bench-api:

@@ -141,29 +141,38 @@ func (p *pipeline) stages() ([]Stage, error) {
 		}, cl, p.log.With(zap.String("stage", "generator"))))
 	}
 	if cfg.Enabled(config.StageTransformer) {
-		t := transformer.New(transformer.Config{
-			RawTopic: cfg.RawTopic, ProcessedTopic: cfg.ProcessedTopic, DeadLetterTopic: cfg.DeadLetterTopic,
-			Group: cfg.ConsumerGroup + "-transformer", BatchMaxRecords: cfg.BatchMaxRecords, Limits: limits(cfg.Limits),
-			OnBatch: func(n int, took time.Duration) { p.metrics.ObserveBatch("transformer", n, took) },
-		}, p.clientOpts("transformer"), p.log.With(zap.String("stage", "transformer")))
+		tc := TransformerConfig(cfg)
+		tc.OnBatch = func(n int, took time.Duration) { p.metrics.ObserveBatch("transformer", n, took) }
+		t := transformer.New(tc, p.clientOpts("transformer"), p.log.With(zap.String("stage", "transformer")))
 		p.setProblem(t.Name(), t.Problem)
 		out = append(out, t)
 	}
 	if cfg.Enabled(config.StageAggregator) {
-		a := aggregator.New(aggregator.Config{
-			Topic: cfg.ProcessedTopic, Group: cfg.ConsumerGroup + "-aggregator", DeadLetterTopic: cfg.DeadLetterTopic,
-			BatchMaxRecords: cfg.BatchMaxRecords,
-			OnApplied: func(recs []*kgo.Record, landed time.Time, took time.Duration) {
-				p.metrics.ObserveBatch("aggregator", len(recs), took)
-				for _, r := range recs {
-					p.metrics.EndToEnd.Observe(landed.Sub(r.Timestamp).Seconds())
-				}
-			},
-		}, p.clientOpts("aggregator"), p.view, p.log.With(zap.String("stage", "aggregator")))
+		ac := AggregatorConfig(cfg)
+		ac.OnApplied = func(recs []*kgo.Record, landed time.Time, took time.Duration) {
+			p.metrics.ObserveBatch("aggregator", len(recs), took)
+			for _, r := range recs {
+				p.metrics.EndToEnd.Observe(landed.Sub(r.Timestamp).Seconds())
+			}
+		}
+		a := aggregator.New(ac, p.clientOpts("aggregator"), p.view, p.log.With(zap.String("stage", "aggregator")))
 		p.setProblem(a.Name(), a.Problem)
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// TransformerConfig is the transformer's slice of cfg, as the daemon runs it (the benchmark
+// builds its stages with it too).
+func TransformerConfig(cfg config.Config) transformer.Config {
+	return transformer.Config{RawTopic: cfg.RawTopic, ProcessedTopic: cfg.ProcessedTopic, DeadLetterTopic: cfg.DeadLetterTopic,
+		Group: cfg.ConsumerGroup + "-transformer", BatchMaxRecords: cfg.BatchMaxRecords, Limits: limits(cfg.Limits)}
+}
+
+// AggregatorConfig is the aggregator's slice of cfg, as the daemon runs it.
+func AggregatorConfig(cfg config.Config) aggregator.Config {
+	return aggregator.Config{Topic: cfg.ProcessedTopic, Group: cfg.ConsumerGroup + "-aggregator",
+		DeadLetterTopic: cfg.DeadLetterTopic, BatchMaxRecords: cfg.BatchMaxRecords}
 }
 
 // limits are the event limits the MAX_* variables set.

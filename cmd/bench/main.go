@@ -4,6 +4,9 @@
 // latency from generation to visibility in Redis at a fixed rate. It prints a table and writes
 // bench-results.json. Run it with `make bench`; see README "Performance".
 //
+// With -cpu it measures the CPU time per event of the real binary draining a filled raw topic
+// into a real redis-server, median of BENCH_CPU_RUNS runs (`make bench-cpu`).
+//
 // With -api it measures the HTTP API instead (`make bench-api`): it fills a real redis-server
 // with BENCH_API_USERS users (default 1,000,000), serves the API in process and drives
 // /advertisers and /users?limit=100 with 64 connections — with wrk when it is installed, else with
@@ -32,7 +35,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
+	"github.com/searchflow/searchflow/config"
 	"github.com/searchflow/searchflow/internal/redistest"
+	"github.com/searchflow/searchflow/pipeline"
 	"github.com/searchflow/searchflow/stages/aggregator"
 	"github.com/searchflow/searchflow/stages/generator"
 	"github.com/searchflow/searchflow/stages/transformer"
@@ -96,7 +101,11 @@ func run() error {
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the profiled phase (or of the whole -api run) here")
 	profilePhase := flag.String("profile-phase", "e2e", "phase the CPU profile covers: transformer, aggregator or e2e")
 	api := flag.Bool("api", false, "benchmark the HTTP API instead (make bench-api)")
+	cpu := flag.Bool("cpu", false, "measure the real binary's CPU per event instead (make bench-cpu)")
 	flag.Parse()
+	if *cpu {
+		return runCPU(*out)
+	}
 	if *api {
 		if *cpuProfile != "" {
 			f, err := os.Create(*cpuProfile)
@@ -395,21 +404,35 @@ func (b *bench) stages(name, raw, processed string, n int64, withT, withA bool, 
 	if err := b.createTopics(processed, "dlq_"+name); err != nil {
 		return 0, err
 	}
+	cfg, err := b.config(name, raw, processed)
+	if err != nil {
+		return 0, err
+	}
 	opts := []kgo.Opt{kgo.SeedBrokers(b.addr)}
 	ctx, cancel := context.WithCancel(b.ctx)
-	defer cancel()
 	errs := make(chan error, 2)
+	running := 0
+	// Every stage of the phase has returned before the next phase starts (and before latency
+	// reads what onApplied collected).
+	defer func() {
+		cancel()
+		for ; running > 0; running-- {
+			<-errs
+		}
+	}()
 	var t *transformer.Transformer
 	var a *aggregator.Aggregator
 	start := time.Now()
 	if withT {
-		t = transformer.New(transformer.Config{RawTopic: raw, ProcessedTopic: processed, DeadLetterTopic: "dlq_" + name,
-			Group: "bench-" + name + "-transformer", BatchMaxRecords: b.batch}, opts, b.log)
+		t = transformer.New(pipeline.TransformerConfig(cfg), opts, b.log)
+		running++
 		go func() { errs <- t.Run(ctx) }()
 	}
 	if withA {
-		a = aggregator.New(aggregator.Config{Topic: processed, Group: "bench-" + name + "-aggregator",
-			BatchMaxRecords: b.batch, OnApplied: onApplied}, opts, b.view, b.log)
+		ac := pipeline.AggregatorConfig(cfg)
+		ac.OnApplied = onApplied
+		a = aggregator.New(ac, opts, b.view, b.log)
+		running++
 		go func() { errs <- a.Run(ctx) }()
 	}
 	done := func() bool {
@@ -421,6 +444,7 @@ func (b *bench) stages(name, raw, processed string, n int64, withT, withA bool, 
 	for !done() {
 		select {
 		case err := <-errs:
+			running--
 			return 0, fmt.Errorf("%s: stage stopped: %v", name, err)
 		case <-time.After(5 * time.Millisecond):
 		}
@@ -428,9 +452,23 @@ func (b *bench) stages(name, raw, processed string, n int64, withT, withA bool, 
 			return 0, fmt.Errorf("%s: not done after 10 minutes", name)
 		}
 	}
-	elapsed := time.Since(start)
-	cancel()
-	return float64(n) / elapsed.Seconds(), nil
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// config is the daemon's configuration for one phase: its topics and consumer groups, every
+// other setting at its default, so the stages run as the daemon runs them.
+func (b *bench) config(name, raw, processed string) (config.Config, error) {
+	if raw == "" {
+		raw = "unused_raw"
+	}
+	env := map[string]string{"KAFKA_BROKERS": b.addr, "REDIS_ADDR": "127.0.0.1:1", "RAW_TOPIC": raw,
+		"PROCESSED_TOPIC": processed, "DEAD_LETTER_TOPIC": "dlq_" + name, "CONSUMER_GROUP": "bench-" + name,
+		"BATCH_MAX_RECORDS": strconv.Itoa(b.batch)}
+	cfg, err := config.Load(func(k string) string { return env[k] })
+	if err != nil {
+		return cfg, fmt.Errorf("bench: configuration of %s: %w", name, err)
+	}
+	return cfg, nil
 }
 
 // latency runs generator, transformer and aggregator together at a fixed rate and returns, for

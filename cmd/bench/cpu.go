@@ -1,0 +1,302 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/searchflow/searchflow/internal/redistest"
+)
+
+// CPU per event of the real binary (`make bench-cpu`): the generator fills the raw topic of a
+// persisted embedded broker in a first process; a second process, with the transformer, the
+// aggregator and the API against a real redis-server, drains it into Redis while its CPU time
+// (and redis-server's) is read from /proc — from the moment its embedded broker has loaded the
+// log to the moment the aggregator applied the last event. CPU time is far steadier than throughput on a shared
+// machine; the median of BENCH_CPU_RUNS runs is reported.
+
+// CPUResults is what bench-cpu-results.json holds.
+type CPUResults struct {
+	Events            int       `json:"events"`
+	Runs              []CPURun  `json:"runs"`
+	MedianProcessUS   float64   `json:"median_process_us_per_event"`
+	MedianRedisUS     float64   `json:"median_redis_us_per_event"`
+	MedianEventsPerS  float64   `json:"median_events_per_sec"`
+	GoVersion         string    `json:"go_version"`
+	Date              time.Time `json:"date"`
+	GeneratorUsers    int       `json:"generator_users"`
+	GeneratorHotels   int       `json:"generator_hotels"`
+	SearchflowVersion string    `json:"searchflow_commit,omitempty"`
+}
+
+// CPURun is one drain of the raw topic.
+type CPURun struct {
+	ProcessUS   float64 `json:"process_us_per_event"`
+	RedisUS     float64 `json:"redis_us_per_event"`
+	EventsPerS  float64 `json:"events_per_sec"`
+	WallSeconds float64 `json:"wall_seconds"`
+}
+
+func runCPU(out string) error {
+	events, err := envInt("BENCH_EVENTS", 300_000)
+	if err != nil {
+		return err
+	}
+	runs, err := envInt("BENCH_CPU_RUNS", 3)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "searchflow-bench-cpu")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	bin := filepath.Join(tmp, "searchflow")
+	build := exec.Command("go", "build", "-trimpath", "-o", bin, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("build searchflow: %w", err)
+	}
+	res := CPUResults{Events: events, GoVersion: runtime.Version(), Date: time.Now().UTC(), GeneratorUsers: 10_000, GeneratorHotels: 1000}
+	if commit, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
+		res.SearchflowVersion = strings.TrimSpace(string(commit))
+	}
+	for i := 0; i < runs; i++ {
+		r, err := cpuRun(bin, filepath.Join(tmp, fmt.Sprintf("run%d", i)), events)
+		if err != nil {
+			return fmt.Errorf("run %d: %w", i+1, err)
+		}
+		fmt.Fprintf(os.Stderr, "bench: run %d: searchflow %.2f µs/event, redis-server %.2f µs/event, %.0f events/s\n",
+			i+1, r.ProcessUS, r.RedisUS, r.EventsPerS)
+		res.Runs = append(res.Runs, r)
+	}
+	median := func(get func(CPURun) float64) float64 {
+		v := make([]float64, len(res.Runs))
+		for i, r := range res.Runs {
+			v[i] = get(r)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	res.MedianProcessUS = median(func(r CPURun) float64 { return r.ProcessUS })
+	res.MedianRedisUS = median(func(r CPURun) float64 { return r.RedisUS })
+	res.MedianEventsPerS = median(func(r CPURun) float64 { return r.EventsPerS })
+	fmt.Printf("searchflow CPU per event (real binary, %d events, median of %d runs)\n", events, runs)
+	fmt.Printf("  searchflow process (transformer + aggregator + embedded broker + API): %.2f µs\n", res.MedianProcessUS)
+	fmt.Printf("  redis-server:                                                          %.2f µs\n", res.MedianRedisUS)
+	fmt.Printf("  throughput:                                                            %.0f events/s\n", res.MedianEventsPerS)
+	b, _ := json.MarshalIndent(res, "", "  ")
+	return os.WriteFile(out, append(b, '\n'), 0o644)
+}
+
+// cpuRun fills a fresh raw topic with events, then drains it and measures.
+func cpuRun(bin, dataDir string, events int) (CPURun, error) {
+	env := []string{"DATA_DIR=" + dataDir, "EMBEDDED_KAFKA_ADDR=127.0.0.1:0", "HTTP_ADDR=127.0.0.1:0", "LOG_LEVEL=info",
+		"GENERATOR_RATE=0", "GENERATOR_MAX_EVENTS=" + strconv.Itoa(events)}
+	gen, err := startDaemon(bin, append(env, "STAGES=generator"))
+	if err != nil {
+		return CPURun{}, err
+	}
+	_, err = gen.waitLog("generator reached GENERATOR_MAX_EVENTS", 10*time.Minute)
+	if stopErr := gen.stop(); err == nil {
+		err = stopErr
+	}
+	if err != nil {
+		return CPURun{}, fmt.Errorf("fill the raw topic: %w", err)
+	}
+
+	redis, err := redistest.Run()
+	if err != nil {
+		return CPURun{}, err
+	}
+	defer redis.Stop()
+	d, err := startDaemon(bin, append(env, "STAGES=transformer,aggregator,api", "REDIS_ADDR="+redis.Addr))
+	if err != nil {
+		return CPURun{}, err
+	}
+	defer func() { _ = d.stop() }()
+	line, err := d.waitLog("api server listening", time.Minute)
+	if err != nil {
+		return CPURun{}, err
+	}
+	// From here on the process works on the events: the embedded broker has loaded its log.
+	if _, err := d.waitLog("embedded kafka broker started", time.Minute); err != nil {
+		return CPURun{}, err
+	}
+	procCPU0, err := cpuSeconds(d.cmd.Process.Pid)
+	if err != nil {
+		return CPURun{}, err
+	}
+	var listening struct{ Addr string }
+	if err := json.Unmarshal([]byte(line), &listening); err != nil {
+		return CPURun{}, fmt.Errorf("read the API's address from %q: %w", line, err)
+	}
+	redisPid, err := serverPid(redis.Addr)
+	if err != nil {
+		return CPURun{}, err
+	}
+	redisCPU0, err := cpuSeconds(redisPid)
+	if err != nil {
+		return CPURun{}, err
+	}
+	start := time.Now()
+	if err := waitApplied("http://"+listening.Addr, int64(events), 10*time.Minute); err != nil {
+		return CPURun{}, err
+	}
+	wall := time.Since(start)
+	procCPU, err := cpuSeconds(d.cmd.Process.Pid)
+	if err != nil {
+		return CPURun{}, err
+	}
+	redisCPU, err := cpuSeconds(redisPid)
+	if err != nil {
+		return CPURun{}, err
+	}
+	return CPURun{ProcessUS: (procCPU - procCPU0) / float64(events) * 1e6, RedisUS: (redisCPU - redisCPU0) / float64(events) * 1e6,
+		EventsPerS: float64(events) / wall.Seconds(), WallSeconds: wall.Seconds()}, nil
+}
+
+// daemon is one searchflow process whose log lines can be waited for.
+type daemon struct {
+	cmd   *exec.Cmd
+	lines chan string
+	done  chan error
+}
+
+func startDaemon(bin string, env []string) (*daemon, error) {
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	d := &daemon{cmd: cmd, lines: make(chan string, 1024), done: make(chan error, 1)}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			select {
+			case d.lines <- sc.Text():
+			default: // nobody waits for this line
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+		d.done <- cmd.Wait()
+	}()
+	return d, nil
+}
+
+// waitLog returns the first log line holding msg.
+func (d *daemon) waitLog(msg string, within time.Duration) (string, error) {
+	timeout := time.After(within)
+	for {
+		select {
+		case line := <-d.lines:
+			if strings.Contains(line, msg) {
+				return line, nil
+			}
+		case err := <-d.done:
+			d.done <- err
+			return "", fmt.Errorf("searchflow exited (%v) before logging %q", err, msg)
+		case <-timeout:
+			return "", fmt.Errorf("searchflow did not log %q within %s", msg, within)
+		}
+	}
+}
+
+// stop sends SIGTERM and waits for the drain.
+func (d *daemon) stop() error {
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-d.done:
+		d.done <- err
+		return err
+	case <-time.After(time.Minute):
+		_ = d.cmd.Process.Kill()
+		return errors.New("searchflow did not stop within a minute")
+	}
+}
+
+// waitApplied polls /stats until the aggregator applied n events.
+func waitApplied(base string, n int64, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	for {
+		var st struct {
+			Stages map[string]struct {
+				Totals map[string]int64 `json:"totals"`
+			} `json:"stages"`
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/stats", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+		}
+		if err == nil && st.Stages["aggregator"].Totals["applied"] >= n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the aggregator did not apply %d events within %s", n, within)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// serverPid asks a redis-server for its process id.
+func serverPid(addr string) (int, error) {
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true})
+	if err != nil {
+		return 0, fmt.Errorf("connect redis %s: %w", addr, err)
+	}
+	defer c.Close()
+	info, err := c.Do(context.Background(), c.B().Info().Section("server").Build()).ToString()
+	if err != nil {
+		return 0, fmt.Errorf("redis INFO: %w", err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
+			return strconv.Atoi(v)
+		}
+	}
+	return 0, errors.New("redis INFO has no process_id")
+}
+
+// cpuSeconds is a process's user and system CPU time so far, from /proc.
+func cpuSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read the CPU time of pid %d: %w", pid, err)
+	}
+	// The command name (field 2) may hold spaces; the fields after it follow its closing ')'.
+	fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: too few fields", pid)
+	}
+	utime, err1 := strconv.ParseFloat(fields[11], 64)
+	stime, err2 := strconv.ParseFloat(fields[12], 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	const ticksPerSecond = 100 // USER_HZ, 100 on Linux
+	return (utime + stime) / ticksPerSecond, nil
+}

@@ -74,6 +74,7 @@ type Transformer struct {
 	reasonMu                                                         sync.Mutex
 	reasons                                                          map[string]int64 // dead letters by reason
 	lastAbortLog                                                     time.Time        // owned by the session goroutine
+	failures                                                         failureLog       // the current transaction's failed records
 }
 
 // New returns a transformer whose clients start from kafkaOpts (seed brokers, logger).
@@ -84,8 +85,10 @@ func New(cfg Config, kafkaOpts []kgo.Opt, log *zap.Logger) *Transformer {
 	if cfg.Limits == (event.Limits{}) {
 		cfg.Limits = event.DefaultLimits()
 	}
-	return &Transformer{cfg: cfg, kafkaOpts: kafkaOpts, log: log, reasons: map[string]int64{},
+	t := &Transformer{cfg: cfg, kafkaOpts: kafkaOpts, log: log, reasons: map[string]int64{},
 		iso: newIsolator(cfg.BatchMaxRecords)}
+	t.failures.deadLetterTopic = cfg.DeadLetterTopic
+	return t
 }
 
 // Name implements the pipeline's stage.
@@ -179,6 +182,7 @@ func (t *Transformer) session(ctx context.Context, committed func()) error {
 		kgo.ProducerBatchMaxBytes(maxBatchBytes),
 		kgo.OnPartitionsRevoked(forget),
 		kgo.OnPartitionsLost(forget),
+		kgo.WithHooks(&t.failures),
 	}, t.kafkaOpts...)
 	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
@@ -262,23 +266,18 @@ func (t *Transformer) transformBatch(ctx context.Context, sess *kgo.GroupTransac
 	}
 	// Finish the batch even when a drain begins meanwhile; only the client's own timeouts bound it.
 	work := context.WithoutCancel(ctx)
-	var (
-		failMu   sync.Mutex
-		failures []failure
-		n, dl    int64
-	)
-	promise := func(r *kgo.Record, err error) {
-		if err == nil {
-			return
-		}
-		from, _ := sourceOf(r)
-		failMu.Lock()
-		failures = append(failures, failure{from: from, deadLetter: r.Topic == t.cfg.DeadLetterTopic, err: err})
-		failMu.Unlock()
-	}
+	// The first failed record aborts what is still buffered (franz-go's aborting promise) and
+	// stops this batch's producing: the transaction cannot commit any more. Which records failed,
+	// and how, comes from the failures hook, for isolate.go to read the abort.
+	first := kgo.AbortingFirstErrPromise(sess.Client())
+	t.failures.reset()
+	var n, dl int64
 	start := time.Now()
 	reasons := map[event.Reason]int64{}
 	fetches.EachRecord(func(r *kgo.Record) {
+		if t.failures.any() {
+			return
+		}
 		out, reason := t.transform(r)
 		if reason != "" {
 			dl++
@@ -286,18 +285,13 @@ func (t *Transformer) transformBatch(ctx context.Context, sess *kgo.GroupTransac
 		} else {
 			n++
 		}
-		sess.Produce(work, out, promise)
+		sess.Produce(work, out, first.Promise())
 	})
-	if err := sess.Client().Flush(work); err != nil {
-		return abortPlan{}, false, fmt.Errorf("transformer: flush batch: %w", err)
-	}
-	failMu.Lock()
-	failed := append([]failure(nil), failures...)
-	failMu.Unlock()
 	commit := kgo.TryCommit
-	if len(failed) > 0 {
+	if first.Err() != nil {
 		commit = kgo.TryAbort
 	}
+	failed := t.failures.take()
 	endCtx, cancel := context.WithTimeout(work, 30*time.Second)
 	defer cancel()
 	committed, err := sess.End(endCtx, commit)
@@ -311,6 +305,44 @@ func (t *Transformer) transformBatch(ctx context.Context, sess *kgo.GroupTransac
 	}
 	t.committedBatch(fetches, n, dl, reasons, time.Since(start))
 	return abortPlan{}, true, nil
+}
+
+// failureLog keeps the current transaction's failed records: a franz-go hook, told of every
+// record as it leaves the producer's buffer, so no promise per record is needed for it.
+type failureLog struct {
+	deadLetterTopic string
+	mu              sync.Mutex
+	failures        []failure
+	failed          atomic.Bool
+}
+
+// OnProduceRecordUnbuffered implements kgo.HookProduceRecordUnbuffered.
+func (l *failureLog) OnProduceRecordUnbuffered(r *kgo.Record, err error) {
+	if err == nil {
+		return
+	}
+	from, _ := sourceOf(r)
+	l.mu.Lock()
+	l.failures = append(l.failures, failure{from: from, deadLetter: r.Topic == l.deadLetterTopic, err: err})
+	l.mu.Unlock()
+	l.failed.Store(true)
+}
+
+func (l *failureLog) reset() {
+	l.mu.Lock()
+	l.failures = nil
+	l.mu.Unlock()
+	l.failed.Store(false)
+}
+
+// any reports whether a record of the transaction failed.
+func (l *failureLog) any() bool { return l.failed.Load() }
+
+// take returns the failures so far.
+func (l *failureLog) take() []failure {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]failure(nil), l.failures...)
 }
 
 // abortedBatch learns from an aborted transaction of n records and says what to do next.

@@ -89,7 +89,7 @@ func decode(value []byte, lim Limits) (*decoder, error) {
 // field is what the decoder saw of one known top-level key.
 type field struct {
 	seen bool
-	kind byte   // as kind(): '"', '{', '[', 't', 'f', 'n', '0'
+	kind byte   // as the scanner's kindAt: '"', '{', '[', 't', 'f', 'n', '0'
 	raw  []byte // the value's bytes (strings: without quotes, still escaped)
 	esc  bool   // raw string holds escapes
 }

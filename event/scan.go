@@ -36,7 +36,8 @@ func (s *scanner) peek() byte {
 	return 0
 }
 
-// kindAt skips whitespace and classifies the next value like kind() does.
+// kindAt skips whitespace and classifies the next value by its first byte: '"', '{', '[', 't',
+// 'f', 'n', or '0' for a number.
 func (s *scanner) kindAt() byte {
 	s.ws()
 	switch c := s.peek(); c {

@@ -22,7 +22,7 @@ func BenchmarkUsersHandler(b *testing.B) {
 		batch := view.NewBatch()
 		for i := start; i < start+benchBatch; i++ {
 			for range i%5 + 1 {
-				batch.Add(fmt.Sprintf("user-%06d", i), "h", nil)
+				addEvent(batch, fmt.Sprintf("user-%06d", i), "h", nil)
 			}
 		}
 		if err := f.view.Apply(context.Background(), "bench", batch); err != nil {
@@ -42,7 +42,7 @@ func BenchmarkMinPricesHandler(b *testing.B) {
 			for a := range advertisers {
 				prices[fmt.Sprintf("adv-%02d", a)] = int64(1000 + (i*7+a*13)%5000)
 			}
-			batch.Add("u", fmt.Sprintf("hotel-%05d", i), prices)
+			addEvent(batch, "u", fmt.Sprintf("hotel-%05d", i), prices)
 		}
 		if err := f.view.Apply(context.Background(), "bench", batch); err != nil {
 			b.Fatal(err)

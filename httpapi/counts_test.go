@@ -88,7 +88,7 @@ func TestCountsDefaultLimit(t *testing.T) {
 	for i := range n {
 		// user i is seen i%7+1 times, so that counts tie in large groups.
 		for range i%7 + 1 {
-			b.Add(fmt.Sprintf("user-%05d", i), "h", nil)
+			addEvent(b, fmt.Sprintf("user-%05d", i), "h", nil)
 		}
 	}
 	if err := f.view.Apply(context.Background(), "searches", b); err != nil {
@@ -198,7 +198,7 @@ func TestIDsAreEscaped(t *testing.T) {
 	odd := []string{`quote"`, `back\slash`, "new\nline", "<tag>&", "tab\t", "ünï"}
 	b := view.NewBatch()
 	for _, id := range odd {
-		b.Add(id, id, map[string]int64{id: 7})
+		addEvent(b, id, id, map[string]int64{id: 7})
 	}
 	if err := f.view.Apply(context.Background(), "searches", b); err != nil {
 		t.Fatal(err)

@@ -38,6 +38,15 @@ type fixture struct {
 func alwaysReady(context.Context) map[string]string { return nil }
 
 // newFixture starts redis-server and serves the API over it; ready nil means always ready.
+// addEvent folds one event into b as the aggregator does.
+func addEvent(b *view.Batch, user, hotel string, advertiserMinPrices map[string]int64) {
+	b.Count(user, hotel)
+	for adv, price := range advertiserMinPrices {
+		b.CountAdvertiser(adv)
+		b.OfferPrice(hotel, adv, price)
+	}
+}
+
 func newFixture(t testing.TB, ready Readiness, log *zap.Logger, opts ...Option) *fixture {
 	t.Helper()
 	rs := redistest.Start(t)
@@ -91,7 +100,7 @@ func load(t testing.TB, v *view.View, batches [][]event) {
 	for p, events := range batches {
 		b := view.NewBatch()
 		for _, e := range events {
-			b.Add(e.user, e.hotel, e.prices)
+			addEvent(b, e.user, e.hotel, e.prices)
 		}
 		b.Offsets[int32(p)] = view.PartitionOffsets{Expect: view.NoOffset, Next: int64(len(events))}
 		if err := v.Apply(context.Background(), "searches", b); err != nil {

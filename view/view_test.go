@@ -14,6 +14,16 @@ import (
 	"github.com/searchflow/searchflow/internal/redistest"
 )
 
+// add folds one event as the aggregator's fold does: its user, its hotel and each advertiser
+// count once, and each advertiser's lowest price competes for the hotel's minimum.
+func add(b *Batch, user, hotel string, advertiserMinPrices map[string]int64) {
+	b.Count(user, hotel)
+	for adv, price := range advertiserMinPrices {
+		b.CountAdvertiser(adv)
+		b.OfferPrice(hotel, adv, price)
+	}
+}
+
 // clients returns the view over a real redis-server and over miniredis (the embedded store), so
 // the Lua script is proven on both.
 func clients(t *testing.T) map[string]*View {
@@ -41,16 +51,16 @@ func TestApplyAndRead(t *testing.T) {
 	for name, v := range clients(t) {
 		t.Run(name, func(t *testing.T) {
 			b := NewBatch()
-			b.Add("u1", "h1", map[string]int64{"a": 500, "b": 300})
-			b.Add("u2", "h1", map[string]int64{"a": 400})
-			b.Add("u1", "h2", map[string]int64{"c": 100})
+			add(b, "u1", "h1", map[string]int64{"a": 500, "b": 300})
+			add(b, "u2", "h1", map[string]int64{"a": 400})
+			add(b, "u1", "h2", map[string]int64{"c": 100})
 			b.Offsets[0] = PartitionOffsets{Expect: NoOffset, Next: 3}
 			b.Sources[0] = map[int32]int64{4: 77, 5: 9}
 			if err := v.Apply(ctx, "t", b); err != nil {
 				t.Fatal(err)
 			}
 			b = NewBatch()
-			b.Add("u3", "h1", map[string]int64{"a": 450, "b": 200})
+			add(b, "u3", "h1", map[string]int64{"a": 450, "b": 200})
 			b.Offsets[1] = PartitionOffsets{Expect: NoOffset, Next: 10}
 			if err := v.Apply(ctx, "t", b); err != nil {
 				t.Fatal(err)
@@ -99,7 +109,7 @@ func TestApplyRejectsStaleOffsets(t *testing.T) {
 	for name, v := range clients(t) {
 		t.Run(name, func(t *testing.T) {
 			b := NewBatch()
-			b.Add("u1", "h1", map[string]int64{"a": 5})
+			add(b, "u1", "h1", map[string]int64{"a": 5})
 			b.Offsets[0] = PartitionOffsets{Expect: NoOffset, Next: 1}
 			if err := v.Apply(ctx, "t", b); err != nil {
 				t.Fatal(err)
@@ -146,7 +156,7 @@ func BenchmarkApply(b *testing.B) {
 	for b.Loop() {
 		batch := NewBatch()
 		for i := 0; i < events; i++ {
-			batch.Add(fmt.Sprintf("user-%d", i%3000), fmt.Sprintf("h%d", i%500), map[string]int64{"a": int64(i%900 + 1), "b": 7})
+			add(batch, fmt.Sprintf("user-%d", i%3000), fmt.Sprintf("h%d", i%500), map[string]int64{"a": int64(i%900 + 1), "b": 7})
 		}
 		batch.Offsets[0] = PartitionOffsets{Expect: map[bool]int64{true: NoOffset, false: next}[next == 0], Next: next + events}
 		if err := v.Apply(ctx, "t", batch); err != nil {
@@ -170,7 +180,7 @@ func TestCachedReadsSeeNewWrites(t *testing.T) {
 	ctx := context.Background()
 	apply := func(next int64, user string, price int64) {
 		b := NewBatch()
-		b.Add(user, "h1", map[string]int64{"a": price})
+		add(b, user, "h1", map[string]int64{"a": price})
 		b.Offsets[0] = PartitionOffsets{Expect: next - 1, Next: next}
 		if next == 1 {
 			b.Offsets[0] = PartitionOffsets{Expect: NoOffset, Next: next}

@@ -210,16 +210,6 @@ func NewBatch() *Batch {
 	return b
 }
 
-// Add folds one event: its user, its hotel and each advertiser count once, and each advertiser's
-// lowest price in it competes for the hotel's minimum.
-func (b *Batch) Add(user, hotel string, advertiserMinPrices map[string]int64) {
-	b.Count(user, hotel)
-	for adv, price := range advertiserMinPrices {
-		b.CountAdvertiser(adv)
-		b.OfferPrice(hotel, adv, price)
-	}
-}
-
 // Per-entry overhead of the JSON arguments besides the strings themselves: quotes, commas,
 // brackets and a number of up to 16 digits.
 const entryBytes = 24

@@ -49,7 +49,7 @@ func TestApplyIsAllOrNothing(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			v := New(c)
 			first := NewBatch()
-			first.Add("u1", "h1", map[string]int64{"a": 500})
+			add(first, "u1", "h1", map[string]int64{"a": 500})
 			first.Offsets[0] = PartitionOffsets{Expect: NoOffset, Next: 1}
 			first.Sources[0] = map[int32]int64{2: 10}
 			if err := v.Apply(ctx, "t", first); err != nil {
@@ -63,9 +63,9 @@ func TestApplyIsAllOrNothing(t *testing.T) {
 
 			b := NewBatch()
 			for i := 0; i < 1200; i++ { // several chunks of counts, written before the prices
-				b.Add(fmt.Sprintf("user-%d", i), "h1", map[string]int64{"a": 100, "b": 200})
+				add(b, fmt.Sprintf("user-%d", i), "h1", map[string]int64{"a": 100, "b": 200})
 			}
-			b.Add("u1", "h9", map[string]int64{"a": 1})
+			add(b, "u1", "h9", map[string]int64{"a": 1})
 			b.Offsets[0] = PartitionOffsets{Expect: 1, Next: 1202}
 			b.Sources[0] = map[int32]int64{2: 1300}
 			err := v.Apply(ctx, "t", b)
@@ -116,7 +116,7 @@ func TestApplyChunksLargeCalls(t *testing.T) {
 			for i := 0; i < 4500; i++ {
 				prices[fmt.Sprintf("advertiser-%04d", i)] = int64(10000 - i)
 			}
-			b.Add("u0", "big", prices)
+			add(b, "u0", "big", prices)
 			for i := 1; i < 4000; i++ {
 				b.Count(fmt.Sprintf("u%d", i), "big")
 			}
@@ -143,7 +143,7 @@ func TestApplyChunksLargeCalls(t *testing.T) {
 func TestApplyRefusesInexactNumbers(t *testing.T) {
 	v := New(rawClients(t)["redis-server"])
 	b := NewBatch()
-	b.Add("u", "h", map[string]int64{"a": MaxExactScore + 1})
+	add(b, "u", "h", map[string]int64{"a": MaxExactScore + 1})
 	b.Offsets[0] = PartitionOffsets{Expect: NoOffset, Next: 1}
 	var refused *RefusedError
 	if err := v.Apply(context.Background(), "t", b); !errors.As(err, &refused) || refused.Hotel != "h" {
@@ -158,9 +158,9 @@ func TestApplyRefusesInexactNumbers(t *testing.T) {
 func TestBatchBytesGrowsWithContent(t *testing.T) {
 	b := NewBatch()
 	empty := b.Bytes()
-	b.Add("user", "hotel", map[string]int64{"advertiser": 5})
+	add(b, "user", "hotel", map[string]int64{"advertiser": 5})
 	one := b.Bytes()
-	b.Add("user", "hotel", map[string]int64{"advertiser": 4}) // the same ids: no new argument bytes
+	add(b, "user", "hotel", map[string]int64{"advertiser": 4}) // the same ids: no new argument bytes
 	if one <= empty || b.Bytes() != one {
 		t.Errorf("bytes %d -> %d -> %d", empty, one, b.Bytes())
 	}

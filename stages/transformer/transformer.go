@@ -162,7 +162,7 @@ func (e *configError) Unwrap() error { return e.err }
 // session runs one transactional session until ctx ends (nil) or the session breaks.
 func (t *Transformer) session(ctx context.Context, committed func()) error {
 	// A fresh transactional ID per session: kfake can hide a reused ID's later records after a
-	// crash (../shared/TRAPS.md); zombie fencing comes from the group generation (KIP-447).
+	// crash (README, Delivery guarantees); zombie fencing comes from the group generation (KIP-447).
 	suffix := make([]byte, 6)
 	_, _ = rand.Read(suffix)
 	txnID := t.cfg.Group + "-" + hex.EncodeToString(suffix)

@@ -4,10 +4,13 @@
 // assignment the aggregator resumes from the offsets in Redis, never from the group's commits,
 // and a batch the view already holds can never be applied twice.
 //
-// Files: aggregator.go runs the loop (poll, fold, apply in the background while the next poll is
-// folded); fold.go turns records into a view batch; progress.go keeps each partition's next
-// offset and source marks and resumes from the view; refused.go handles a batch the view refuses:
-// it finds the records at fault and dead-letters them, so one record never stops a partition.
+// Files: progress.go keeps what the view holds of each owned partition (next offset, source
+// marks, dead-lettered offsets) and the rules of the offset protocol; fold.go turns records into
+// a view batch from a snapshot of that progress, with no I/O; aggregator.go runs the loop (poll,
+// fold, apply in the background while the next poll is folded); resume.go keeps the progress in
+// step with the view (assignment, conflicts, the idle check, revocation); refused.go handles a
+// batch the view refuses: it finds the records at fault, which deadletters.go writes to the
+// dead-letter topic, so one record never stops a partition.
 package aggregator
 
 import (
@@ -15,14 +18,14 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
-	"github.com/searchflow/searchflow/event"
+	"github.com/searchflow/searchflow/internal/backoff"
+	"github.com/searchflow/searchflow/internal/counters"
 	"github.com/searchflow/searchflow/view"
 )
 
@@ -44,48 +47,43 @@ type Aggregator struct {
 	kafkaOpts []kgo.Opt
 	view      *view.View
 	log       *zap.Logger
+	retry     backoff.Policy // waits between attempts at Redis and at the dead-letter topic
 
-	mu   sync.Mutex
-	next map[int32]int64 // per owned partition: the next offset the view expects
-	// Per owned partition: the highest raw offset applied from each raw partition. A processed
-	// event at or below it is one the transformer produced twice (see duplicate).
-	sources map[int32]map[int32]int64
-	// Per owned partition: offsets of records already dead-lettered, which folds pass over.
-	skip    map[int32]map[int64]bool
-	landing chan struct{} // closed when the background apply under way ends
+	progress *progress
+	landing  atomic.Pointer[chan struct{}] // closed when the background apply under way ends
 
 	// Owned by the polling goroutine.
-	facts       event.ProcessedFacts
-	minKnown    map[string]map[string]int64 // hotel -> advertiser -> a price the view holds or beats
-	knownPrices int
-	dlq         *kgo.Client // producer of dead letters, made on first use
+	prices         priceCache
+	dlq            *kgo.Client // producer of dead letters, made on first use
+	undecodableLog throttle
+	fetchErrorLog  time.Time
 
-	consumed, appliedN, batches, undecodable, conflicts, redisErrors, duplicates, fetchErrors atomic.Int64
-	refused, deadLettered, applyFailed                                                        atomic.Int64
+	counts                                                                                    counters.Set
+	consumed, appliedN, batches, undecodable, conflicts, redisErrors, duplicates, fetchErrors *counters.Counter
+	refused, deadLettered                                                                     *counters.Counter
 	redisDown, applyProblem, dlqProblem                                                       atomic.Pointer[string]
 }
 
 // New returns an aggregator writing to v, whose Kafka clients start from kafkaOpts.
 func New(cfg Config, kafkaOpts []kgo.Opt, v *view.View, log *zap.Logger) *Aggregator {
-	return &Aggregator{cfg: cfg, kafkaOpts: kafkaOpts, view: v, log: log, next: map[int32]int64{},
-		sources: map[int32]map[int32]int64{}, skip: map[int32]map[int64]bool{}}
+	a := &Aggregator{cfg: cfg, kafkaOpts: kafkaOpts, view: v, log: log,
+		retry: backoff.Policy{First: backoffFirst, Max: backoffMax}, progress: newProgress()}
+	c := &a.counts
+	a.consumed, a.appliedN, a.batches = c.New(counters.Consumed), c.New(counters.Applied), c.New(counters.Batches)
+	a.undecodable, a.duplicates, a.fetchErrors = c.New("undecodable"), c.New("duplicates_dropped"), c.New(counters.FetchErrors)
+	a.conflicts, a.redisErrors, a.refused = c.New("offset_conflicts"), c.New("redis_errors"), c.New("apply_refused")
+	a.deadLettered = c.New(counters.DeadLettered)
+	return a
 }
 
 // Name implements the pipeline's stage.
 func (a *Aggregator) Name() string { return "aggregator" }
 
-// DeadLetterReasonPrefix marks the per-reason dead-letter totals in Counts.
-const DeadLetterReasonPrefix = "dead_letter_reason:"
+// Counters returns the stage's running totals and its dead letters by reason.
+func (a *Aggregator) Counters() *counters.Set { return &a.counts }
 
-// Counts returns the stage's running totals.
-func (a *Aggregator) Counts() map[string]int64 {
-	return map[string]int64{"consumed": a.consumed.Load(), "applied": a.appliedN.Load(), "batches": a.batches.Load(),
-		"undecodable": a.undecodable.Load(), "duplicates_dropped": a.duplicates.Load(), "fetch_errors": a.fetchErrors.Load(),
-		"offset_conflicts": a.conflicts.Load(), "redis_errors": a.redisErrors.Load(), "apply_refused": a.refused.Load(),
-		"dead_lettered": a.deadLettered.Load(),
-		DeadLetterReasonPrefix + string(event.ReasonApplyFailed): a.applyFailed.Load(),
-		DeadLetterReasonPrefix + string(event.ReasonUndecodable): a.undecodable.Load()}
-}
+// Counts returns the stage's running totals by name.
+func (a *Aggregator) Counts() map[string]int64 { return a.counts.Map() }
 
 // Problem says why the stage cannot make progress right now ("" when it can), for /readyz: Redis
 // away, the view refusing batches, or dead letters that cannot be written.
@@ -142,32 +140,16 @@ func (a *Aggregator) consume(ctx context.Context) error {
 	defer cl.CloseAllowingRebalance()
 	a.log.Info("aggregator started", zap.String("topic", a.cfg.Topic), zap.String("group", a.cfg.Group))
 
-	var lastWarn, lastVerify time.Time
+	var lastVerify time.Time
 	var pending *inflight // the batch being applied, if any
 	for {
-		// A bounded poll lets an idle aggregator still verify the view now and then.
-		pollCtx, cancel := context.WithTimeout(ctx, pollWait)
-		fetches := cl.PollRecords(pollCtx, a.cfg.BatchMaxRecords)
-		cancel()
+		records := a.poll(ctx, cl, pending)
 		if ctx.Err() != nil {
 			if pending != nil {
 				_, _ = a.settle(ctx, cl, pending) // finish the batch in hand
 			}
 			return nil
 		}
-		var errs []kgo.FetchError
-		for _, e := range fetches.Errors() {
-			if !errors.Is(e.Err, context.DeadlineExceeded) {
-				errs = append(errs, e)
-			}
-		}
-		a.fetchErrors.Add(int64(len(errs)))
-		if len(errs) > 0 && time.Since(lastWarn) > 5*time.Second {
-			lastWarn = time.Now()
-			a.log.Warn("fetch errors (the client retries)", zap.Int("n", len(errs)), zap.String("topic", errs[0].Topic),
-				zap.Int32("partition", errs[0].Partition), zap.Error(errs[0].Err))
-		}
-		records := fetches.Records()
 		switch {
 		case len(records) > 0:
 			var err error
@@ -190,12 +172,43 @@ func (a *Aggregator) consume(ctx context.Context) error {
 	}
 }
 
+// poll returns the next records, or none after pollWait — a bounded poll lets an idle aggregator
+// still verify the view now and then — or as soon as the batch in flight lands, so that its
+// counts and commit need not wait out the poll.
+func (a *Aggregator) poll(ctx context.Context, cl *kgo.Client, pending *inflight) []*kgo.Record {
+	pollCtx, cancel := context.WithTimeout(ctx, pollWait)
+	defer cancel()
+	if pending != nil {
+		go func() {
+			select {
+			case <-pending.landing:
+				cancel()
+			case <-pollCtx.Done():
+			}
+		}()
+	}
+	fetches := cl.PollRecords(pollCtx, a.cfg.BatchMaxRecords)
+	var errs []kgo.FetchError
+	for _, e := range fetches.Errors() {
+		if !errors.Is(e.Err, context.DeadlineExceeded) && !errors.Is(e.Err, context.Canceled) {
+			errs = append(errs, e)
+		}
+	}
+	a.fetchErrors.Add(int64(len(errs)))
+	if len(errs) > 0 && time.Since(a.fetchErrorLog) > 5*time.Second {
+		a.fetchErrorLog = time.Now()
+		a.log.Warn("fetch errors (the client retries)", zap.Int("n", len(errs)), zap.String("topic", errs[0].Topic),
+			zap.Int32("partition", errs[0].Partition), zap.Error(errs[0].Err))
+	}
+	return fetches.Records()
+}
+
 // foldAndStart folds records batch by batch (a fold stops at the byte budget) while the previous
 // batch is still being applied — Go and Redis work in parallel — settles that one, and starts
 // applying the new one. It returns the batch now in flight; nil error with ctx ended is a drain.
 func (a *Aggregator) foldAndStart(ctx context.Context, cl *kgo.Client, records []*kgo.Record, pending *inflight) (*inflight, error) {
 	for len(records) > 0 {
-		f := a.fold(records)
+		f := fold(records, a.progress.snapshot(), &a.prices)
 		if pending != nil {
 			ok, err := a.settle(ctx, cl, pending)
 			pending = nil
@@ -228,61 +241,6 @@ const (
 	verifyInterval = 2 * time.Second
 )
 
-// verify compares the offsets stored in the view with the ones this aggregator expects for its
-// partitions: ahead means another writer took over (skip), behind means the view lost data
-// (errRewind).
-func (a *Aggregator) verify(ctx context.Context, cl *kgo.Client) error {
-	a.mu.Lock()
-	expected := make(map[int32]int64, len(a.next))
-	parts := make([]int32, 0, len(a.next))
-	for p, o := range a.next {
-		expected[p] = o
-		parts = append(parts, p)
-	}
-	a.mu.Unlock()
-	if len(parts) == 0 {
-		return nil
-	}
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	stored, err := a.view.Offsets(rctx, a.cfg.Topic, parts)
-	if err != nil {
-		a.redisErrors.Add(1)
-		msg := "redis unavailable: " + err.Error()
-		if a.redisDown.Swap(&msg) == nil {
-			a.log.Error("aggregator: cannot read the view's offsets", zap.Error(err))
-		}
-		return nil
-	}
-	a.redisDown.Store(nil)
-	moved := map[int32]int64{}
-	for p, o := range stored {
-		if o != expected[p] {
-			moved[p] = o
-		}
-	}
-	if len(moved) == 0 {
-		// The view holds what we expect: let the group's commits say so too. They only feed lag
-		// monitoring, and after a restart they can trail the view (a crash between an apply and
-		// its commit) until a new record arrives, which would read as records left to read.
-		// Only what differs from the group's commits, and synchronously, before the loop allows
-		// a rebalance: a commit landing after a new owner's would move the group back.
-		commits := map[int32]kgo.EpochOffset{}
-		committed := cl.CommittedOffsets()[a.cfg.Topic]
-		for p, o := range expected {
-			if c, ok := committed[p]; o >= 0 && (!ok || c.Offset != o) {
-				commits[p] = kgo.EpochOffset{Epoch: -1, Offset: o}
-			}
-		}
-		if len(commits) > 0 {
-			cl.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{a.cfg.Topic: commits}, nil)
-		}
-		return nil
-	}
-	a.conflicts.Add(1)
-	return a.reset(ctx, expected, moved)
-}
-
 // inflight is a batch being applied in the background while the next poll is read and folded.
 type inflight struct {
 	folded
@@ -290,19 +248,17 @@ type inflight struct {
 	landed  time.Time     // when the view took it; set before done is sent
 	took    time.Duration // how long the apply took
 	done    chan error    // nil, an *view.OffsetConflictError, a *view.RefusedError, or ctx's error
+	landing chan struct{} // closed once done holds the outcome
 }
 
 // start applies a folded batch in the background. The offsets the next fold expects become the
 // batch's (optimistically: settle undoes that if the view refuses the batch).
 func (a *Aggregator) start(ctx context.Context, f folded, records []*kgo.Record) *inflight {
-	in := &inflight{folded: f, records: records, done: make(chan error, 1)}
-	landing := make(chan struct{})
-	a.mu.Lock()
-	a.advance(f.batch)
-	a.landing = landing
-	a.mu.Unlock()
+	in := &inflight{folded: f, records: records, done: make(chan error, 1), landing: make(chan struct{})}
+	a.landing.Store(&in.landing)
+	a.progress.advance(f.batch)
 	go func() {
-		defer close(landing)
+		defer close(in.landing)
 		t0 := time.Now()
 		err := a.apply(ctx, f.batch)
 		in.landed = time.Now()
@@ -351,11 +307,13 @@ func (a *Aggregator) applied(ctx context.Context, cl *kgo.Client, f folded, reco
 	}
 	a.redisDown.Store(nil)
 	a.applyProblem.Store(nil)
-	a.forgetDeadLettered(f.batch)
-	a.rememberPrices(f.batch)
-	a.consumed.Add(f.events)
+	a.progress.passed(f.batch)
+	a.prices.remember(f.batch)
+	// Every record the batch settled: its events and the copies it dropped. Dead-lettered
+	// records were counted when their dead letters were written.
+	a.consumed.Add(f.events + f.copies)
 	a.appliedN.Add(f.events)
-	a.duplicates.Add(f.duplicates)
+	a.duplicates.Add(f.copies)
 	a.batches.Add(1)
 	if a.cfg.OnApplied != nil {
 		a.cfg.OnApplied(records, landed, took)

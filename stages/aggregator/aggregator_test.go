@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap/zaptest"
 
@@ -67,14 +68,14 @@ func produce(t *testing.T, addr string, tr *truth, evs []event.Processed) {
 	kafkatest.Produce(t, addr, recs...)
 }
 
-type snapshot struct {
+type viewState struct {
 	users, hotels, advs map[string]int64
 	min                 map[string]map[string]int64
 }
 
-func read(t *testing.T, v *view.View) (snapshot, error) {
+func read(t *testing.T, v *view.View) (viewState, error) {
 	ctx := context.Background()
-	s := snapshot{min: map[string]map[string]int64{}}
+	s := viewState{min: map[string]map[string]int64{}}
 	for kind, dst := range map[view.Kind]*map[string]int64{view.Users: &s.users, view.Hotels: &s.hotels, view.Advertisers: &s.advs} {
 		_, entries, err := v.Counts(ctx, kind, 0, 100000)
 		if err != nil {
@@ -95,25 +96,120 @@ func read(t *testing.T, v *view.View) (snapshot, error) {
 	return s, nil
 }
 
-func (tr *truth) equal(s snapshot) bool {
+func (tr *truth) equal(s viewState) bool {
 	return reflect.DeepEqual(s.users, tr.users) && reflect.DeepEqual(s.hotels, tr.hotels) &&
 		reflect.DeepEqual(s.advs, tr.advs) && reflect.DeepEqual(s.min, tr.min)
 }
 
-// waitExact polls the view until it equals the truth, failing after a deadline with a diff.
-func waitExact(t *testing.T, v *view.View, tr *truth) {
+// The topic and group every aggregator of these tests uses.
+const (
+	testTopic = "processed"
+	testGroup = "g-aggregator"
+)
+
+// waitExact polls the view until it equals the truth. A first match does not prove exactness: an
+// over-count could land a moment later. So it then waits until nothing is left to read and the
+// stages aggs are idle, and compares again; both must be equal. It fails after a deadline.
+func waitExact(t *testing.T, addr string, v *view.View, tr *truth, aggs ...*Aggregator) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
-	var s snapshot
-	for time.Now().Before(deadline) {
+	var s viewState
+	for {
 		var err error
 		if s, err = read(t, v); err == nil && tr.equal(s) {
-			return
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("view never equalled the truth:\n users %v\n want %v\n hotels %v\n want %v\n advs %v\n want %v",
+				s.users, tr.users, s.hotels, tr.hotels, s.advs, tr.advs)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("view never equalled the truth:\n users %v\n want %v\n hotels %v\n want %v\n advs %v\n want %v",
-		s.users, tr.users, s.hotels, tr.hotels, s.advs, tr.advs)
+	waitSettled(t, addr, deadline, aggs...)
+	s, err := read(t, v)
+	if err != nil {
+		t.Fatalf("read the view once idle: %v", err)
+	}
+	if !tr.equal(s) {
+		t.Fatalf("the view equalled the truth, then changed once idle:\n users %v\n want %v\n hotels %v\n want %v\n advs %v\n want %v\n min %v\n want %v",
+			s.users, tr.users, s.hotels, tr.hotels, s.advs, tr.advs, s.min, tr.min)
+	}
+}
+
+// idlePoll is how far apart two samples of the stages' counts must agree for them to be idle.
+const idlePoll = 300 * time.Millisecond
+
+// waitSettled waits until nothing is left to read — the group's committed offsets are the
+// topic's end offsets (the test topics are written without transactions, so no commit marker
+// trails them) — and the stages aggs are idle: their counts unchanged across two polls idlePoll
+// apart, both taken with nothing left to read.
+func waitSettled(t *testing.T, addr string, deadline time.Time, aggs ...*Aggregator) {
+	t.Helper()
+	if len(aggs) == 0 {
+		t.Fatal("waitSettled: no aggregator to watch")
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	tick := time.NewTicker(idlePoll)
+	defer tick.Stop()
+	var prev []map[string]int64
+	why := ""
+	for {
+		counts := make([]map[string]int64, len(aggs))
+		for i, a := range aggs {
+			counts[i] = a.Counts()
+		}
+		left, err := leftToRead(ctx, adm)
+		switch {
+		case err != nil:
+			why, counts = err.Error(), nil
+		case left != "":
+			why, counts = left, nil
+		case prev != nil && reflect.DeepEqual(prev, counts):
+			return
+		default:
+			why = fmt.Sprintf("counts still moving: %v", counts)
+		}
+		prev = counts
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("the stages never settled: %s", why)
+		}
+	}
+}
+
+// leftToRead names a partition of the test topic whose committed offset in the test group is
+// short of its end offset, "" when there is none.
+func leftToRead(ctx context.Context, adm *kadm.Client) (string, error) {
+	ends, err := adm.ListEndOffsets(ctx, testTopic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return "", fmt.Errorf("end offsets: %w", err)
+	}
+	committed, err := adm.FetchOffsets(ctx, testGroup)
+	if err == nil {
+		err = committed.Error()
+	}
+	if err != nil {
+		return "", fmt.Errorf("committed offsets: %w", err)
+	}
+	left := ""
+	ends.Each(func(end kadm.ListedOffset) {
+		c, ok := committed.Lookup(testTopic, end.Partition)
+		if end.Offset > 0 && (!ok || c.At != end.Offset) && left == "" {
+			left = fmt.Sprintf("partition %d: committed %d of %d", end.Partition, c.At, end.Offset)
+		}
+	})
+	return left, nil
 }
 
 type running struct {
@@ -154,13 +250,16 @@ func TestAggregateAndRestart(t *testing.T) {
 	tr := newTruth()
 	produce(t, addr, tr, events(0, 500))
 	r := start(t, addr, v)
-	waitExact(t, v, tr)
+	waitExact(t, addr, v, tr, r.agg)
 	r.stop(t)
 
 	// A new instance resumes from the offsets stored in Redis: nothing is counted twice.
 	produce(t, addr, tr, events(500, 800))
-	start(t, addr, v)
-	waitExact(t, v, tr)
+	r = start(t, addr, v)
+	waitExact(t, addr, v, tr, r.agg)
+	if c := r.agg.Counts(); c["applied"] != 300 || c["consumed"] != 300 {
+		t.Errorf("the second instance applied %d and consumed %d, want the 300 new events", c["applied"], c["consumed"])
+	}
 }
 
 func TestRebuildsAfterRedisLosesEverything(t *testing.T) {
@@ -170,13 +269,13 @@ func TestRebuildsAfterRedisLosesEverything(t *testing.T) {
 	tr := newTruth()
 	produce(t, addr, tr, events(0, 300))
 	r := start(t, addr, v)
-	waitExact(t, v, tr)
+	waitExact(t, addr, v, tr, r.agg)
 
 	srv.Restart(t) // an empty Redis on the same port, as after a crash without persistence
 	// Nothing new arrives: the idle aggregator must notice on its own and rebuild, exactly.
-	waitExact(t, v, tr)
+	waitExact(t, addr, v, tr, r.agg)
 	produce(t, addr, tr, events(300, 400))
-	waitExact(t, v, tr)
+	waitExact(t, addr, v, tr, r.agg)
 	if r.agg.Counts()["offset_conflicts"] == 0 {
 		t.Error("the rebuild should have been triggered by an offset conflict")
 	}
@@ -194,10 +293,10 @@ func TestTwoInstancesWithRebalance(t *testing.T) {
 			b.stop(t) // its partitions move to a
 		}
 	}
-	waitExact(t, v, tr)
-	start(t, addr, v) // and some move back
+	waitExact(t, addr, v, tr, a.agg)
+	c := start(t, addr, v) // and some move back
 	produce(t, addr, tr, events(1000, 1200))
-	waitExact(t, v, tr)
+	waitExact(t, addr, v, tr, a.agg, c.agg)
 	a.stop(t)
 }
 
@@ -232,25 +331,26 @@ func TestDropsEventsProducedTwice(t *testing.T) {
 	produceFrom(t, addr, tr, events(50, 70), 50, false) // reprocessed raw offsets 50..69
 	r := start(t, addr, v)
 	produceFrom(t, addr, tr, events(100, 150), 100, true)
-	waitExact(t, v, tr)
-	deadline := time.Now().Add(30 * time.Second)
-	for r.agg.Counts()["duplicates_dropped"] != 20 {
-		if time.Now().After(deadline) {
-			t.Fatalf("duplicates dropped = %d, want 20", r.agg.Counts()["duplicates_dropped"])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitExact(t, addr, v, tr, r.agg)
+	// Copies are consumed (read and settled) but not applied.
+	wantCounts(t, r.agg, map[string]int64{"duplicates_dropped": 20, "applied": 150, "consumed": 170})
 	r.stop(t)
 
 	// A new instance loads the watermarks from Redis and still recognises copies.
 	produceFrom(t, addr, tr, events(120, 150), 120, false)
 	produceFrom(t, addr, tr, events(150, 160), 150, true)
 	r = start(t, addr, v)
-	waitExact(t, v, tr)
-	for r.agg.Counts()["duplicates_dropped"] != 30 {
-		if time.Now().After(deadline) {
-			t.Fatalf("duplicates dropped after restart = %d, want 30", r.agg.Counts()["duplicates_dropped"])
+	waitExact(t, addr, v, tr, r.agg)
+	wantCounts(t, r.agg, map[string]int64{"duplicates_dropped": 30, "applied": 10, "consumed": 40})
+}
+
+// wantCounts checks some of a settled stage's counts.
+func wantCounts(t *testing.T, a *Aggregator, want map[string]int64) {
+	t.Helper()
+	got := a.Counts()
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("%s = %d, want %d (counts %v)", k, got[k], w, got)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -5,9 +5,9 @@ import (
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"go.uber.org/zap"
 
 	"github.com/searchflow/searchflow/event"
+	"github.com/searchflow/searchflow/view"
 )
 
 // BenchmarkFold measures coalescing a poll of 10,000 processed events into one batch: parsing,
@@ -23,12 +23,11 @@ func BenchmarkFold(b *testing.B) {
 			{Key: event.HeaderSourceOffset, Value: []byte(strconv.Itoa(i))},
 		}}
 	}
-	a := New(Config{Topic: "t"}, nil, nil, zap.NewNop())
+	held := snapshot{0: {next: view.NoOffset}}
 	b.ReportAllocs()
 	for b.Loop() {
-		a.next[0] = -1
-		a.sources = map[int32]map[int32]int64{}
-		f := a.fold(records)
+		var prices priceCache
+		f := fold(records, held, &prices)
 		if f.events != n || f.batch.Empty() {
 			b.Fatalf("folded %d of %d", f.events, n)
 		}

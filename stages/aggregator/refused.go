@@ -3,14 +3,13 @@ package aggregator
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
 	"github.com/searchflow/searchflow/event"
-	"github.com/searchflow/searchflow/stages/deadletter"
+	"github.com/searchflow/searchflow/internal/backoff"
 	"github.com/searchflow/searchflow/view"
 )
 
@@ -28,18 +27,11 @@ const (
 	backoffMax     = 5 * time.Second
 )
 
-// Headers a dead letter of the aggregator carries besides deadletter's: the raw record the
-// processed one came from.
-const (
-	HeaderRawPartition = "raw_source_partition"
-	HeaderRawOffset    = "raw_source_offset"
-)
-
 // apply writes one batch, waiting out outages with capped backoff, until the view takes it,
 // refuses it (*view.OffsetConflictError, or *view.RefusedError refusalRetries times in a row) or
 // ctx ends. A damaged view is waited for too: no record is at fault.
 func (a *Aggregator) apply(ctx context.Context, batch *view.Batch) error {
-	backoff := backoffFirst
+	wait := a.retry.New()
 	refusals := 0
 	// An attempt under way finishes even if a drain starts meanwhile; only retries stop on ctx.
 	work := context.WithoutCancel(ctx)
@@ -73,14 +65,9 @@ func (a *Aggregator) apply(ctx context.Context, batch *view.Batch) error {
 				a.log.Error("aggregator: cannot apply batch; retrying until redis answers", zap.Error(err))
 			}
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Wait(ctx, wait.Next()) {
 			return ctx.Err()
-		case <-t.C:
 		}
-		backoff = min(2*backoff, backoffMax)
 	}
 }
 
@@ -100,7 +87,7 @@ func (a *Aggregator) applyRecords(ctx context.Context, cl *kgo.Client, records [
 // ends. Only records at or past a partition's stored offset are counted.
 func (a *Aggregator) applyOnce(ctx context.Context, cl *kgo.Client, records []*kgo.Record) error {
 	for len(records) > 0 {
-		f := a.fold(records)
+		f := fold(records, a.progress.snapshot(), &a.prices)
 		if err := a.deadLetterUndecodable(ctx, f.undecodable); err != nil {
 			return err
 		}
@@ -113,9 +100,7 @@ func (a *Aggregator) applyOnce(ctx context.Context, cl *kgo.Client, records []*k
 		var conflict *view.OffsetConflictError
 		switch {
 		case err == nil:
-			a.mu.Lock()
-			a.advance(f.batch)
-			a.mu.Unlock()
+			a.progress.advance(f.batch)
 			a.applied(ctx, cl, f, records[:f.used], time.Now(), time.Since(t0))
 			records = records[f.used:]
 		case errors.As(err, &conflict):
@@ -134,23 +119,23 @@ func (a *Aggregator) applyOnce(ctx context.Context, cl *kgo.Client, records []*k
 // past them. refused is the latest refusal. Each step either applies a prefix of the run or
 // dead-letters a record, so it ends.
 func (a *Aggregator) narrow(ctx context.Context, cl *kgo.Client, records []*kgo.Record, refused *view.RefusedError) error {
-	queue := a.pending(records)
+	queue := a.progress.snapshot().outstanding(records)
 	n := len(queue)
 	a.log.Warn("aggregator: the view refused a batch; looking for the records at fault",
 		zap.String("topic", a.cfg.Topic), zap.Int("records", n), zap.Error(refused))
-	backoff := backoffFirst
+	wait := a.retry.New()
 	for len(queue) > 0 {
 		n = min(n, len(queue))
 		err := a.applyOnce(ctx, cl, queue[:n])
 		if err == nil {
-			queue, n = a.pending(queue[n:]), len(queue) // the rest may well pass whole
+			queue, n = a.progress.snapshot().outstanding(queue[n:]), len(queue) // the rest may well pass whole
 			continue
 		}
 		if !errors.As(err, &refused) {
 			return err // ctx ended
 		}
 		if refused.Hotel != "" {
-			if culprits := a.ofHotel(a.pending(queue[:n]), refused.Hotel); len(culprits) > 0 {
+			if culprits := a.ofHotel(queue[:n], refused.Hotel); len(culprits) > 0 {
 				if err := a.deadLetter(ctx, culprits, event.ReasonApplyFailed, refused.Error()); err != nil {
 					return err
 				}
@@ -169,14 +154,12 @@ func (a *Aggregator) narrow(ctx context.Context, cl *kgo.Client, records []*kgo.
 			}
 			msg := "the view refuses every batch, even an empty one: " + perr.Error()
 			a.applyProblem.Store(&msg)
-			select {
-			case <-ctx.Done():
+			if !backoff.Wait(ctx, wait.Next()) {
 				return ctx.Err()
-			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, backoffMax)
 			continue
 		}
+		wait.Reset()
 		if err := a.deadLetter(ctx, queue[:1], event.ReasonApplyFailed, refused.Error()); err != nil {
 			return err
 		}
@@ -184,55 +167,29 @@ func (a *Aggregator) narrow(ctx context.Context, cl *kgo.Client, records []*kgo.
 	return nil
 }
 
-// pending returns the records of run the view does not hold yet.
-func (a *Aggregator) pending(run []*kgo.Record) []*kgo.Record {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	out := run[:0:0]
-	for _, r := range run {
-		if next, owned := a.next[r.Partition]; owned && r.Offset >= next && !a.skip[r.Partition][r.Offset] {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-// ofHotel returns the records of run that are events of hotel, copies of applied events left
-// out (see duplicate).
+// ofHotel returns the records of run the view does not hold yet that are events of hotel,
+// copies of applied events left out (see snapshot.claim).
 func (a *Aggregator) ofHotel(run []*kgo.Record, hotel string) []*kgo.Record {
+	held := a.progress.snapshot()
 	var out []*kgo.Record
 	var facts event.ProcessedFacts
-	for _, r := range run {
-		if event.ParseProcessed(r.Value, &facts) == nil && facts.HotelID == hotel && !a.copyOf(r) {
+	for _, r := range held.outstanding(run) {
+		if event.ParseProcessed(r.Value, &facts) == nil && facts.HotelID == hotel && !held.isCopy(r) {
 			out = append(out, r)
 		}
 	}
 	return out
-}
-
-// copyOf reports whether r is a copy of an event the view already holds (see duplicate).
-func (a *Aggregator) copyOf(r *kgo.Record) bool {
-	sp, so, ok := sourcePosition(r)
-	if !ok {
-		return false
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	high, seen := a.sources[r.Partition][sp]
-	return seen && so <= high
 }
 
 // probe applies a batch that holds nothing but a partition's current offset: if the view refuses
 // even that, no record is at fault.
 func (a *Aggregator) probe(ctx context.Context, partition int32) error {
-	a.mu.Lock()
-	next, owned := a.next[partition]
-	a.mu.Unlock()
+	pos, owned := a.progress.snapshot()[partition]
 	if !owned {
 		return nil
 	}
 	b := view.NewBatch()
-	b.Offsets[partition] = view.PartitionOffsets{Expect: next, Next: next}
+	b.Offsets[partition] = view.PartitionOffsets{Expect: pos.next, Next: pos.next}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	err := a.view.Apply(pctx, a.cfg.Topic, b)
@@ -241,92 +198,4 @@ func (a *Aggregator) probe(ctx context.Context, partition int32) error {
 		return err
 	}
 	return nil // an outage or a conflict says nothing about the records; the next try will
-}
-
-// deadLetterUndecodable dead-letters processed records the aggregator cannot read.
-func (a *Aggregator) deadLetterUndecodable(ctx context.Context, recs []*kgo.Record) error {
-	if len(recs) == 0 {
-		return nil
-	}
-	var facts event.ProcessedFacts
-	err := event.ParseProcessed(recs[0].Value, &facts)
-	a.log.Error("aggregator: processed records that cannot be read; dead-lettering them", zap.String("topic", recs[0].Topic),
-		zap.Int32("partition", recs[0].Partition), zap.Int64("offset", recs[0].Offset), zap.Int("n", len(recs)), zap.Error(err))
-	return a.deadLetter(ctx, recs, event.ReasonUndecodable, "")
-}
-
-// deadLetter writes the dead letters of recs and only then lets the folds pass over them: a
-// record the view cannot take is never skipped without a trace. It retries until the broker takes
-// them or ctx ends; meanwhile /readyz says why. detail "" means each record's parse error.
-func (a *Aggregator) deadLetter(ctx context.Context, recs []*kgo.Record, reason event.Reason, detail string) error {
-	if a.dlq == nil {
-		cl, err := kgo.NewClient(append([]kgo.Opt{kgo.ClientID("searchflow-aggregator-dlq")}, a.kafkaOpts...)...)
-		if err != nil {
-			return fmt.Errorf("aggregator: dead-letter producer: %w", err)
-		}
-		a.dlq = cl
-	}
-	out := make([]*kgo.Record, len(recs))
-	var facts event.ProcessedFacts
-	for i, r := range recs {
-		why := detail
-		if why == "" {
-			if err := event.ParseProcessed(r.Value, &facts); err != nil {
-				why = err.Error()
-			}
-		}
-		var extra []kgo.RecordHeader
-		for _, h := range r.Headers {
-			switch h.Key {
-			case event.HeaderSourcePartition:
-				extra = append(extra, kgo.RecordHeader{Key: HeaderRawPartition, Value: h.Value})
-			case event.HeaderSourceOffset:
-				extra = append(extra, kgo.RecordHeader{Key: HeaderRawOffset, Value: h.Value})
-			}
-		}
-		out[i] = deadletter.Record(a.cfg.DeadLetterTopic, r, "aggregator", reason, why, extra...)
-	}
-	backoff := backoffFirst
-	for {
-		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := a.dlq.ProduceSync(pctx, out...).FirstErr()
-		cancel()
-		if err == nil {
-			break
-		}
-		msg := fmt.Sprintf("cannot write dead letters to %s (%s/%d offset %d stays unapplied): %v",
-			a.cfg.DeadLetterTopic, recs[0].Topic, recs[0].Partition, recs[0].Offset, err)
-		if a.dlqProblem.Swap(&msg) == nil {
-			a.log.Error("aggregator: "+msg+"; retrying", zap.String("reason", string(reason)))
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, backoffMax)
-	}
-	a.dlqProblem.Store(nil)
-	a.mu.Lock()
-	for _, r := range recs {
-		if _, owned := a.next[r.Partition]; !owned {
-			continue
-		}
-		if a.skip[r.Partition] == nil {
-			a.skip[r.Partition] = map[int64]bool{}
-		}
-		a.skip[r.Partition][r.Offset] = true
-	}
-	a.mu.Unlock()
-	a.deadLettered.Add(int64(len(recs)))
-	switch reason {
-	case event.ReasonApplyFailed:
-		a.applyFailed.Add(int64(len(recs)))
-		a.log.Warn("aggregator: dead-lettered records the view refused", zap.String("topic", recs[0].Topic),
-			zap.Int32("partition", recs[0].Partition), zap.Int64("offset", recs[0].Offset), zap.Int("n", len(recs)),
-			zap.String("reason", detail))
-	case event.ReasonUndecodable:
-		a.undecodable.Add(int64(len(recs)))
-	}
-	return nil
 }

@@ -50,7 +50,7 @@ func TestRefusedHotelIsDeadLettered(t *testing.T) {
 	r := start(t, addr, v)
 
 	dead := kafkatest.ReadAll(t, addr, "dlq", h3)
-	waitExact(t, v, want)
+	waitExact(t, addr, v, want, r.agg)
 	if len(dead) != h3 {
 		t.Errorf("%d dead letters, want the %d events of h3", len(dead), h3)
 	}
@@ -66,7 +66,8 @@ func TestRefusedHotelIsDeadLettered(t *testing.T) {
 		}
 	}
 	waitCounts(t, r.agg, func(c map[string]int64) bool {
-		return c["apply_refused"] > 0 && c["dead_lettered"] == int64(h3) && c["applied"] == int64(len(all)-h3)
+		return c["apply_refused"] > 0 && c["dead_lettered"] == int64(h3) && c["applied"] == int64(len(all)-h3) &&
+			c["consumed"] == int64(len(all))
 	})
 	waitProblem(t, r.agg, func(p string) bool { return p == "" })
 }
@@ -89,7 +90,7 @@ func TestDamagedViewBlamesNoRecord(t *testing.T) {
 	r := start(t, addr, v)
 	waitProblem(t, r.agg, func(p string) bool { return strings.Contains(p, "damaged") })
 	redisDo(t, c, "DEL", "{searchflow}:advertisers")
-	waitExact(t, v, want)
+	waitExact(t, addr, v, want, r.agg)
 	waitProblem(t, r.agg, func(p string) bool { return p == "" })
 	if n := r.agg.Counts()["dead_lettered"]; n != 0 {
 		t.Errorf("%d records dead-lettered for a damaged view", n)
@@ -114,14 +115,17 @@ func TestUndecodableProcessedIsDeadLettered(t *testing.T) {
 	produceFrom(t, addr, newTruth(), evs[25:], 25, false)
 	r := start(t, addr, v)
 	dead := kafkatest.ReadAll(t, addr, "dlq", 2)
-	waitExact(t, v, want)
+	waitExact(t, addr, v, want, r.agg)
 	for _, d := range dead {
 		if kafkatest.Header(d, event.HeaderReason) != string(event.ReasonUndecodable) || kafkatest.Header(d, event.HeaderError) == "" {
 			t.Errorf("dead letter %q: reason %q error %q", d.Value, kafkatest.Header(d, event.HeaderReason), kafkatest.Header(d, event.HeaderError))
 		}
 	}
-	// The counts follow the view once the batch in flight is settled.
-	waitCounts(t, r.agg, func(c map[string]int64) bool { return c["undecodable"] == 2 && c["applied"] == 50 })
+	// The counts follow the view once the batch in flight is settled; both kinds of record are
+	// consumed, only the events applied.
+	waitCounts(t, r.agg, func(c map[string]int64) bool {
+		return c["undecodable"] == 2 && c["applied"] == 50 && c["consumed"] == 52
+	})
 }
 
 // TestRecordTooLargeForTheScriptIsNarrowedDown: one processed record carries a 40 MiB user id
@@ -155,12 +159,14 @@ func TestRecordTooLargeForTheScriptIsNarrowedDown(t *testing.T) {
 	}
 	produceFrom(t, addr, newTruth(), evs[20:], 20, false)
 	r := start(t, addr, v)
-	waitExact(t, v, want)
+	waitExact(t, addr, v, want, r.agg)
 	dead := kafkatest.ReadAll(t, addr, "dlq", 1)
 	if kafkatest.Header(dead[0], event.HeaderReason) != string(event.ReasonApplyFailed) || len(dead[0].Value) > 1<<20 {
 		t.Errorf("dead letter of %d bytes with reason %q", len(dead[0].Value), kafkatest.Header(dead[0], event.HeaderReason))
 	}
-	waitCounts(t, r.agg, func(c map[string]int64) bool { return c["dead_lettered"] == 1 && c["applied"] == 40 })
+	waitCounts(t, r.agg, func(c map[string]int64) bool {
+		return c["dead_lettered"] == 1 && c["applied"] == 40 && c["consumed"] == 41
+	})
 }
 
 // waitCounts polls the stage's counts until ok accepts them.

@@ -62,7 +62,7 @@ type Server struct {
 }
 
 type options struct {
-	stats         func() any
+	stats         func() Stats
 	metrics       *metrics.Metrics
 	metricsOnMain bool
 	corsOrigins   []string
@@ -75,8 +75,8 @@ type options struct {
 type Option func(*options)
 
 // WithStats serves /stats, /stream and /dashboard from stats, a snapshot of the pipeline's
-// numbers (anything that encodes to JSON).
-func WithStats(stats func() any) Option { return func(o *options) { o.stats = stats } }
+// numbers.
+func WithStats(stats func() Stats) Option { return func(o *options) { o.stats = stats } }
 
 // WithMetrics records every request in m, and serves m on /metrics when onMain is true (else the
 // admin server does).

@@ -43,7 +43,7 @@ type Cheapest struct {
 
 // liveUpdate is one /stream event: the stats and the current top lists.
 type liveUpdate struct {
-	Stats    any                   `json:"stats"`
+	Stats    Stats                 `json:"stats"`
 	Top      map[string][]topEntry `json:"top"`
 	Cheapest []Cheapest            `json:"cheapest"`
 }

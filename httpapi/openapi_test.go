@@ -349,17 +349,17 @@ func openAPIPath(echoPath string) string {
 
 // sampleStats has the shape of the pipeline's /stats document (the pipeline's tests validate the
 // real one against the same schema).
-func sampleStats() any {
-	return map[string]any{
-		"mode":           map[string]string{"kafka": "embedded", "redis": "external"},
-		"uptime_seconds": 12.5,
-		"stages": map[string]any{"aggregator": map[string]any{
-			"running": true,
-			"totals":  map[string]int64{"applied": 10, "consumed": 10},
-			"rates":   map[string]map[string]float64{"1s": {"applied": 2}, "10s": {"applied": 1}, "60s": {}},
+func sampleStats() Stats {
+	return Stats{
+		Mode:          map[string]string{"kafka": "embedded", "redis": "external"},
+		UptimeSeconds: 12.5,
+		Stages: map[string]StageStats{"aggregator": {
+			Running: true,
+			Totals:  map[string]int64{"applied": 10, "consumed": 10},
+			Rates:   map[string]map[string]float64{"1s": {"applied": 2}, "10s": {"applied": 1}, "60s": {}},
 		}},
-		"lag":           map[string]map[string]int64{"processed_events": {"0": 3}},
-		"dead_lettered": 1,
+		Lag:          map[string]map[string]int64{"processed_events": {"0": 3}},
+		DeadLettered: 1,
 	}
 }
 

@@ -36,9 +36,9 @@ type sseConn struct {
 
 // countingStats returns a stats function that numbers its calls: the broadcaster calls it once
 // per snapshot, so each event tells which read of the view it carries.
-func countingStats() (func() any, *atomic.Int64) {
+func countingStats() (func() Stats, *atomic.Int64) {
 	var n atomic.Int64
-	return func() any { return map[string]int64{"read": n.Add(1)} }, &n
+	return func() Stats { return Stats{UptimeSeconds: float64(n.Add(1))} }, &n
 }
 
 // openStream opens GET /stream and collects its events until closed or the test ends. The
@@ -76,11 +76,13 @@ func openStream(t *testing.T, c *http.Client, url string) (*sseConn, int, string
 			}
 			if v, ok := strings.CutPrefix(line, "data: "); ok {
 				var u struct {
-					Stats struct{ Read int64 } `json:"stats"`
+					Stats struct {
+						UptimeSeconds float64 `json:"uptime_seconds"`
+					} `json:"stats"`
 				}
 				_ = json.Unmarshal([]byte(v), &u)
 				s.mu.Lock()
-				s.events = append(s.events, sseEvent{id: id, read: u.Stats.Read, data: v})
+				s.events = append(s.events, sseEvent{id: id, read: int64(u.Stats.UptimeSeconds), data: v})
 				s.mu.Unlock()
 			}
 		}

@@ -7,7 +7,6 @@ package metrics
 import (
 	"net/http"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -15,10 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/plugin/kprom"
-)
 
-// DeadLetterPrefix marks a stage count that is a dead-letter reason: "dead_letter_reason:<reason>".
-const DeadLetterPrefix = "dead_letter_reason:"
+	"github.com/searchflow/searchflow/internal/counters"
+)
 
 // Metrics is the registry and the instruments searchflow records into.
 type Metrics struct {
@@ -32,7 +30,7 @@ type Metrics struct {
 	HTTPSeconds  *prometheus.HistogramVec // route
 
 	mu     sync.Mutex
-	stages map[string]func() map[string]int64
+	stages map[string]*counters.Set
 }
 
 // New returns a registry with Go and process collectors and every searchflow instrument.
@@ -62,7 +60,7 @@ func New() *Metrics {
 			Name: "searchflow_http_request_duration_seconds", Help: "HTTP request duration by route.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
 		}, []string{"route"}),
-		stages: map[string]func() map[string]int64{},
+		stages: map[string]*counters.Set{},
 	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.BatchRecords, m.BatchSeconds, m.EndToEnd, m.Lag, m.HTTPRequests, m.HTTPSeconds, stageCollector{m})
@@ -77,13 +75,13 @@ func (m *Metrics) KafkaHooks(name string) *kprom.Metrics {
 		kprom.WithStaticLabel(prometheus.Labels{"client": name}))
 }
 
-// AddStage exports a stage's running totals: each count becomes
-// searchflow_stage_events_total{stage, event}, and dead-letter reasons become
+// AddStage exports a stage's running totals: each counter becomes
+// searchflow_stage_events_total{stage, event}, and its dead letters by reason count toward
 // searchflow_dead_letters_total{reason}.
-func (m *Metrics) AddStage(name string, counts func() map[string]int64) {
+func (m *Metrics) AddStage(name string, set *counters.Set) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.stages[name] = counts
+	m.stages[name] = set
 }
 
 // Handler serves the registry in the Prometheus exposition format.
@@ -102,7 +100,7 @@ var (
 		"Running totals of each stage (records consumed, produced, dead-lettered, applied, errors, ...).",
 		[]string{"stage", "event"}, nil)
 	deadLettersDesc = prometheus.NewDesc("searchflow_dead_letters_total",
-		"Raw records sent to the dead-letter topic, by reason.", []string{"reason"}, nil)
+		"Records sent to the dead-letter topic, by reason.", []string{"reason"}, nil)
 )
 
 // stageCollector reads the stages' counts at scrape time.
@@ -120,18 +118,21 @@ func (c stageCollector) Collect(ch chan<- prometheus.Metric) {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	fns := make([]func() map[string]int64, len(names))
+	sets := make([]*counters.Set, len(names))
 	for i, name := range names {
-		fns[i] = c.m.stages[name]
+		sets[i] = c.m.stages[name]
 	}
 	c.m.mu.Unlock()
+	reasons := map[string]int64{} // two stages may dead-letter for the same reason: one series
 	for i, name := range names {
-		for event, n := range fns[i]() {
-			if reason, ok := strings.CutPrefix(event, DeadLetterPrefix); ok {
-				ch <- prometheus.MustNewConstMetric(deadLettersDesc, prometheus.CounterValue, float64(n), reason)
-				continue
-			}
-			ch <- prometheus.MustNewConstMetric(stageEventsDesc, prometheus.CounterValue, float64(n), name, event)
+		for _, cnt := range sets[i].Counts() {
+			ch <- prometheus.MustNewConstMetric(stageEventsDesc, prometheus.CounterValue, float64(cnt.Value), name, cnt.Name)
 		}
+		for r, n := range sets[i].DeadLetters() {
+			reasons[r] += n
+		}
+	}
+	for r, n := range reasons {
+		ch <- prometheus.MustNewConstMetric(deadLettersDesc, prometheus.CounterValue, float64(n), r)
 	}
 }

@@ -26,15 +26,6 @@ import (
 	"github.com/searchflow/searchflow/view"
 )
 
-// Stage is one long-running part of the pipeline.
-type Stage interface {
-	Name() string
-	// Run works until ctx ends, then drains and returns nil; an error stops the whole process.
-	Run(ctx context.Context) error
-	// Counts returns running totals for the periodic log line.
-	Counts() map[string]int64
-}
-
 // Options are hooks for tests; the zero value is what main uses.
 type Options struct {
 	// OnListening, if set, is called with the API's and the admin server's listen addresses (""
@@ -57,8 +48,7 @@ func Run(ctx context.Context, cfg config.Config, log *zap.Logger) error {
 // RunWith is Run with test hooks.
 func RunWith(ctx context.Context, cfg config.Config, log *zap.Logger, opts Options) error {
 	log.Info("searchflow starting", zap.Any("config", cfg.Masked()))
-	p := &pipeline{cfg: cfg, log: log, running: map[string]bool{}, problems: map[string]func() string{},
-		connecting: map[string]string{}, metrics: metrics.New()}
+	p := &pipeline{cfg: cfg, log: log, running: map[string]bool{}, connecting: map[string]string{}, metrics: metrics.New()}
 	p.track = &tracker{started: time.Now(), mode: p.mode(), running: p.isRunning}
 	defer p.closeAll()
 	// The servers first: /healthz and /readyz answer while Kafka and Redis are being reached.
@@ -77,7 +67,7 @@ func RunWith(ctx context.Context, cfg config.Config, log *zap.Logger, opts Optio
 		p.api.SetView(p.view)
 	}
 	if opts.OnReady != nil {
-		opts.OnReady(p.addr("api"))
+		opts.OnReady(p.apiAddr)
 	}
 	return p.run(ctx)
 }
@@ -89,8 +79,10 @@ type pipeline struct {
 	closers   []func()
 	metrics   *metrics.Metrics
 	track     *tracker
-	servers   []*server
+	servers   []*httpStage
 	api       *httpapi.Server
+	apiAddr   string // where the API listens, "" when it does not run
+	adminAddr string
 	kafkaOpts []kgo.Opt
 
 	mu         sync.Mutex
@@ -98,11 +90,11 @@ type pipeline struct {
 	admin      *kgo.Client      // set once Kafka answers
 	redis      rueidis.Client
 	view       *view.View // set once Redis answers
+	live       []Stage    // the stages and servers, once they run
 	running    map[string]bool
 	finished   map[string]bool
 	draining   bool
-	problems   map[string]func() string // stage name -> why it cannot make progress
-	connecting map[string]string        // service -> why it cannot be reached yet
+	connecting map[string]string // service -> why it cannot be reached yet
 }
 
 func (p *pipeline) closeAll() {
@@ -144,7 +136,6 @@ func (p *pipeline) stages() ([]Stage, error) {
 		tc := TransformerConfig(cfg)
 		tc.OnBatch = func(n int, took time.Duration) { p.metrics.ObserveBatch("transformer", n, took) }
 		t := transformer.New(tc, p.clientOpts("transformer"), p.log.With(zap.String("stage", "transformer")))
-		p.setProblem(t.Name(), t.Problem)
 		out = append(out, t)
 	}
 	if cfg.Enabled(config.StageAggregator) {
@@ -156,7 +147,6 @@ func (p *pipeline) stages() ([]Stage, error) {
 			}
 		}
 		a := aggregator.New(ac, p.clientOpts("aggregator"), p.view, p.log.With(zap.String("stage", "aggregator")))
-		p.setProblem(a.Name(), a.Problem)
 		out = append(out, a)
 	}
 	return out, nil
@@ -181,71 +171,37 @@ func limits(l config.Limits) event.Limits {
 		AdvertiserNameBytes: l.AdvertiserNameBytes, IDBytes: l.IDBytes}
 }
 
-func (p *pipeline) setProblem(stage string, check func() string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.problems[stage] = check
-}
-
 // clientOpts are the Kafka options of one client, named for the franz-go metrics' client label.
 func (p *pipeline) clientOpts(name string) []kgo.Opt {
 	return append([]kgo.Opt{kgo.ClientID("searchflow-" + name), kgo.WithHooks(p.metrics.KafkaHooks(name))}, p.kafkaOpts...)
 }
 
-// finishesByDesign reports whether a stage returning nil before shutdown is expected.
-func finishesByDesign(s Stage) bool { return s.Name() == "generator" }
-
-// run runs the stages under one errgroup until ctx ends (then drains them, watched by the
-// SHUTDOWN_TIMEOUT watchdog) or one of them or a server fails. The servers stop after it returns.
+// run runs the stages and the HTTP servers under one errgroup until ctx ends (then drains them,
+// the servers last, watched by the SHUTDOWN_TIMEOUT watchdog) or one of them fails.
 func (p *pipeline) run(ctx context.Context) error {
 	stages, err := p.stages()
 	if err != nil {
 		return err
 	}
 	for _, s := range stages {
-		p.metrics.AddStage(s.Name(), s.Counts)
+		if set := countersOf(s); set != nil {
+			p.metrics.AddStage(s.Name(), set)
+		}
 	}
 	p.track.setStages(stages)
-	var groups []string
-	if p.cfg.Enabled(config.StageTransformer) {
-		groups = append(groups, p.cfg.ConsumerGroup+"-transformer")
-	}
-	if p.cfg.Enabled(config.StageAggregator) {
-		groups = append(groups, p.cfg.ConsumerGroup+"-aggregator")
-	}
+	all := append(append([]Stage(nil), stages...), servers(p.servers)...)
+	p.mu.Lock()
+	p.live = all
+	p.mu.Unlock()
 
 	g, gctx := errgroup.WithContext(ctx)
-	if p.api != nil {
-		p.setRunning("api", true)
-		defer p.setRunning("api", false)
+	var workers sync.WaitGroup
+	for _, s := range all {
+		p.launch(g, gctx, s, &workers)
 	}
-	for _, s := range stages {
-		p.setRunning(s.Name(), true)
-		g.Go(func() error {
-			defer p.setRunning(s.Name(), false)
-			log := p.log.With(zap.String("stage", s.Name()))
-			log.Info("stage started")
-			err := s.Run(gctx)
-			switch {
-			case err != nil:
-				log.Error("stage failed", zap.Error(err))
-				return fmt.Errorf("%s: %w", s.Name(), err)
-			case gctx.Err() == nil && !finishesByDesign(s):
-				log.Error("stage stopped unexpectedly")
-				return fmt.Errorf("%s stopped unexpectedly", s.Name())
-			case gctx.Err() == nil:
-				p.setFinished(s.Name())
-				log.Info("stage finished; the other stages keep running")
-			default:
-				log.Info("stage stopped")
-			}
-			return nil
-		})
-	}
-	g.Go(func() error { return p.serveFailed(gctx) })
 	g.Go(func() error { p.logStats(gctx, stages); return nil })
 	g.Go(func() error {
-		p.track.run(gctx, p.admin, groups, p.cfg.StallTimeout, p.newLagProbe, p.metrics, p.log)
+		p.track.run(gctx, p.admin, p.groups(), p.cfg.StallTimeout, p.newLagProbe, p.metrics, p.log)
 		return nil
 	})
 	g.Go(func() error {
@@ -256,7 +212,32 @@ func (p *pipeline) run(ctx context.Context) error {
 		p.log.Info("draining", zap.Duration("timeout", p.cfg.ShutdownTimeout))
 		return nil
 	})
+	return p.wait(g, gctx, stages)
+}
 
+// servers are the HTTP servers as stages.
+func servers(list []*httpStage) []Stage {
+	out := make([]Stage, len(list))
+	for i, s := range list {
+		out[i] = s
+	}
+	return out
+}
+
+// groups are the consumer groups of this process's stages, for the lag readings.
+func (p *pipeline) groups() []string {
+	var out []string
+	if p.cfg.Enabled(config.StageTransformer) {
+		out = append(out, TransformerConfig(p.cfg).Group)
+	}
+	if p.cfg.Enabled(config.StageAggregator) {
+		out = append(out, AggregatorConfig(p.cfg).Group)
+	}
+	return out
+}
+
+// wait waits for the group; once gctx ends, for at most SHUTDOWN_TIMEOUT.
+func (p *pipeline) wait(g *errgroup.Group, gctx context.Context, stages []Stage) error {
 	done := make(chan error, 1)
 	go func() { done <- g.Wait() }()
 	select {
@@ -278,7 +259,9 @@ func (p *pipeline) run(ctx context.Context) error {
 
 func (p *pipeline) finish(err error, stages []Stage) error {
 	for _, s := range stages {
-		p.log.Info("final counts", zap.String("stage", s.Name()), zap.Any("counts", s.Counts()))
+		if set := countersOf(s); set != nil {
+			p.log.Info("final counts", zap.String("stage", s.Name()), zap.Any("counts", set.Map()))
+		}
 	}
 	if err != nil {
 		return err
@@ -300,7 +283,11 @@ func (p *pipeline) logStats(ctx context.Context, stages []Stage) {
 			secs := now.Sub(last).Seconds()
 			last = now
 			for _, s := range stages {
-				counts := s.Counts()
+				set := countersOf(s)
+				if set == nil {
+					continue
+				}
+				counts := set.Map()
 				fields := []zap.Field{zap.String("stage", s.Name()), zap.Any("counts", counts)}
 				rates := map[string]float64{}
 				for k, v := range counts {
@@ -375,10 +362,7 @@ func (p *pipeline) readiness(ctx context.Context) map[string]string {
 			}
 		}
 	}
-	checks := make(map[string]func() string, len(p.problems))
-	for name, check := range p.problems {
-		checks[name] = check
-	}
+	live := p.live
 	admin, v := p.admin, p.view
 	p.mu.Unlock()
 	if admin != nil {
@@ -391,9 +375,11 @@ func (p *pipeline) readiness(ctx context.Context) map[string]string {
 			problems["redis"] = err.Error()
 		}
 	}
-	for name, check := range checks {
-		if msg := check(); msg != "" {
-			problems[name] = msg
+	for _, s := range live {
+		if r, ok := s.(reporter); ok {
+			if msg := r.Problem(); msg != "" {
+				problems[s.Name()] = msg
+			}
 		}
 	}
 	for where, why := range p.track.stalls() {

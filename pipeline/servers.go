@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -21,18 +22,64 @@ import (
 // report a service that does not answer (wrong credentials, an unknown CA, a service away)
 // instead of the process saying nothing. They stop last, after the stages have drained.
 
-// server is one listening HTTP server.
-type server struct {
+// httpStage is one listening HTTP server, run as a stage that drains last. It serves from the
+// moment the process starts (start), before Kafka and Redis are reached; Run only waits for the
+// drain or for the server to fail; stop shuts it down once the other stages have drained.
+type httpStage struct {
 	name     string
 	ln       net.Listener
 	serve    func(net.Listener) error
 	shutdown func(context.Context) error
-	done     chan struct{} // closed when serve returned
-	err      error         // what serve returned; read after done
+
+	startOnce, stopOnce sync.Once
+	done                chan struct{} // closed when serve returned
+	err                 error         // what serve returned; read after done
+}
+
+func (s *httpStage) Name() string { return s.name }
+
+// start serves in the background.
+func (s *httpStage) start() {
+	s.startOnce.Do(func() {
+		s.done = make(chan struct{})
+		go func() {
+			s.err = s.serve(s.ln)
+			close(s.done)
+		}()
+	})
+}
+
+// Run waits for ctx to end (nil: the pipeline stops the server after the other stages drained)
+// or for the server to fail.
+func (s *httpStage) Run(ctx context.Context) error {
+	s.start()
+	select {
+	case <-s.done:
+		if s.err == nil {
+			return errors.New("stopped unexpectedly")
+		}
+		return s.err
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// stop shuts the server down, letting requests in flight finish for up to 5 s.
+func (s *httpStage) stop() {
+	s.stopOnce.Do(func() {
+		if s.done == nil {
+			_ = s.ln.Close()
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.shutdown(ctx)
+		<-s.done
+	})
 }
 
 // listen binds HTTP_ADDR (when the api stage runs) and ADMIN_ADDR (when set) and builds their
-// servers; start serves them.
+// servers; startServers serves them.
 func (p *pipeline) listen() error {
 	if p.cfg.Enabled(config.StageAPI) {
 		ln, err := net.Listen("tcp", p.cfg.HTTPAddr)
@@ -40,12 +87,13 @@ func (p *pipeline) listen() error {
 			return fmt.Errorf("pipeline: listen on HTTP_ADDR %s: %w", p.cfg.HTTPAddr, err)
 		}
 		p.api = httpapi.New(nil, p.readiness, p.log.With(zap.String("stage", "api")),
-			httpapi.WithStats(func() any { return p.track.snapshot() }),
+			httpapi.WithStats(p.track.snapshot),
 			httpapi.WithMetrics(p.metrics, p.cfg.AdminAddr == ""),
 			httpapi.WithCORS(p.cfg.CORSOrigins),
 			httpapi.WithTokens(p.cfg.APITokens),
 			httpapi.WithStreamMaxClients(p.cfg.StreamMaxClients))
-		p.servers = append(p.servers, &server{name: "api", ln: ln, serve: p.api.Serve, shutdown: p.api.Shutdown})
+		p.servers = append(p.servers, &httpStage{name: config.StageAPI, ln: ln, serve: p.api.Serve, shutdown: p.api.Shutdown})
+		p.apiAddr = ln.Addr().String()
 	}
 	if p.cfg.AdminAddr != "" {
 		ln, err := net.Listen("tcp", p.cfg.AdminAddr)
@@ -56,12 +104,13 @@ func (p *pipeline) listen() error {
 			return fmt.Errorf("pipeline: listen on ADMIN_ADDR %s: %w", p.cfg.AdminAddr, err)
 		}
 		admin := newAdminServer(p.metrics, p.readiness, p.cfg.APITokens)
-		p.servers = append(p.servers, &server{name: "admin", ln: ln, serve: func(ln net.Listener) error {
+		p.servers = append(p.servers, &httpStage{name: "admin", ln: ln, serve: func(ln net.Listener) error {
 			if err := admin.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return nil
 		}, shutdown: admin.Shutdown})
+		p.adminAddr = ln.Addr().String()
 	}
 	return nil
 }
@@ -69,65 +118,18 @@ func (p *pipeline) listen() error {
 // startServers serves every server in the background.
 func (p *pipeline) startServers(opts Options) {
 	for _, s := range p.servers {
-		s.done = make(chan struct{})
-		go func() {
-			s.err = s.serve(s.ln)
-			close(s.done)
-		}()
+		s.start()
 		p.log.Info(s.name+" server listening", zap.String("addr", s.ln.Addr().String()))
 	}
 	if opts.OnListening != nil {
-		opts.OnListening(p.addr("api"), p.addr("admin"))
+		opts.OnListening(p.apiAddr, p.adminAddr)
 	}
 }
 
-// addr is the listen address of the named server, "" when it does not run.
-func (p *pipeline) addr(name string) string {
-	for _, s := range p.servers {
-		if s.name == name {
-			return s.ln.Addr().String()
-		}
-	}
-	return ""
-}
-
-// serveFailed returns the first server that stopped on its own, for the errgroup.
-func (p *pipeline) serveFailed(ctx context.Context) error {
-	cases := make(chan error, len(p.servers))
-	for _, s := range p.servers {
-		go func() {
-			select {
-			case <-s.done:
-				err := s.err
-				if err == nil {
-					err = errors.New("stopped unexpectedly")
-				}
-				cases <- fmt.Errorf("%s server: %w", s.name, err)
-			case <-ctx.Done():
-			}
-		}()
-	}
-	select {
-	case err := <-cases:
-		return err
-	case <-ctx.Done():
-		return nil
-	}
-}
-
-// stopServers shuts the servers down, letting requests in flight finish for up to 5 s.
+// stopServers stops every server (after a failed start; a drained run has stopped them).
 func (p *pipeline) stopServers() {
 	for _, s := range p.servers {
-		if s.done == nil {
-			_ = s.ln.Close()
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := s.shutdown(ctx); err != nil {
-			p.log.Warn("server shutdown", zap.String("server", s.name), zap.Error(err))
-		}
-		cancel()
-		<-s.done
+		s.stop()
 	}
 }
 

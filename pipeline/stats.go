@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
 
+	"github.com/searchflow/searchflow/httpapi"
 	"github.com/searchflow/searchflow/metrics"
 )
 
@@ -40,21 +41,8 @@ const (
 	lagInterval = 5 * time.Second
 )
 
-// Stats is the /stats document.
-type Stats struct {
-	Mode          map[string]string           `json:"mode"`
-	UptimeSeconds float64                     `json:"uptime_seconds"`
-	Stages        map[string]StageStats       `json:"stages"`
-	Lag           map[string]map[string]int64 `json:"lag"`
-	DeadLettered  int64                       `json:"dead_lettered"`
-}
-
-// StageStats is one stage's totals and rates (per second) over the last 1, 10 and 60 seconds.
-type StageStats struct {
-	Running bool                          `json:"running"`
-	Totals  map[string]int64              `json:"totals"`
-	Rates   map[string]map[string]float64 `json:"rates"`
-}
+// Stats is the /stats document, which httpapi serves and defines.
+type Stats = httpapi.Stats
 
 func (t *tracker) setStages(stages []Stage) {
 	t.mu.Lock()
@@ -71,7 +59,9 @@ func (t *tracker) currentStages() []Stage {
 func (t *tracker) sample() {
 	s := sample{at: time.Now(), counts: map[string]map[string]int64{}}
 	for _, st := range t.currentStages() {
-		s.counts[st.Name()] = st.Counts()
+		if set := countersOf(st); set != nil {
+			s.counts[st.Name()] = set.Map()
+		}
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -138,23 +128,29 @@ func (t *tracker) snapshot() Stats {
 	lag := t.lag
 	stages := t.stages
 	t.mu.Unlock()
-	out := Stats{Mode: t.mode, UptimeSeconds: time.Since(t.started).Seconds(), Stages: map[string]StageStats{},
+	out := Stats{Mode: t.mode, UptimeSeconds: time.Since(t.started).Seconds(), Stages: map[string]httpapi.StageStats{},
 		Lag: map[string]map[string]int64{}}
 	for topic, parts := range lag {
 		out.Lag[topic] = parts
 	}
 	now := sample{at: time.Now(), counts: map[string]map[string]int64{}}
 	for _, st := range stages {
-		now.counts[st.Name()] = st.Counts()
+		if set := countersOf(st); set != nil {
+			now.counts[st.Name()] = set.Map()
+		}
 	}
 	for _, st := range stages {
 		name := st.Name()
-		ss := StageStats{Running: t.running(name), Totals: now.counts[name], Rates: map[string]map[string]float64{}}
+		ss := httpapi.StageStats{Running: t.running(name), Totals: now.counts[name], Rates: map[string]map[string]float64{}}
 		for label, secs := range map[string]int{"1s": 1, "10s": 10, "60s": 60} {
 			ss.Rates[label] = rates(samples, now, name, secs)
 		}
 		out.Stages[name] = ss
-		out.DeadLettered += ss.Totals["dead_lettered"]
+		if set := countersOf(st); set != nil {
+			for _, n := range set.DeadLetters() {
+				out.DeadLettered += n
+			}
+		}
 	}
 	return out
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/searchflow/searchflow/internal/counters"
 	"github.com/searchflow/searchflow/internal/redistest"
 )
 
@@ -112,7 +113,9 @@ func cpuRun(bin, dataDir string, events int) (CPURun, error) {
 	if err != nil {
 		return CPURun{}, err
 	}
-	_, err = gen.waitLog("generator reached GENERATOR_MAX_EVENTS", 10*time.Minute)
+	// "generator stopped" comes after its flush: every event is in the topic (a signal before
+	// would cancel the records still buffered).
+	_, err = gen.waitLog("generator stopped", 10*time.Minute)
 	if stopErr := gen.stop(); err == nil {
 		err = stopErr
 	}
@@ -251,7 +254,7 @@ func waitApplied(base string, n int64, within time.Duration) error {
 			err = json.NewDecoder(resp.Body).Decode(&st)
 			resp.Body.Close()
 		}
-		if err == nil && st.Stages["aggregator"].Totals["applied"] >= n {
+		if err == nil && st.Stages["aggregator"].Totals[counters.Applied] >= n {
 			return nil
 		}
 		select {

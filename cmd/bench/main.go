@@ -36,6 +36,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/searchflow/searchflow/config"
+	"github.com/searchflow/searchflow/internal/counters"
 	"github.com/searchflow/searchflow/internal/redistest"
 	"github.com/searchflow/searchflow/pipeline"
 	"github.com/searchflow/searchflow/stages/aggregator"
@@ -437,9 +438,9 @@ func (b *bench) stages(name, raw, processed string, n int64, withT, withA bool, 
 	}
 	done := func() bool {
 		if withA {
-			return a.Counts()["applied"] >= n
+			return a.Counts()[counters.Applied] >= n
 		}
-		return t.Counts()["produced"] >= n
+		return t.Counts()[counters.Produced] >= n
 	}
 	for !done() {
 		select {

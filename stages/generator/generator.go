@@ -11,11 +11,12 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
+
+	"github.com/searchflow/searchflow/internal/counters"
 )
 
 // Config is the generator's slice of the configuration.
@@ -35,23 +36,32 @@ type Generator struct {
 	client *kgo.Client
 	log    *zap.Logger
 
-	produced, failed, canceled, badLines atomic.Int64
+	counts                               counters.Set
+	produced, failed, canceled, badLines *counters.Counter
 	errMu                                sync.Mutex
 	err                                  error
 }
 
 // New returns a generator producing through client (an idempotent producer; the caller closes it).
 func New(cfg Config, client *kgo.Client, log *zap.Logger) *Generator {
-	return &Generator{cfg: cfg, client: client, log: log}
+	g := &Generator{cfg: cfg, client: client, log: log}
+	g.produced, g.failed = g.counts.New(counters.Produced), g.counts.New("failed")
+	g.canceled, g.badLines = g.counts.New("canceled"), g.counts.New("bad_lines")
+	return g
 }
 
 // Name implements the pipeline's stage.
 func (g *Generator) Name() string { return "generator" }
 
-// Counts returns the stage's running totals.
-func (g *Generator) Counts() map[string]int64 {
-	return map[string]int64{"produced": g.produced.Load(), "failed": g.failed.Load(), "canceled": g.canceled.Load(), "bad_lines": g.badLines.Load()}
-}
+// Counters returns the stage's running totals.
+func (g *Generator) Counters() *counters.Set { return &g.counts }
+
+// Counts returns the stage's running totals by name.
+func (g *Generator) Counts() map[string]int64 { return g.counts.Map() }
+
+// FinishesByDesign says that the generator returning while the pipeline runs is expected: it ran
+// out of GENERATOR_MAX_EVENTS or of its replay file.
+func (g *Generator) FinishesByDesign() bool { return true }
 
 // Run produces until ctx ends, or until MaxEvents or the replay file is exhausted; then it flushes
 // what it buffered and returns nil. A record the broker refuses for good fails the stage.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/searchflow/searchflow/event"
 	"github.com/searchflow/searchflow/internal/backoff"
+	"github.com/searchflow/searchflow/internal/counters"
 	"github.com/searchflow/searchflow/stages/deadletter"
 )
 
@@ -38,9 +39,6 @@ type Config struct {
 	// OnBatch, if set, is called after each committed batch with its size and processing time.
 	OnBatch func(records int, took time.Duration)
 }
-
-// DeadLetterReasonPrefix marks the per-reason dead-letter totals in Counts.
-const DeadLetterReasonPrefix = "dead_letter_reason:"
 
 // Record headers, as the event and deadletter packages name them.
 const (
@@ -68,13 +66,12 @@ type Transformer struct {
 	log       *zap.Logger
 	iso       *isolator
 
-	consumed, produced, deadLettered, aborted, fetchErrors, isolated atomic.Int64
+	counts                                                           counters.Set
+	consumed, produced, deadLettered, aborted, fetchErrors, isolated *counters.Counter
 	abortsInRow                                                      atomic.Int64
 	lastAbort, sessionProblem                                        atomic.Pointer[string]
-	reasonMu                                                         sync.Mutex
-	reasons                                                          map[string]int64 // dead letters by reason
-	lastAbortLog                                                     time.Time        // owned by the session goroutine
-	failures                                                         failureLog       // the current transaction's failed records
+	lastAbortLog                                                     time.Time  // owned by the session goroutine
+	failures                                                         failureLog // the current transaction's failed records
 }
 
 // New returns a transformer whose clients start from kafkaOpts (seed brokers, logger).
@@ -85,8 +82,10 @@ func New(cfg Config, kafkaOpts []kgo.Opt, log *zap.Logger) *Transformer {
 	if cfg.Limits == (event.Limits{}) {
 		cfg.Limits = event.DefaultLimits()
 	}
-	t := &Transformer{cfg: cfg, kafkaOpts: kafkaOpts, log: log, reasons: map[string]int64{},
-		iso: newIsolator(cfg.BatchMaxRecords)}
+	t := &Transformer{cfg: cfg, kafkaOpts: kafkaOpts, log: log, iso: newIsolator(cfg.BatchMaxRecords)}
+	t.consumed, t.produced = t.counts.New(counters.Consumed), t.counts.New(counters.Produced)
+	t.deadLettered, t.aborted = t.counts.New(counters.DeadLettered), t.counts.New("aborted_batches")
+	t.fetchErrors, t.isolated = t.counts.New(counters.FetchErrors), t.counts.New("isolated")
 	t.failures.deadLetterTopic = cfg.DeadLetterTopic
 	return t
 }
@@ -94,18 +93,11 @@ func New(cfg Config, kafkaOpts []kgo.Opt, log *zap.Logger) *Transformer {
 // Name implements the pipeline's stage.
 func (t *Transformer) Name() string { return "transformer" }
 
-// Counts returns the stage's running totals.
-func (t *Transformer) Counts() map[string]int64 {
-	c := map[string]int64{"consumed": t.consumed.Load(), "produced": t.produced.Load(),
-		"dead_lettered": t.deadLettered.Load(), "aborted_batches": t.aborted.Load(), "fetch_errors": t.fetchErrors.Load(),
-		"isolated": t.isolated.Load()}
-	t.reasonMu.Lock()
-	defer t.reasonMu.Unlock()
-	for r, n := range t.reasons {
-		c[DeadLetterReasonPrefix+r] = n
-	}
-	return c
-}
+// Counters returns the stage's running totals and its dead letters by reason.
+func (t *Transformer) Counters() *counters.Set { return &t.counts }
+
+// Counts returns the stage's running totals by name.
+func (t *Transformer) Counts() map[string]int64 { return t.counts.Map() }
 
 // Problem says why the stage cannot make progress right now ("" when it can), for /readyz: a
 // broken session, transactions aborting in a row, or partitions stopped because their dead
@@ -371,12 +363,8 @@ func (t *Transformer) committedBatch(fetches kgo.Fetches, n, dl int64, reasons m
 	t.produced.Add(n)
 	t.deadLettered.Add(dl)
 	t.isolated.Add(reasons[event.ReasonPoison] + reasons[event.ReasonProcessedTooLarge])
-	if len(reasons) > 0 {
-		t.reasonMu.Lock()
-		for r, k := range reasons {
-			t.reasons[string(r)] += k
-		}
-		t.reasonMu.Unlock()
+	for r, k := range reasons {
+		t.counts.DeadLetter(string(r), k)
 	}
 	var positions []pos
 	if t.iso.remembers() {

@@ -13,7 +13,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,14 +34,24 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-func freeAddr(t *testing.T) string {
+// refusingAddr returns a loopback address where nothing listens, and where nothing can start
+// listening while the test runs: a socket bound to the port, never listening, holds it, and the
+// kernel refuses connections to it.
+func refusingAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
 }
 
 func TestBadConfigExitsTwo(t *testing.T) {
@@ -68,12 +80,10 @@ func TestBadConfigExitsTwo(t *testing.T) {
 func TestSIGTERMDrainsAndRebuildsEmbedded(t *testing.T) {
 	bin := buildBinary(t)
 	env := map[string]string{
-		"KAFKA_BROKERS": "", "REDIS_ADDR": "", "DATA_DIR": t.TempDir(), "EMBEDDED_KAFKA_ADDR": freeAddr(t),
-		"HTTP_ADDR": freeAddr(t), "GENERATOR_RATE": "3000", "GENERATOR_USERS": "200", "LOG_LEVEL": "warn",
-		"TOPIC_PARTITIONS": "3",
+		"KAFKA_BROKERS": "", "REDIS_ADDR": "", "DATA_DIR": t.TempDir(), "GENERATOR_RATE": "3000",
+		"GENERATOR_USERS": "200", "LOG_LEVEL": "warn", "TOPIC_PARTITIONS": "3",
 	}
-	d := startDaemon(t, bin, env)
-	d.waitServing()
+	d := startDaemon(t, bin, env, "EMBEDDED_KAFKA_ADDR")
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		var body struct{ Count int }
@@ -92,8 +102,7 @@ func TestSIGTERMDrainsAndRebuildsEmbedded(t *testing.T) {
 	d.terminate()
 
 	env["STAGES"] = "transformer,aggregator,api"
-	d = startDaemon(t, bin, env)
-	d.waitServing()
+	d = startDaemon(t, bin, env, "EMBEDDED_KAFKA_ADDR")
 	want := apitest.New()
 	for _, r := range kafkatest.ReadToEnd(t, env["EMBEDDED_KAFKA_ADDR"], "raw_events") {
 		want.AddRaw(r.Value)
@@ -157,18 +166,17 @@ func expectHealthcheckFails(t *testing.T, bin string, env map[string]string, arg
 // sends none, and /healthz and /readyz must not ask for one.
 func TestHealthcheck(t *testing.T) {
 	bin := buildBinary(t)
-	addr := freeAddr(t)
-	_, httpPort, _ := net.SplitHostPort(addr)
 	tokens := filepath.Join(t.TempDir(), "tokens")
 	if err := os.WriteFile(tokens, []byte("healthcheck-test-token-0123456789\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	env := map[string]string{
 		"KAFKA_BROKERS": "", "REDIS_ADDR": "", "DATA_DIR": t.TempDir(), "EMBEDDED_KAFKA_ADDR": "127.0.0.1:0",
-		"HTTP_ADDR": addr, "API_TOKENS_FILE": tokens, "GENERATOR_RATE": "100", "LOG_LEVEL": "warn",
+		"API_TOKENS_FILE": tokens, "GENERATOR_RATE": "100", "LOG_LEVEL": "warn",
 	}
 	d := startDaemon(t, bin, env)
-	d.waitServing()
+	addr := env["HTTP_ADDR"]
+	_, httpPort, _ := net.SplitHostPort(addr)
 	resp, err := http.Get(d.base + "/users")
 	if err != nil {
 		t.Fatal(err)
@@ -206,7 +214,7 @@ func TestHealthcheck(t *testing.T) {
 
 	t.Run("nothing listening", func(t *testing.T) {
 		env := maps.Clone(env)
-		env["HTTP_ADDR"] = freeAddr(t)
+		env["HTTP_ADDR"] = refusingAddr(t)
 		took := expectHealthcheckFails(t, bin, env, nil, "http://"+env["HTTP_ADDR"]+"/healthz")
 		if took >= healthcheckTimeout {
 			t.Errorf("a refused connection took %s to report; want well under the %s timeout", took, healthcheckTimeout)
@@ -308,4 +316,23 @@ func TestUnknownCommandExitsTwo(t *testing.T) {
 	if !strings.Contains(stderr.String(), "healtcheck") || !strings.Contains(stderr.String(), "usage") {
 		t.Errorf("stderr does not name the argument and the usage:\n%s", stderr.String())
 	}
+}
+
+// TestStartDaemonSkipsATakenPort: another process holds the daemon's HTTP port and answers
+// /healthz. startDaemon must not take it for the daemon: the daemon exits saying the address is
+// in use, and it starts again on another port.
+func TestStartDaemonSkipsATakenPort(t *testing.T) {
+	bin := buildBinary(t)
+	impostor := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, `{"status":"ok"}`)
+	}))
+	t.Cleanup(impostor.Close)
+	taken := strings.TrimPrefix(impostor.URL, "http://")
+	env := map[string]string{"KAFKA_BROKERS": "", "REDIS_ADDR": "", "DATA_DIR": t.TempDir(), "HTTP_ADDR": taken,
+		"EMBEDDED_KAFKA_ADDR": "127.0.0.1:0", "STAGES": "api", "LOG_LEVEL": "warn"}
+	d := startDaemon(t, bin, env)
+	if env["HTTP_ADDR"] == taken {
+		t.Fatalf("the daemon is taken to serve on %s, which another process holds", taken)
+	}
+	d.terminate()
 }

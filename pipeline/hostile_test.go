@@ -2,8 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"encoding/json"
-	"net/http"
 	"strconv"
 	"testing"
 	"time"
@@ -22,12 +20,13 @@ import (
 // out-of-range, forged records) between normal events through the whole daemon. Every normal
 // event must come out exact and every hostile one exact or dead-lettered with its reason,
 // within a bounded time — and the view must still be exact once every lag is 0 and the stages
-// are idle, so a late double count would show.
+// are idle (WaitEqual), so a late double count would show; the dead-letter topic is read to its
+// end then, so a late or unexpected dead letter would too.
 func TestHostileRecordsBetweenNormalEvents(t *testing.T) {
-	kafka := freePort(t)
+	t.Parallel()
 	srv := redistest.Start(t)
-	h := start(t, map[string]string{"REDIS_ADDR": srv.Addr, "EMBEDDED_KAFKA_ADDR": kafka,
-		"STAGES": "transformer,aggregator,api", "STALL_TIMEOUT": "3s"})
+	h := start(t, map[string]string{"REDIS_ADDR": srv.Addr, "STAGES": "transformer,aggregator,api", "STALL_TIMEOUT": "3s"})
+	kafka := h.kafka
 
 	cl, err := kgo.NewClient(kgo.SeedBrokers(kafka), kgo.ProducerBatchMaxBytes(4<<20))
 	if err != nil {
@@ -81,7 +80,7 @@ func TestHostileRecordsBetweenNormalEvents(t *testing.T) {
 	}
 
 	want.WaitEqual(t, h.base, 90*time.Second)
-	dead := kafkatest.ReadAll(t, kafka, "dead_letter_events", len(expected))
+	dead := kafkatest.ReadCommittedToEnd(t, kafka, "dead_letter_events")
 	for _, d := range dead {
 		p, _ := strconv.Atoi(kafkatest.Header(d, "source_partition"))
 		o, _ := strconv.ParseInt(kafkatest.Header(d, "source_offset"), 10, 64)
@@ -101,56 +100,5 @@ func TestHostileRecordsBetweenNormalEvents(t *testing.T) {
 	for _, c := range expected {
 		t.Errorf("%s: no dead letter", c.Name)
 	}
-	waitIdle(t, h.base)
-	if diff := want.Diff(h.base); diff != "" {
-		t.Fatalf("after the stages went idle: %s", diff)
-	}
 	h.stop()
-}
-
-// waitIdle waits until every consumer lag is 0 (a transactional topic's trailing commit marker
-// and aborted records are not lag), nothing was consumed in the last second and /readyz is 200.
-func waitIdle(t *testing.T, base string) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	last := ""
-	for time.Now().Before(deadline) {
-		var st Stats
-		code, problems := readyz(t, base)
-		resp, err := http.Get(base + "/stats")
-		if err == nil {
-			err = decodeJSON(resp, &st)
-		}
-		idle := err == nil && code == http.StatusOK && len(st.Lag) > 0
-		for topic, parts := range st.Lag {
-			for p, l := range parts {
-				if l != 0 {
-					idle, last = false, topic+"/"+p+" lag "+strconv.FormatInt(l, 10)
-				}
-			}
-		}
-		for name, s := range st.Stages {
-			if s.Rates["1s"]["consumed"] != 0 {
-				idle, last = false, name+" still consuming"
-			}
-		}
-		if code != http.StatusOK {
-			last = "not ready: " + strconv.Itoa(code) + " " + strconv.Quote(stringify(problems))
-		}
-		if idle {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("the pipeline never went idle within 60s: %s", last)
-}
-
-func decodeJSON(resp *http.Response, into any) error {
-	defer resp.Body.Close()
-	return json.NewDecoder(resp.Body).Decode(into)
-}
-
-func stringify(m map[string]string) string {
-	b, _ := json.Marshal(m)
-	return string(b)
 }

@@ -151,8 +151,8 @@ func TestObservability(t *testing.T) {
 
 // TestAdminAddr moves /metrics and pprof to ADMIN_ADDR.
 func TestAdminAddr(t *testing.T) {
-	admin := freePort(t)
-	h := start(t, map[string]string{"ADMIN_ADDR": admin, "GENERATOR_MAX_EVENTS": "10", "CORS_ORIGINS": "https://dash.example"})
+	h := start(t, map[string]string{"ADMIN_ADDR": "127.0.0.1:0", "GENERATOR_MAX_EVENTS": "10", "CORS_ORIGINS": "https://dash.example"})
+	admin := h.admin
 	if resp, _ := getBody(t, "http://"+admin+"/metrics", nil); resp.StatusCode != http.StatusOK {
 		t.Errorf("admin /metrics: %d", resp.StatusCode)
 	}
@@ -178,10 +178,9 @@ func TestAdminAddr(t *testing.T) {
 // without the api stage is probed on ADMIN_ADDR.
 func TestAdminAddrWithTokensAndProbes(t *testing.T) {
 	const token = "0123456789abcdef-admin-token"
-	admin := freePort(t)
 	srv := redistest.Start(t)
 	tokens := writeFile(t, "tokens", token+"\n")
-	base, _ := listening(t, map[string]string{"ADMIN_ADDR": admin, "API_TOKENS_FILE": tokens, "REDIS_ADDR": srv.Addr,
+	base, admin, _ := listening(t, map[string]string{"ADMIN_ADDR": "127.0.0.1:0", "API_TOKENS_FILE": tokens, "REDIS_ADDR": srv.Addr,
 		"STAGES": "transformer,aggregator"}, zaptest.NewLogger(t))
 	if base != "http://" {
 		t.Errorf("a worker without the api stage listens on %s", base)

@@ -4,12 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,13 +27,16 @@ import (
 
 type harness struct {
 	t      *testing.T
-	base   string
+	base   string // the API, http://host:port
+	admin  string // ADMIN_ADDR's listen address, "" without it
+	kafka  string // the first seed broker: the embedded broker's address when it runs
 	cancel context.CancelFunc
 	done   chan error
 }
 
 // start runs the daemon through the same function main uses, with env over the test defaults,
-// and returns once it serves the view.
+// and returns once it serves the view. The tests that end with apitest's WaitEqual run in
+// parallel: most of their time is spent waiting for the daemon to show it is idle.
 func start(t *testing.T, env map[string]string) *harness {
 	t.Helper()
 	return startLogged(t, env, zaptest.NewLogger(t))
@@ -61,19 +64,30 @@ func testConfig(t *testing.T, env map[string]string) config.Config {
 	return cfg
 }
 
-// startLogged is start with the daemon's logger given.
+// startLogged is start with the daemon's logger given. The daemon listens on port 0 (the
+// embedded broker, the API, and ADMIN_ADDR when env sets it so) and tells the addresses it got.
 func startLogged(t *testing.T, env map[string]string, log *zap.Logger) *harness {
 	t.Helper()
 	cfg := testConfig(t, env)
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan string, 1)
+	var mu sync.Mutex
+	var admin, kafka string
+	opts := Options{
+		OnListening: func(_, a string) { mu.Lock(); admin = a; mu.Unlock() },
+		OnKafka:     func(b []string) { mu.Lock(); kafka = b[0]; mu.Unlock() },
+		OnReady:     func(a string) { addr <- a },
+	}
 	h := &harness{t: t, cancel: cancel, done: make(chan error, 1)}
 	go func() {
-		h.done <- RunWith(ctx, cfg, log, Options{OnReady: func(a string) { addr <- a }})
+		h.done <- RunWith(ctx, cfg, log, opts)
 	}()
 	select {
 	case a := <-addr:
 		h.base = "http://" + a
+		mu.Lock()
+		h.admin, h.kafka = admin, kafka
+		mu.Unlock()
 	case err := <-h.done:
 		t.Fatalf("pipeline exited before serving: %v", err)
 	case <-time.After(60 * time.Second):
@@ -134,6 +148,7 @@ func (h *harness) waitReady() {
 // generates a fixed number of events and checks every endpoint against a truth the test folds
 // from the same seed.
 func TestEndToEndGenerated(t *testing.T) {
+	t.Parallel()
 	const n, seed, users, hotels = 3000, 42, 200, 40
 	srv := redistest.Start(t)
 	h := start(t, map[string]string{
@@ -158,12 +173,12 @@ const replayFixture = "u1\t1620224528\t{6036:{\"advertisers\":{\"Amoma\":[{\"eur
 // in-process Redis store): it proves the embedded store boots and serves, that the replay's
 // counts are exact, and that the invalid hotel lands in the dead-letter topic.
 func TestEndToEndReplayEmbedded(t *testing.T) {
+	t.Parallel()
 	file := filepath.Join(t.TempDir(), "replay.txt")
 	if err := os.WriteFile(file, []byte(replayFixture), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	kafkaPort := freePort(t)
-	h := start(t, map[string]string{"GENERATOR_REPLAY_FILE": file, "EMBEDDED_KAFKA_ADDR": kafkaPort})
+	h := start(t, map[string]string{"GENERATOR_REPLAY_FILE": file})
 	want := apitest.New()
 	want.Add("u1", "6036", map[string][]int64{"Amoma": {17558}, "Mercure": {31266, 12621}})
 	want.Add("u1", "6035", map[string][]int64{"Amoma": {13328}})
@@ -171,7 +186,10 @@ func TestEndToEndReplayEmbedded(t *testing.T) {
 	want.Add("u1", "6035", map[string][]int64{"Destinia": {8359}})
 	want.WaitEqual(t, h.base, 60*time.Second)
 
-	dead := kafkatest.ReadAll(t, kafkaPort, "dead_letter_events", 1)
+	dead := kafkatest.ReadCommittedToEnd(t, h.kafka, "dead_letter_events")
+	if len(dead) != 1 {
+		t.Fatalf("%d dead letters, want 1", len(dead))
+	}
 	if !strings.Contains(string(dead[0].Value), `"hotel_id":"7046"`) {
 		t.Errorf("dead letter %s, want the hotel 7046 event", dead[0].Value)
 	}
@@ -185,7 +203,7 @@ func TestEndToEndReplayEmbedded(t *testing.T) {
 		t.Errorf("dead letter reason %q", reason)
 	}
 	// The processed topic, which a lost view is rebuilt from, keeps everything.
-	cl, err := kgo.NewClient(kgo.SeedBrokers(kafkaPort))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(h.kafka))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,14 +226,4 @@ func TestEndToEndReplayEmbedded(t *testing.T) {
 		t.Errorf("processed_events retention.ms = %s, want -1", retention)
 	}
 	h.stop()
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -80,6 +81,7 @@ func securedServices(t *testing.T, kafkaPassword, redisPassword string) (pki *ce
 // Redis that speaks only TLS with an ACL user, both passwords read from files (the Docker and
 // Kubernetes secrets convention): the counts must be exact, and no log line may show a secret.
 func TestSecuredKafkaAndRedis(t *testing.T) {
+	t.Parallel()
 	const kafkaPassword, redisPassword = "k4fka-s3cret-pw", "r3dis-s3cret-pw"
 	pki, kafka, redis := securedServices(t, kafkaPassword, redisPassword)
 	logs := &logBuffer{}
@@ -107,20 +109,20 @@ func TestSecuredKafkaAndRedis(t *testing.T) {
 	}
 }
 
-// listening runs the daemon and returns the API's address as soon as it listens, before Kafka
-// and Redis are reached.
-func listening(t *testing.T, env map[string]string, log *zap.Logger) (base string, stop func() error) {
+// listening runs the daemon and returns the API's base URL and ADMIN_ADDR's listen address ("" without
+// it) as soon as they listen, before Kafka and Redis are reached.
+func listening(t *testing.T, env map[string]string, log *zap.Logger) (base, admin string, stop func() error) {
 	t.Helper()
 	cfg := testConfig(t, env)
 	ctx, cancel := context.WithCancel(context.Background())
-	addr := make(chan string, 1)
+	addrs := make(chan [2]string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- RunWith(ctx, cfg, log, Options{OnListening: func(api, _ string) { addr <- api }})
+		done <- RunWith(ctx, cfg, log, Options{OnListening: func(api, admin string) { addrs <- [2]string{api, admin} }})
 	}()
 	select {
-	case a := <-addr:
-		base = "http://" + a
+	case a := <-addrs:
+		base, admin = "http://"+a[0], a[1]
 	case err := <-done:
 		cancel()
 		t.Fatalf("the daemon exited before listening: %v", err)
@@ -144,7 +146,7 @@ func listening(t *testing.T, env map[string]string, log *zap.Logger) (base strin
 		}
 	}
 	t.Cleanup(func() { _ = stop() })
-	return base, stop
+	return base, admin, stop
 }
 
 // TestWrongCredentialsAreReported: with a wrong password or certificate the daemon neither exits
@@ -176,7 +178,7 @@ func TestWrongCredentialsAreReported(t *testing.T) {
 			env := good()
 			env[tc.variable] = tc.value
 			logs := &logBuffer{}
-			base, stop := listening(t, env, capturedLogger(t, logs))
+			base, _, stop := listening(t, env, capturedLogger(t, logs))
 			if code, _ := getStatus(t, base+"/healthz"); code != http.StatusOK {
 				t.Errorf("/healthz = %d while connecting, want 200", code)
 			}
@@ -202,6 +204,11 @@ func TestWrongCredentialsAreReported(t *testing.T) {
 			}
 		})
 	}
+}
+
+func stringify(m map[string]string) string {
+	b, _ := json.Marshal(m)
+	return string(b)
 }
 
 func getStatus(t *testing.T, url string) (int, string) {
@@ -287,6 +294,7 @@ func TestStalledPartitionIsReported(t *testing.T) {
 // checks CREATE before it checks whether a topic exists. With the topics created by an operator,
 // a user that may only read and write them must run the pipeline.
 func TestKafkaUserWithoutCreate(t *testing.T) {
+	t.Parallel()
 	allow := func(rt kmsg.ACLResourceType, name string, op kmsg.ACLOperation) kfake.ACL {
 		return kfake.ACL{Resource: rt, Name: name, Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: op, Allow: true}
 	}

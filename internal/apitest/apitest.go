@@ -121,17 +121,120 @@ func (e *Expected) Diff(base string) string {
 	return ""
 }
 
-// WaitEqual polls the API until it equals e, failing the test with the last difference when
-// the deadline passes.
+// WaitEqual polls the API until it equals e, then waits until the pipeline is idle (WaitIdle)
+// and compares again: both must be equal, so an over-count that lands after the first match fails
+// the test instead of going unseen. timeout bounds the first match; going idle has its own budget.
 func (e *Expected) WaitEqual(t testing.TB, base string, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	diff := ""
-	for time.Now().Before(deadline) {
-		if diff = e.Diff(base); diff == "" {
-			return
+	start := time.Now()
+	deadline := start.Add(timeout)
+	for diff := e.Diff(base); diff != ""; diff = e.Diff(base) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the API never equalled the truth within %s: %s", timeout, diff)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("the API never equalled the truth within %s: %s", timeout, diff)
+	equal := time.Now()
+	WaitIdle(t, base)
+	if diff := e.Diff(base); diff != "" {
+		t.Fatalf("the API equalled the truth, then differed once nothing was left to read: %s", diff)
+	}
+	t.Logf("apitest: the API equalled the truth after %s, and again once idle %s later",
+		equal.Sub(start).Round(time.Millisecond), time.Since(equal).Round(time.Millisecond))
+}
+
+// The daemon re-reads its consumer groups' lag every lagInterval (pipeline's lagInterval), so a
+// lag of 0 on /stats may be a reading from before the last records arrived. A reading that
+// differs from the first one seen is new; without one, idleness must hold for longer than that
+// interval, which takes in at least one new reading. settleFor is how long the stages must stay
+// idle after a new reading of 0.
+const (
+	lagInterval = 5 * time.Second
+	idleFor     = lagInterval + 2*time.Second
+	settleFor   = 1500 * time.Millisecond
+	idleTimeout = 60 * time.Second
+)
+
+// WaitIdle waits until the daemon at base has nothing left to read and its stages are idle, as
+// its /stats tells: every consumer lag is 0 (there the daemon does not count a transactional
+// topic's trailing commit marker or aborted records) and no stage consumed, produced or applied
+// anything in the last second — in every sample for settleFor once the lag reading is a new one,
+// or for idleFor while it may be an old one. It does not ask /readyz: a test may end with the
+// daemon rightly not ready.
+func WaitIdle(t testing.TB, base string) {
+	t.Helper()
+	deadline := time.Now().Add(idleTimeout)
+	var since time.Time // when the current idle stretch began; zero while busy
+	firstLag := ""      // the first lag reading seen
+	fresh := false      // a lag reading other than the first was seen: the daemon read the lag since
+	last := ""          // why it was busy the last time it was
+	for {
+		why, lag := busy(base)
+		if firstLag == "" {
+			firstLag = lag
+		}
+		fresh = fresh || lag != "" && lag != firstLag
+		need := idleFor
+		if fresh {
+			need = settleFor
+		}
+		now := time.Now()
+		switch {
+		case why != "":
+			since, last = time.Time{}, why
+		case since.IsZero():
+			since = now
+		case now.Sub(since) >= need:
+			return
+		}
+		if now.After(deadline) {
+			t.Fatalf("the pipeline did not stay idle within %s; last busy: %s", idleTimeout, last)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// stats is the part of the /stats document that tells idleness.
+type stats struct {
+	Lag    map[string]map[string]int64 `json:"lag"`
+	Stages map[string]struct {
+		Rates map[string]map[string]float64 `json:"rates"`
+	} `json:"stages"`
+}
+
+// busy reads /stats once and says why the pipeline is not idle ("" when it is) and what the lag
+// reading is, as JSON ("" when /stats could not be read).
+func busy(base string) (why, lag string) {
+	var st stats
+	if _, err := get(base, "/stats", &st); err != nil {
+		return err.Error(), ""
+	}
+	b, _ := json.Marshal(st.Lag) // map keys sorted: equal readings give equal strings
+	lag = string(b)
+	if len(st.Lag) == 0 {
+		return "/stats shows no consumer lag yet", lag
+	}
+	for topic, parts := range st.Lag {
+		for p, n := range parts {
+			if n != 0 {
+				return fmt.Sprintf("%s/%s: %d records left to read", topic, p, n), lag
+			}
+		}
+	}
+	consumers := 0
+	for name, s := range st.Stages {
+		rates := s.Rates["1s"]
+		if _, ok := rates["consumed"]; ok {
+			consumers++
+		}
+		for _, work := range []string{"consumed", "produced", "applied"} {
+			if rates[work] != 0 {
+				return fmt.Sprintf("%s %s %.0f records in the last second", name, work, rates[work]), lag
+			}
+		}
+	}
+	if consumers == 0 {
+		return "no stage reports a consumed rate on /stats", lag
+	}
+	return "", lag
 }

@@ -1,5 +1,6 @@
 // Package redistest starts real redis-server processes for tests (and the benchmark), each on a
-// free port with nothing persisted, plaintext and open by default, or with TLS and ACL users.
+// port of its own with nothing persisted, plaintext and open by default, or with TLS and ACL
+// users.
 package redistest
 
 import (
@@ -9,6 +10,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -93,23 +95,28 @@ func Run(opts ...Option) (*Server, error) {
 		return nil, fmt.Errorf("redis-server not found on PATH (apt-get install redis-server): %w", err)
 	}
 	var lastErr error
-	for attempt := 0; attempt < 5; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			return nil, err
-		}
+	for attempt := 0; attempt < 20; attempt++ {
+		port := pickPort()
 		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), set: set}
 		lastErr = s.start(bin, port)
 		if lastErr == nil {
 			return s, nil
 		}
-		var bad *badSetup
-		if errors.As(lastErr, &bad) {
+		if !errors.Is(lastErr, errPortTaken) {
 			break // another port would fail the same way
 		}
 	}
 	return nil, fmt.Errorf("start redis-server: %w", lastErr)
 }
+
+// pickPort picks a port for a redis-server, which cannot be handed a listener and has no port-0
+// mode. It lies below Linux's ephemeral range (32768 and up), where the kernel picks ports for
+// port-0 listeners and outgoing connections; another process may hold it all the same, and then
+// the server exits saying so and Run tries another.
+func pickPort() int { return 10000 + rand.IntN(10000) }
+
+// errPortTaken is a server's exit because another process held its port.
+var errPortTaken = errors.New("the port is taken")
 
 // Restart stops the server and starts an empty one on the same port with the same options, as a
 // Redis without persistence comes back from a crash.
@@ -170,8 +177,9 @@ func (s *Server) Client(t testing.TB) rueidis.Client {
 // args are the redis-server flags for port. Each ACL rule is its own argument: redis-server reads
 // `--user "name on >pw ..."` as one user name with spaces in it and exits.
 func (s *Server) args(port int) []string {
+	// At notice level the server says "Ready to accept connections", which start waits for.
 	args := []string{"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no",
-		"--loglevel", "warning"}
+		"--loglevel", "notice"}
 	if p := s.set.pki; p != nil {
 		auth := "optional"
 		if s.set.requireClientCert {
@@ -195,8 +203,8 @@ func (s *Server) args(port int) []string {
 func (s *Server) start(bin string, port int) error {
 	cmd := exec.Command(bin, s.args(port)...)
 	// redis-server reports a bad flag or certificate on stdout, then exits: keep the start of it
-	// for the error.
-	out := &headBuffer{max: 4096}
+	// for the error, and to see it say that it is ready.
+	out := &headBuffer{max: 16 << 10}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		return err
@@ -208,13 +216,21 @@ func (s *Server) start(bin string, port int) error {
 		<-exited
 		return fmt.Errorf("%w; redis-server said: %s", err, out.String())
 	}
+	// Only once the server says it is ready has it bound the port: before that, another process
+	// holding the port could answer the PING.
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-exited:
-			// Often the port was taken meanwhile: the caller tries another.
+			if strings.Contains(out.String(), "Address already in use") {
+				return fmt.Errorf("redis-server on port %d: %w", port, errPortTaken)
+			}
 			return fmt.Errorf("redis-server on port %d exited: %v; it said: %s", port, err, out.String())
 		default:
+		}
+		if !strings.Contains(out.String(), "Ready to accept connections") {
+			time.Sleep(10 * time.Millisecond)
+			continue
 		}
 		err := s.ping()
 		if err == nil {
@@ -227,7 +243,7 @@ func (s *Server) start(bin string, port int) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return fail(fmt.Errorf("redis-server on port %d did not answer PING within 10s", port))
+	return fail(fmt.Errorf("redis-server on port %d was not ready within 10s", port))
 }
 
 // ping checks that the server answers: it connects as a client does (TLS, AUTH) and sends PING.
@@ -310,13 +326,4 @@ func (h *headBuffer) String() string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return strings.TrimSpace(h.buf.String())
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

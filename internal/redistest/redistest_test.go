@@ -2,7 +2,11 @@ package redistest
 
 import (
 	"context"
+	"errors"
+	"net"
+	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -99,5 +103,41 @@ func TestBadSetupFailsFast(t *testing.T) {
 				t.Errorf("took %v to fail", took)
 			}
 		})
+	}
+}
+
+// TestTakenPortIsNotTakenForReady: another process holds the port and answers like a Redis. The
+// server that cannot bind must be reported as a taken port, for Run to try another, and the
+// impostor must never be asked anything.
+func TestTakenPortIsNotTakenForReady(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	var asked atomic.Int64
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			asked.Add(1)
+			_, _ = conn.Write([]byte("+PONG\r\n"))
+			_ = conn.Close()
+		}
+	}()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Addr: ln.Addr().String()}
+	err = s.start(bin, ln.Addr().(*net.TCPAddr).Port)
+	if !errors.Is(err, errPortTaken) {
+		s.Stop()
+		t.Fatalf("start on a taken port: %v, want errPortTaken", err)
+	}
+	if n := asked.Load(); n != 0 {
+		t.Errorf("the process holding the port was asked %d times", n)
 	}
 }

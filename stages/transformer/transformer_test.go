@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap/zaptest"
@@ -47,12 +48,18 @@ func TestTransformerRoutesValidAndInvalid(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- tr.Run(ctx) }()
 
-	processed := kafkatest.ReadAll(t, addr, "processed", nValid)
-	nBad := 4 * len(invalid)
-	dead := kafkatest.ReadAll(t, addr, "dlq", nBad)
+	// Once the stage has committed the whole raw topic, both outputs are read to their ends: a
+	// late copy would show.
+	kafkatest.WaitCommitted(t, addr, "g-transformer", "raw")
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
+	}
+	processed := kafkatest.ReadCommittedToEnd(t, addr, "processed")
+	nBad := 4 * len(invalid)
+	dead := kafkatest.ReadCommittedToEnd(t, addr, "dlq")
+	if len(processed) != nValid || len(dead) != nBad {
+		t.Errorf("%d processed and %d dead letters, want %d and %d", len(processed), len(dead), nValid, nBad)
 	}
 
 	seen := map[string]int{}
@@ -102,40 +109,92 @@ func TestTransformerRoutesValidAndInvalid(t *testing.T) {
 	}
 }
 
+// produceUsers writes raw records for users u<from> to u<to-1>, one each, keyed by user so that
+// they spread over the partitions.
+func produceUsers(t *testing.T, addr string, from, to int) {
+	t.Helper()
+	var recs []*kgo.Record
+	for i := from; i < to; i++ {
+		user := fmt.Sprintf("u%d", i)
+		recs = append(recs, &kgo.Record{Topic: "raw", Key: []byte(user), Value: []byte(fmt.Sprintf(
+			`{"user_id":"%s","hotel_id":"h","search_timestamp":1,"hotel_advertisers":{"a":[{"eurocents":1}]}}`, user))})
+	}
+	kafkatest.Produce(t, addr, recs...)
+}
+
+// expectEachUserOnce reads the processed topic to its end and wants users u0 to u<n-1> in it
+// exactly once each, and nothing dead-lettered.
+func expectEachUserOnce(t *testing.T, addr string, n int) {
+	t.Helper()
+	got := kafkatest.ReadCommittedToEnd(t, addr, "processed")
+	users := countUsers(got)
+	for i := 0; i < n; i++ {
+		if u := fmt.Sprintf("u%d", i); users[u] != 1 {
+			t.Errorf("user %s processed %d times, want once", u, users[u])
+		}
+	}
+	if len(got) != n || len(users) != n {
+		t.Errorf("the processed topic holds %d records of %d users, want %d of %d", len(got), len(users), n, n)
+	}
+	if dead := kafkatest.ReadCommittedToEnd(t, addr, "dlq"); len(dead) != 0 {
+		t.Errorf("%d dead letters of valid records", len(dead))
+	}
+}
+
+// waitCount waits until the stage's count key reaches n.
+func waitCount(t *testing.T, tr *Transformer, key string, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for tr.Counts()[key] < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s stayed at %d within 30s, want %d", key, tr.Counts()[key], n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestTransformerRestartDoesNotDuplicate stops the stage once it has committed everything, adds
+// records and starts it again: the processed topic, read to its end, holds each record once.
 func TestTransformerRestartDoesNotDuplicate(t *testing.T) {
 	_, addr := kafkatest.Start(t, 2, "raw", "processed", "dlq")
-	produce := func(from, to int) {
-		var recs []*kgo.Record
-		for i := from; i < to; i++ {
-			recs = append(recs, &kgo.Record{Topic: "raw", Value: []byte(fmt.Sprintf(
-				`{"user_id":"u%d","hotel_id":"h","search_timestamp":1,"hotel_advertisers":{"a":[{"eurocents":1}]}}`, i))})
-		}
-		kafkatest.Produce(t, addr, recs...)
-	}
 	run := func() (stop func()) {
 		_, stop = runStoppable(t, Config{BatchMaxRecords: 10}, kgo.SeedBrokers(addr))
 		return stop
 	}
-	produce(0, 100)
+	produceUsers(t, addr, 0, 100)
 	stop := run()
-	kafkatest.ReadAll(t, addr, "processed", 100)
+	kafkatest.WaitCommitted(t, addr, "g", "raw")
 	stop()
-	produce(100, 150)
+	produceUsers(t, addr, 100, 150)
 	stop = run()
-	got := kafkatest.ReadAll(t, addr, "processed", 150)
+	kafkatest.WaitCommitted(t, addr, "g", "raw")
 	stop()
-	users := map[string]int{}
-	for _, r := range got {
-		users[string(r.Key)]++
+	expectEachUserOnce(t, addr, 150)
+}
+
+// TestTwoTransformersWithRebalance runs two instances in one consumer group with a rebalance in
+// the middle of the stream twice: the second joins while the first has records in hand, then the
+// first leaves while both have. Every raw record must be processed exactly once.
+func TestTwoTransformersWithRebalance(t *testing.T) {
+	const step = 1000
+	_, addr := kafkatest.Start(t, 4, "raw", "processed", "dlq")
+	cfg := Config{BatchMaxRecords: 20} // small transactions: many of them are open across a rebalance
+	produceUsers(t, addr, 0, step)
+	a, stopA := runStoppable(t, cfg, kgo.SeedBrokers(addr))
+	waitCount(t, a, "produced", 100)
+	produceUsers(t, addr, step, 2*step)
+	b, stopB := runStoppable(t, cfg, kgo.SeedBrokers(addr))
+	if n := a.Counts()["consumed"]; n >= 2*step {
+		t.Logf("the first instance had read all %d records before the second joined", n)
 	}
-	if len(users) != 150 {
-		t.Errorf("%d distinct users processed, want 150", len(users))
-	}
-	for u, n := range users {
-		if n != 1 {
-			t.Errorf("user %s processed %d times", u, n)
-		}
-	}
+	waitCount(t, b, "produced", 1) // the group rebalanced: the second owns partitions
+	produceUsers(t, addr, 2*step, 3*step)
+	stopA() // its partitions move to the second instance
+	produceUsers(t, addr, 3*step, 4*step)
+	kafkatest.WaitCommitted(t, addr, "g", "raw")
+	stopB()
+	t.Logf("first instance: %v; second: %v", a.Counts(), b.Counts())
+	expectEachUserOnce(t, addr, 4*step)
 }
 
 // TestTransformerDeadLettersTheCorpus sends every kind of malformed record in the corpus through
@@ -164,12 +223,13 @@ func TestTransformerDeadLettersTheCorpus(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- tr.Run(ctx) }()
-	dead := kafkatest.ReadAll(t, addr, "dlq", len(cases))
-	processed := kafkatest.ReadAll(t, addr, "processed", len(cases))
+	kafkatest.WaitCommitted(t, addr, "g", "raw")
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
+	dead := kafkatest.ReadCommittedToEnd(t, addr, "dlq")
+	processed := kafkatest.ReadCommittedToEnd(t, addr, "processed")
 	if len(dead) != len(cases) || len(processed) != len(cases) {
 		t.Errorf("%d dead letters and %d processed, want %d each", len(dead), len(processed), len(cases))
 	}

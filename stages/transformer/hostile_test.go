@@ -112,10 +112,10 @@ func TestProcessedTooLargeIsDeadLettered(t *testing.T) {
 
 	processed := kafkatest.ReadAll(t, addr, "processed", 60)
 	dead := kafkatest.ReadAll(t, addr, "dlq", 1)
-	if got := kafkatest.Header(dead[0], HeaderReason); got != string(event.ReasonProcessedTooLarge) {
-		t.Errorf("reason %q, want %s (error %q)", got, event.ReasonProcessedTooLarge, kafkatest.Header(dead[0], HeaderError))
+	if got := kafkatest.Header(dead[0], event.HeaderReason); got != string(event.ReasonProcessedTooLarge) {
+		t.Errorf("reason %q, want %s (error %q)", got, event.ReasonProcessedTooLarge, kafkatest.Header(dead[0], event.HeaderError))
 	}
-	if !bytes.Equal(dead[0].Value, big[:deadletter.MaxValueBytes]) || kafkatest.Header(dead[0], HeaderTruncated) == "" {
+	if !bytes.Equal(dead[0].Value, big[:deadletter.MaxValueBytes]) || kafkatest.Header(dead[0], deadletter.HeaderValueTruncated) == "" {
 		t.Errorf("the dead letter must keep the original value, cut to %d bytes", deadletter.MaxValueBytes)
 	}
 	for u, n := range countUsers(processed) {
@@ -170,8 +170,8 @@ func TestBrokerRefusalIsolatesTheRecord(t *testing.T) {
 	processed := kafkatest.ReadAll(t, addr, "processed", n)
 	dead := kafkatest.ReadAll(t, addr, "dlq", 4)
 	for _, r := range dead {
-		if got := kafkatest.Header(r, HeaderReason); got != string(event.ReasonProcessedTooLarge) || !bytes.HasPrefix(r.Value, []byte(`{"user_id":"fat`)) {
-			t.Errorf("dead letter %.40q with reason %q (%s)", r.Value, got, kafkatest.Header(r, HeaderError))
+		if got := kafkatest.Header(r, event.HeaderReason); got != string(event.ReasonProcessedTooLarge) || !bytes.HasPrefix(r.Value, []byte(`{"user_id":"fat`)) {
+			t.Errorf("dead letter %.40q with reason %q (%s)", r.Value, got, kafkatest.Header(r, event.HeaderError))
 		}
 	}
 	users := countUsers(processed)
@@ -246,9 +246,9 @@ func TestUnforeseenFailureBecomesPoison(t *testing.T) {
 	runStage(t, Config{BatchMaxRecords: 8}, kgo.SeedBrokers(addr), kgo.ProducerBatchCompression(kgo.NoCompression()))
 
 	dead := kafkatest.ReadAll(t, addr, "dlq", 1)
-	if got := kafkatest.Header(dead[0], HeaderReason); got != string(event.ReasonPoison) ||
-		!strings.Contains(kafkatest.Header(dead[0], HeaderError), "POLICY_VIOLATION") {
-		t.Errorf("reason %q error %q, want poison naming the broker's error", got, kafkatest.Header(dead[0], HeaderError))
+	if got := kafkatest.Header(dead[0], event.HeaderReason); got != string(event.ReasonPoison) ||
+		!strings.Contains(kafkatest.Header(dead[0], event.HeaderError), "POLICY_VIOLATION") {
+		t.Errorf("reason %q error %q, want poison naming the broker's error", got, kafkatest.Header(dead[0], event.HeaderError))
 	}
 	users := countUsers(kafkatest.ReadAll(t, addr, "processed", n))
 	for i := 0; i < n; i++ {
@@ -299,7 +299,7 @@ func TestPoisonIsolatedUnderLoad(t *testing.T) {
 	dead := kafkatest.ReadAll(t, addr, "dlq", 1)
 	close(stop)
 	n := <-loaded
-	if got := kafkatest.Header(dead[0], HeaderReason); got != string(event.ReasonPoison) {
+	if got := kafkatest.Header(dead[0], event.HeaderReason); got != string(event.ReasonPoison) {
 		t.Errorf("reason %q, want poison", got)
 	}
 	users := countUsers(kafkatest.ReadAll(t, addr, "processed", n+2))
@@ -496,7 +496,7 @@ func TestDeadLetterDeniedStopsOnlyItsPartition(t *testing.T) {
 
 	deleteDeny(t, addr, "dlq")
 	dead := readAs(t, addr, "dlq", 60*time.Second, func(r []*kgo.Record) bool { return len(r) >= 1 })
-	if len(dead) != 1 || kafkatest.Header(dead[0], HeaderReason) != string(event.ReasonNotJSON) || kafkatest.Header(dead[0], HeaderSourceOffset) != "11" {
+	if len(dead) != 1 || kafkatest.Header(dead[0], event.HeaderReason) != string(event.ReasonNotJSON) || kafkatest.Header(dead[0], event.HeaderSourceOffset) != "11" {
 		t.Fatalf("dead letters after the fix: %d", len(dead))
 	}
 	processed := readAs(t, addr, "processed", 60*time.Second, func(r []*kgo.Record) bool { return len(r) >= 40 })

@@ -40,17 +40,6 @@ type Config struct {
 	OnBatch func(records int, took time.Duration)
 }
 
-// Record headers, as the event and deadletter packages name them.
-const (
-	HeaderError           = event.HeaderError
-	HeaderReason          = event.HeaderReason
-	HeaderSourceTopic     = event.HeaderSourceTopic
-	HeaderSourcePartition = event.HeaderSourcePartition
-	HeaderSourceOffset    = event.HeaderSourceOffset
-	HeaderStage           = event.HeaderStage
-	HeaderTruncated       = deadletter.HeaderValueTruncated
-)
-
 // Producer limits. A produce batch holds at most maxBatchBytes (Kafka's default record limit is
 // 1 MiB too); a processed record must leave room for the batch's own header.
 const (
@@ -393,8 +382,8 @@ func (t *Transformer) transform(r *kgo.Record) (out *kgo.Record, reason event.Re
 		// The source position lets the aggregator drop an event that a crash made us produce twice.
 		out := &kgo.Record{Topic: t.cfg.ProcessedTopic, Key: []byte(user), Value: value, Timestamp: r.Timestamp,
 			Headers: []kgo.RecordHeader{
-				{Key: HeaderSourcePartition, Value: strconv.AppendInt(nil, int64(r.Partition), 10)},
-				{Key: HeaderSourceOffset, Value: strconv.AppendInt(nil, r.Offset, 10)},
+				{Key: event.HeaderSourcePartition, Value: strconv.AppendInt(nil, int64(r.Partition), 10)},
+				{Key: event.HeaderSourceOffset, Value: strconv.AppendInt(nil, r.Offset, 10)},
 			}}
 		if size := deadletter.Size(out); size > t.cfg.MaxRecordBytes {
 			return t.deadLetter(r, event.ReasonProcessedTooLarge, fmt.Sprintf(

@@ -96,11 +96,11 @@ func TestTransformerRoutesValidAndInvalid(t *testing.T) {
 			t.Errorf("unexpected dead letter %q", r.Value)
 			continue
 		}
-		if got := kafkatest.Header(r, HeaderReason); got != string(want) {
+		if got := kafkatest.Header(r, event.HeaderReason); got != string(want) {
 			t.Errorf("reason header %q, want %q", got, want)
 		}
-		if kafkatest.Header(r, HeaderError) == "" || kafkatest.Header(r, HeaderSourceTopic) != "raw" || kafkatest.Header(r, HeaderStage) != "transformer" ||
-			kafkatest.Header(r, HeaderSourcePartition) == "" || kafkatest.Header(r, HeaderSourceOffset) == "" || kafkatest.Header(r, "origin") != "test" {
+		if kafkatest.Header(r, event.HeaderError) == "" || kafkatest.Header(r, event.HeaderSourceTopic) != "raw" || kafkatest.Header(r, event.HeaderStage) != "transformer" ||
+			kafkatest.Header(r, event.HeaderSourcePartition) == "" || kafkatest.Header(r, event.HeaderSourceOffset) == "" || kafkatest.Header(r, "origin") != "test" {
 			t.Errorf("dead letter headers %+v", r.Headers)
 		}
 	}
@@ -239,12 +239,12 @@ func TestTransformerDeadLettersTheCorpus(t *testing.T) {
 			t.Fatalf("dead letter with unexpected key %q", r.Key)
 		}
 		c := cases[i]
-		if got := kafkatest.Header(r, HeaderReason); got != c.Reason {
+		if got := kafkatest.Header(r, event.HeaderReason); got != c.Reason {
 			t.Errorf("%s: reason header %q, want %q", c.Name, got, c.Reason)
 		}
 		if len(c.Raw) > deadletter.MaxValueBytes {
-			if kafkatest.Header(r, HeaderTruncated) != strconv.Itoa(len(c.Raw)) || len(r.Value) != deadletter.MaxValueBytes {
-				t.Errorf("%s: oversized value kept %d bytes, header %q", c.Name, len(r.Value), kafkatest.Header(r, HeaderTruncated))
+			if kafkatest.Header(r, deadletter.HeaderValueTruncated) != strconv.Itoa(len(c.Raw)) || len(r.Value) != deadletter.MaxValueBytes {
+				t.Errorf("%s: oversized value kept %d bytes, header %q", c.Name, len(r.Value), kafkatest.Header(r, deadletter.HeaderValueTruncated))
 			}
 		} else if string(r.Value) != c.Raw {
 			t.Errorf("%s: dead letter value %q, want the original bytes", c.Name, r.Value)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/searchflow/searchflow/event"
 	"github.com/searchflow/searchflow/internal/apitest"
+	"github.com/searchflow/searchflow/internal/eventref"
 	"github.com/searchflow/searchflow/internal/kafkatest"
 	"github.com/searchflow/searchflow/internal/redistest"
 )
@@ -290,7 +291,7 @@ func TestCrashRecoveryExactlyOnce(t *testing.T) {
 	valid, invalid := map[string]bool{}, map[string]bool{}
 	for _, r := range raw {
 		pos := fmt.Sprintf("%d/%d", r.Partition, r.Offset)
-		if _, err := event.Transform(r.Value); err == nil {
+		if _, err := eventref.Transform(r.Value); err == nil {
 			valid[pos] = true
 		} else {
 			invalid[pos] = true

@@ -10,32 +10,16 @@ import (
 	"unicode/utf8"
 )
 
-// Transform validates one raw record and derives its processed event. A *ValidationError says
-// why the record is invalid; no other error is returned. Unknown fields are ignored; a key that
-// appears twice in an object is an error (JSON leaves its meaning open).
+// AppendProcessed validates one raw record and appends to dst its processed event's JSON — the
+// document encoding/json makes of the event's Processed — without building the event: the
+// transformer's hot path. It also returns the user id, the processed record's key. A
+// *ValidationError says why the record is invalid; no other error is returned. Unknown fields are
+// ignored; a key that appears twice in an object is an error (JSON leaves its meaning open).
 //
-// It is a single pass over the bytes, without reflection: this is the transformer's hot path.
-// Syntax is checked in full before any field is judged, so a record that is not JSON is always
-// reported as not_json, and the field errors come in a fixed order (user, hotel, timestamp,
-// advertisers in document order), whatever the key order.
-func Transform(value []byte) (Processed, error) { return DefaultLimits().Transform(value) }
-
-// Transform is the package's Transform under the limits l.
-func (l Limits) Transform(value []byte) (Processed, error) {
-	var p Processed
-	d, err := decode(value, l)
-	if err != nil {
-		return p, err
-	}
-	if err := d.result(&p); err != nil {
-		return Processed{}, err
-	}
-	return p, nil
-}
-
-// AppendProcessed validates value like Transform and appends to dst the JSON that Transform's
-// event would encode to (Processed.AppendJSON), without building the event: the transformer's
-// hot path. It also returns the user id, the processed record's key.
+// It is a single pass over the bytes, without reflection. Syntax is checked in full before any
+// field is judged, so a record that is not JSON is always reported as not_json, and the field
+// errors come in a fixed order (user, hotel, timestamp, advertisers in document order), whatever
+// the key order.
 func AppendProcessed(dst, value []byte) ([]byte, string, error) {
 	return DefaultLimits().AppendProcessed(dst, value)
 }
@@ -352,23 +336,6 @@ func (d *decoder) judge() (verdict, error) {
 		}
 	}
 	return v, nil
-}
-
-// result judges the record and fills p.
-func (d *decoder) result(p *Processed) error {
-	v, err := d.judge()
-	if err != nil {
-		return err
-	}
-	p.UserID, p.HotelID, p.SearchTimestamp = v.user, v.hotel, json.Number(v.ts)
-	p.Advertisers = make([]string, len(v.advertisers))
-	p.AdvertiserMinPrices = make(map[string]int64, len(v.advertisers))
-	for i, a := range v.advertisers {
-		p.Advertisers[i] = a.name
-		p.AdvertiserMinPrices[a.name] = a.low
-	}
-	p.MinOffer = MinOffer{Price: v.min.low, Advertiser: v.min.name}
-	return nil
 }
 
 // checkEurocents judges an integer literal as a price — positive, and exact as a Redis score —

@@ -1,9 +1,11 @@
-package event
+package event_test
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/searchflow/searchflow/event"
+	"github.com/searchflow/searchflow/internal/eventref"
 	"reflect"
 	"strconv"
 	"strings"
@@ -16,14 +18,14 @@ func TestTransformValid(t *testing.T) {
 	raw := `{"user_id":"u1","hotel_id":6036,"search_timestamp":1620224528,"extra":[1,2],
 		"hotel_advertisers":{"Mercure":[{"eurocents":31266,"breakfast":false},{"eurocents":12621,"breakfast":null}],
 		"Amoma":[{"eurocents":17558}],"Destinia":[{"eurocents":12621,"breakfast":true}]}}`
-	got, err := Transform([]byte(raw))
+	got, err := transform([]byte(raw))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Processed{
+	want := event.Processed{
 		UserID: "u1", HotelID: "6036", SearchTimestamp: "1620224528",
 		Advertisers:         []string{"Amoma", "Destinia", "Mercure"},
-		MinOffer:            MinOffer{Price: 12621, Advertiser: "Destinia"}, // tie: first by name
+		MinOffer:            event.MinOffer{Price: 12621, Advertiser: "Destinia"}, // tie: first by name
 		AdvertiserMinPrices: map[string]int64{"Amoma": 17558, "Destinia": 12621, "Mercure": 12621},
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -50,7 +52,7 @@ func TestTransformAcceptsEdgeValues(t *testing.T) {
 		"whitespace padding": " \n{\"user_id\" : \"u\", \"hotel_id\" : 1 , \"search_timestamp\" : 7, \"hotel_advertisers\" : {\"a\" : [ {\"eurocents\" : 9 } ] } }\n",
 	}
 	for name, raw := range cases {
-		if _, err := Transform([]byte(raw)); err != nil {
+		if _, err := transform([]byte(raw)); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
@@ -61,21 +63,21 @@ func TestTransformRejects(t *testing.T) {
 	if len(cases) < 20 {
 		t.Fatalf("the malformed corpus must hold at least 20 kinds, has %d", len(cases))
 	}
-	known := map[Reason]bool{}
-	for _, r := range Reasons() {
+	known := map[event.Reason]bool{}
+	for _, r := range event.Reasons() {
 		known[r] = true
 	}
-	covered := map[Reason]bool{}
+	covered := map[event.Reason]bool{}
 	for _, c := range cases {
 		t.Run(c.Name, func(t *testing.T) {
-			if !known[Reason(c.Reason)] {
+			if !known[event.Reason(c.Reason)] {
 				t.Fatalf("corpus reason %q is not one of event.Reasons()", c.Reason)
 			}
-			covered[Reason(c.Reason)] = true
-			_, err := Transform([]byte(c.Raw))
-			var ve *ValidationError
+			covered[event.Reason(c.Reason)] = true
+			_, err := transform([]byte(c.Raw))
+			var ve *event.ValidationError
 			if !errors.As(err, &ve) {
-				t.Fatalf("err = %v, want a *ValidationError", err)
+				t.Fatalf("err = %v, want a *event.ValidationError", err)
 			}
 			if string(ve.Reason) != c.Reason {
 				t.Errorf("reason = %s (%v), want %s", ve.Reason, ve, c.Reason)
@@ -91,13 +93,13 @@ func TestTransformRejects(t *testing.T) {
 
 // TestCorpusLimits keeps the corpus package's copy of the limits equal to ours.
 func TestCorpusLimits(t *testing.T) {
-	if corpus.MaxRawBytes != MaxRawBytes || corpus.MaxDepth != MaxDepth {
-		t.Errorf("corpus limits %d/%d, event limits %d/%d", corpus.MaxRawBytes, corpus.MaxDepth, MaxRawBytes, MaxDepth)
+	if corpus.MaxRawBytes != event.MaxRawBytes || corpus.MaxDepth != event.MaxDepth {
+		t.Errorf("corpus limits %d/%d, event limits %d/%d", corpus.MaxRawBytes, corpus.MaxDepth, event.MaxRawBytes, event.MaxDepth)
 	}
-	d := DefaultLimits()
+	d := event.DefaultLimits()
 	if corpus.DefaultAdvertisersPerEvent != d.AdvertisersPerEvent || corpus.DefaultOffersPerAdvertiser != d.OffersPerAdvertiser ||
 		corpus.DefaultAdvertiserNameBytes != d.AdvertiserNameBytes || corpus.DefaultIDBytes != d.IDBytes {
-		t.Errorf("corpus default limits differ from DefaultLimits() %+v", d)
+		t.Errorf("corpus default limits differ from event.DefaultLimits() %+v", d)
 	}
 }
 
@@ -106,7 +108,7 @@ func BenchmarkTransform(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(raw)))
 	for b.Loop() {
-		if _, err := Transform(raw); err != nil {
+		if _, _, err := event.AppendProcessed(nil, raw); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -116,7 +118,7 @@ func BenchmarkReferenceTransform(b *testing.B) {
 	raw := []byte(`{"user_id":"001adddd-6a55-4cd0-a1a1-9ca20e20d488","hotel_id":"6036","search_timestamp":1620224528,"hotel_advertisers":{"Amoma":[{"eurocents":17558,"breakfast":false}],"Mercure":[{"eurocents":31266,"breakfast":false},{"eurocents":12621,"breakfast":false},{"eurocents":20883,"breakfast":false},{"eurocents":29014,"breakfast":null}],"booking.com":[{"eurocents":24856,"breakfast":null},{"eurocents":39257,"breakfast":false}],"Tui.com":[{"eurocents":15607,"breakfast":false},{"eurocents":36172,"breakfast":false}],"Destinia":[{"eurocents":24599,"breakfast":false}]}}`)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := referenceTransform(raw); err != nil {
+		if _, err := eventref.Transform(raw); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -125,7 +127,7 @@ func BenchmarkReferenceTransform(b *testing.B) {
 // TestLimitsAreConfigurable: each limit holds exactly at its value, and a record past the default
 // is accepted under a raised limit.
 func TestLimitsAreConfigurable(t *testing.T) {
-	event := func(user, hotel, name string, advertisers, offers int) []byte {
+	record := func(user, hotel, name string, advertisers, offers int) []byte {
 		var b strings.Builder
 		fmt.Fprintf(&b, `{"user_id":%q,"hotel_id":%q,"search_timestamp":1,"hotel_advertisers":{`, user, hotel)
 		for i := 0; i < advertisers; i++ {
@@ -144,22 +146,22 @@ func TestLimitsAreConfigurable(t *testing.T) {
 		b.WriteString("}}")
 		return []byte(b.String())
 	}
-	lim := Limits{AdvertisersPerEvent: 3, OffersPerAdvertiser: 2, AdvertiserNameBytes: 5, IDBytes: 4}
+	lim := event.Limits{AdvertisersPerEvent: 3, OffersPerAdvertiser: 2, AdvertiserNameBytes: 5, IDBytes: 4}
 	cases := []struct {
 		name string
 		raw  []byte
-		want Reason // "" = valid
+		want event.Reason // "" = valid
 	}{
-		{"all at their limit", event("uuuu", "hhhh", "nnnn", 3, 2), ""},
-		{"one advertiser too many", event("u", "h", "n", 4, 1), ReasonTooManyAdvertisers},
-		{"one offer too many", event("u", "h", "n", 1, 3), ReasonTooManyOffers},
-		{"name one byte too long", event("u", "h", "nnnnn", 1, 1), ReasonNameTooLong},
-		{"user one byte too long", event("uuuuu", "h", "n", 1, 1), ReasonUserIDTooLong},
-		{"hotel one byte too long", event("u", "hhhhh", "n", 1, 1), ReasonHotelIDTooLong},
+		{"all at their limit", record("uuuu", "hhhh", "nnnn", 3, 2), ""},
+		{"one advertiser too many", record("u", "h", "n", 4, 1), event.ReasonTooManyAdvertisers},
+		{"one offer too many", record("u", "h", "n", 1, 3), event.ReasonTooManyOffers},
+		{"name one byte too long", record("u", "h", "nnnnn", 1, 1), event.ReasonNameTooLong},
+		{"user one byte too long", record("uuuuu", "h", "n", 1, 1), event.ReasonUserIDTooLong},
+		{"hotel one byte too long", record("u", "hhhhh", "n", 1, 1), event.ReasonHotelIDTooLong},
 	}
 	for _, c := range cases {
-		_, err := lim.Transform(c.raw)
-		var ve *ValidationError
+		_, err := transformWithin(lim, c.raw)
+		var ve *event.ValidationError
 		switch {
 		case c.want == "" && err != nil:
 			t.Errorf("%s: rejected: %v", c.name, err)
@@ -169,13 +171,13 @@ func TestLimitsAreConfigurable(t *testing.T) {
 	}
 	// The repro of issue 9: a hotel with 4,500 advertisers is dead-lettered by default and exact
 	// under a raised limit.
-	big := event("u", "h", "advertiser-", 4500, 1)
-	if _, err := Transform(big); err == nil || !strings.Contains(err.Error(), string(ReasonTooManyAdvertisers)) {
+	big := record("u", "h", "advertiser-", 4500, 1)
+	if _, err := transform(big); err == nil || !strings.Contains(err.Error(), string(event.ReasonTooManyAdvertisers)) {
 		t.Errorf("4,500 advertisers under the default limit: err = %v", err)
 	}
-	raised := DefaultLimits()
+	raised := event.DefaultLimits()
 	raised.AdvertisersPerEvent = 5000
-	p, err := raised.Transform(big)
+	p, err := transformWithin(raised, big)
 	if err != nil || len(p.Advertisers) != 4500 {
 		t.Errorf("4,500 advertisers under a limit of 5,000: %d advertisers, err %v", len(p.Advertisers), err)
 	}
@@ -184,14 +186,14 @@ func TestLimitsAreConfigurable(t *testing.T) {
 // TestEurocentsExactRange: 2^53 is the largest price a Redis score holds exactly; it passes and
 // anything above is refused, never rounded.
 func TestEurocentsExactRange(t *testing.T) {
-	for raw, want := range map[string]Reason{
+	for raw, want := range map[string]event.Reason{
 		"9007199254740992":    "",
-		"9007199254740993":    ReasonEurocentsRange,
-		"9223372036854775807": ReasonEurocentsRange,
-		"9223372036854775808": ReasonEurocentsRange,
+		"9007199254740993":    event.ReasonEurocentsRange,
+		"9223372036854775807": event.ReasonEurocentsRange,
+		"9223372036854775808": event.ReasonEurocentsRange,
 	} {
-		p, err := Transform([]byte(`{"user_id":"u","hotel_id":1,"search_timestamp":1,"hotel_advertisers":{"a":[{"eurocents":` + raw + `}]}}`))
-		var ve *ValidationError
+		p, err := transform([]byte(`{"user_id":"u","hotel_id":1,"search_timestamp":1,"hotel_advertisers":{"a":[{"eurocents":` + raw + `}]}}`))
+		var ve *event.ValidationError
 		switch {
 		case want == "" && (err != nil || strconv.FormatInt(p.MinOffer.Price, 10) != raw):
 			t.Errorf("%s: %+v, %v", raw, p.MinOffer, err)

@@ -1,8 +1,10 @@
-package event
+package event_test
 
 import (
 	"encoding/json"
 	"errors"
+	"github.com/searchflow/searchflow/event"
+	"github.com/searchflow/searchflow/internal/eventref"
 	"reflect"
 	"strings"
 	"testing"
@@ -12,54 +14,54 @@ import (
 
 // advertiserReasons come from one advertiser's offers; the reference walks advertisers in map
 // order, so when several are bad it may name a different one.
-var advertiserReasons = map[Reason]bool{ReasonInvalidAdvertiser: true, ReasonNoOffers: true, ReasonInvalidOffer: true,
-	ReasonInvalidEurocents: true, ReasonNonPositiveEurocent: true, ReasonEurocentsRange: true, ReasonTooManyAdvertisers: true,
-	ReasonTooManyOffers: true, ReasonNameTooLong: true}
+var advertiserReasons = map[event.Reason]bool{event.ReasonInvalidAdvertiser: true, event.ReasonNoOffers: true, event.ReasonInvalidOffer: true,
+	event.ReasonInvalidEurocents: true, event.ReasonNonPositiveEurocent: true, event.ReasonEurocentsRange: true, event.ReasonTooManyAdvertisers: true,
+	event.ReasonTooManyOffers: true, event.ReasonNameTooLong: true}
 
 // checkAgainstReference compares Transform with the encoding/json-based reference: the same
 // verdict, the same event, the same reason — except for what Transform is deliberately stricter
 // about (duplicate keys, nesting depth).
 func checkAgainstReference(t *testing.T, raw []byte) {
-	got, err := Transform(raw)
+	got, err := transform(raw)
 	// The transformer's hot path must say exactly what Transform and AppendJSON say.
-	fast, user, fastErr := AppendProcessed(nil, raw)
+	fast, user, fastErr := event.AppendProcessed(nil, raw)
 	switch {
 	case (err == nil) != (fastErr == nil):
 		t.Fatalf("AppendProcessed(%q) err %v, Transform err %v", raw, fastErr, err)
 	case err != nil && err.Error() != fastErr.Error():
 		t.Fatalf("AppendProcessed(%q) err %v, Transform err %v", raw, fastErr, err)
-	case err == nil && (string(fast) != string(got.AppendJSON(nil)) || user != got.UserID):
-		t.Fatalf("AppendProcessed(%q) = %s %q, want %s %q", raw, fast, user, got.AppendJSON(nil), got.UserID)
+	case err == nil && (string(fast) != string(encode(t, got)) || user != got.UserID):
+		t.Fatalf("AppendProcessed(%q) = %s %q, want %s %q", raw, fast, user, encode(t, got), got.UserID)
 	}
-	want, refErr := referenceTransform(raw)
-	var ve, refVE *ValidationError
+	want, refErr := eventref.Transform(raw)
+	var ve, refVE *event.ValidationError
 	if err != nil && !errors.As(err, &ve) {
-		t.Fatalf("Transform(%q) returned a non-validation error %v", raw, err)
+		t.Fatalf("transform(%q) returned a non-validation error %v", raw, err)
 	}
 	if refErr != nil && !errors.As(refErr, &refVE) {
 		t.Fatalf("reference(%q) returned a non-validation error %v", raw, refErr)
 	}
-	if ve != nil && (ve.Reason == ReasonDuplicateKey || ve.Reason == ReasonTooDeep) {
+	if ve != nil && (ve.Reason == event.ReasonDuplicateKey || ve.Reason == event.ReasonTooDeep) {
 		return
 	}
 	switch {
 	case err == nil && refErr == nil:
 		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("Transform(%q)\n got %+v\nwant %+v", raw, got, want)
+			t.Fatalf("transform(%q)\n got %+v\nwant %+v", raw, got, want)
 		}
 		if _, merr := json.Marshal(got); merr != nil {
 			t.Fatalf("processed event does not encode: %v", merr)
 		}
 	case err == nil || refErr == nil:
-		t.Fatalf("Transform(%q): err %v, reference err %v", raw, err, refErr)
+		t.Fatalf("transform(%q): err %v, reference err %v", raw, err, refErr)
 	case ve.Reason != refVE.Reason && !(advertiserReasons[ve.Reason] && advertiserReasons[refVE.Reason]):
-		t.Fatalf("Transform(%q): reason %s, reference reason %s", raw, ve.Reason, refVE.Reason)
+		t.Fatalf("transform(%q): reason %s, reference reason %s", raw, ve.Reason, refVE.Reason)
 	}
 }
 
 func TestTransformMatchesReference(t *testing.T) {
 	for _, raw := range corpus.Valid() {
-		if _, err := Transform([]byte(raw)); err != nil {
+		if _, err := transform([]byte(raw)); err != nil {
 			t.Errorf("valid corpus record rejected: %v\n%s", err, raw)
 		}
 		checkAgainstReference(t, []byte(raw))

@@ -7,21 +7,7 @@ import (
 	"github.com/searchflow/searchflow/internal/jsonw"
 )
 
-// AppendJSON appends the processed event's JSON to dst: the same document encoding/json makes
-// of Processed (advertiser_min_prices with sorted keys), written without reflection. Advertisers
-// must be sorted and hold exactly the keys of AdvertiserMinPrices, as Transform makes them.
-func (p *Processed) AppendJSON(dst []byte) []byte {
-	v := verdict{user: p.UserID, hotel: p.HotelID, ts: []byte(p.SearchTimestamp),
-		advertisers: make([]advertiser, len(p.Advertisers)),
-		min:         advertiser{name: p.MinOffer.Advertiser, low: p.MinOffer.Price}}
-	for i, name := range p.Advertisers {
-		v.advertisers[i] = advertiser{name: name, low: p.AdvertiserMinPrices[name]}
-	}
-	return v.appendJSON(dst)
-}
-
-// appendJSON writes a processed event's document: the one encoder behind AppendJSON and
-// AppendProcessed.
+// appendJSON writes a processed event's document, as encoding/json writes a Processed.
 func (v *verdict) appendJSON(dst []byte) []byte {
 	dst = append(dst, `{"user_id":`...)
 	dst = jsonw.AppendString(dst, v.user)

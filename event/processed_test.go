@@ -1,7 +1,8 @@
-package event
+package event_test
 
 import (
 	"encoding/json"
+	"github.com/searchflow/searchflow/event"
 	"reflect"
 	"testing"
 
@@ -10,25 +11,25 @@ import (
 
 func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 	for _, raw := range corpus.Valid() {
-		p, err := Transform([]byte(raw))
+		p, err := transform([]byte(raw))
 		if err != nil {
 			t.Fatal(err)
 		}
 		want, _ := json.Marshal(p)
-		if got := p.AppendJSON(nil); string(got) != string(want) {
+		if got := encode(t, p); string(got) != string(want) {
 			t.Errorf("AppendJSON\n got %s\nwant %s", got, want)
 		}
 	}
 }
 
 func TestParseProcessed(t *testing.T) {
-	var f ProcessedFacts
+	var f event.ProcessedFacts
 	for _, raw := range corpus.Valid() {
-		p, err := Transform([]byte(raw))
+		p, err := transform([]byte(raw))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := ParseProcessed(p.AppendJSON(nil), &f); err != nil {
+		if err := event.ParseProcessed(encode(t, p), &f); err != nil {
 			t.Fatal(err)
 		}
 		got := map[string]int64{}
@@ -43,7 +44,7 @@ func TestParseProcessed(t *testing.T) {
 		`{"user_id":5,"hotel_id":"h"}`, `{"user_id":"u","hotel_id":"h","advertiser_min_prices":[]}`,
 		`{"user_id":"u","hotel_id":"h","advertiser_min_prices":{"a":0}}`,
 		`{"user_id":"u","hotel_id":"h","advertiser_min_prices":{"a":9007199254740993}}`} {
-		if err := ParseProcessed([]byte(bad), &f); err == nil {
+		if err := event.ParseProcessed([]byte(bad), &f); err == nil {
 			t.Errorf("ParseProcessed(%s) accepted", bad)
 		}
 	}
@@ -51,37 +52,24 @@ func TestParseProcessed(t *testing.T) {
 
 func FuzzParseProcessed(f *testing.F) {
 	for _, raw := range corpus.Valid() {
-		p, _ := Transform([]byte(raw))
-		f.Add(p.AppendJSON(nil))
+		p, _ := transform([]byte(raw))
+		f.Add(encode(f, p))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var facts ProcessedFacts
-		_ = ParseProcessed(b, &facts) // must not panic
+		var facts event.ProcessedFacts
+		_ = event.ParseProcessed(b, &facts) // must not panic
 	})
 }
 
 func BenchmarkParseProcessed(b *testing.B) {
-	p, _ := Transform([]byte(corpus.Valid()[0]))
-	v := p.AppendJSON(nil)
-	var f ProcessedFacts
+	p, _ := transform([]byte(corpus.Valid()[0]))
+	v := encode(b, p)
+	var f event.ProcessedFacts
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := ParseProcessed(v, &f); err != nil {
+		if err := event.ParseProcessed(v, &f); err != nil {
 			b.Fatal(err)
 		}
-	}
-}
-
-func BenchmarkTransformAndEncode(b *testing.B) {
-	raw := []byte(corpus.Valid()[0])
-	var buf []byte
-	b.ReportAllocs()
-	for b.Loop() {
-		p, err := Transform(raw)
-		if err != nil {
-			b.Fatal(err)
-		}
-		buf = p.AppendJSON(buf[:0])
 	}
 }
 
@@ -91,7 +79,7 @@ func BenchmarkAppendProcessed(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		var err error
-		if buf, _, err = AppendProcessed(buf[:0], raw); err != nil {
+		if buf, _, err = event.AppendProcessed(buf[:0], raw); err != nil {
 			b.Fatal(err)
 		}
 	}

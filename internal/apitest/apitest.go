@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/searchflow/searchflow/event"
+	"github.com/searchflow/searchflow/internal/eventref"
 )
 
 // Expected is the ground truth of the four metric endpoints.
@@ -48,7 +48,7 @@ func (e *Expected) Add(user, hotel string, offers map[string][]int64) {
 
 // AddRaw folds one raw record if it is valid and counts it as invalid otherwise.
 func (e *Expected) AddRaw(value []byte) {
-	p, err := event.Transform(value)
+	p, err := eventref.Transform(value)
 	if err != nil {
 		e.Invalid++
 		return

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/searchflow/searchflow/event"
+	"github.com/searchflow/searchflow/internal/eventref"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -51,7 +52,7 @@ func TestRunSynthetic(t *testing.T) {
 				t.Errorf("topic %s holds %d records, want %d", rawTopic, n, tt.maxEvents)
 			}
 			for _, r := range readTopic(t, addrs, rawTopic, int(tt.maxEvents)) {
-				p, err := event.Transform(r.Value)
+				p, err := eventref.Transform(r.Value)
 				if err != nil {
 					t.Fatalf("offset %d/%d: Transform: %v\n%s", r.Partition, r.Offset, err, r.Value)
 				}
@@ -142,7 +143,7 @@ func TestRunReplay(t *testing.T) {
 				if string(r.Key) != v.UserID || v.TS != timestamps[v.UserID] {
 					t.Errorf("offset %d/%d: key %q, value %s", r.Partition, r.Offset, r.Key, r.Value)
 				}
-				_, err := event.Transform(r.Value)
+				_, err := eventref.Transform(r.Value)
 				var verr *event.ValidationError
 				switch {
 				case v.HotelID == "8" && (!errors.As(err, &verr) || verr.Reason != event.ReasonMissingAdvertisers):

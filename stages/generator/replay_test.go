@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/searchflow/searchflow/event"
+	"github.com/searchflow/searchflow/internal/eventref"
 )
 
 // wantReplayEvent is what one hotel of a replay line must become. advertisers is the exact text
@@ -136,7 +137,7 @@ func checkReplayEvent(t *testing.T, got ReplayEvent, user string, ts int64, want
 		t.Errorf("hotel %s: hotel_advertisers\n got %s\nwant %s", want.hotel, adv, want.advertisers)
 	}
 
-	p, err := event.Transform(got.Value)
+	p, err := eventref.Transform(got.Value)
 	if want.advertisers == "" {
 		// The transformer, not the replay, rejects a hotel without offers: it dead-letters.
 		var verr *event.ValidationError

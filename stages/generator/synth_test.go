@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/searchflow/searchflow/event"
+	"github.com/searchflow/searchflow/internal/eventref"
 )
 
 // fixedTS keeps events comparable across synths: Event's timestamp is an argument.
@@ -129,7 +130,7 @@ func TestSynthEventShape(t *testing.T) {
 		}
 
 		value := mustEncode(t, ev)
-		p, err := event.Transform(value)
+		p, err := eventref.Transform(value)
 		if err != nil {
 			t.Fatalf("event %d fails the transformer: %v\n%s", i, err, value)
 		}

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/searchflow/searchflow/event"
+	"github.com/searchflow/searchflow/internal/eventref"
 	"github.com/searchflow/searchflow/internal/kafkatest"
 	"github.com/searchflow/searchflow/stages/deadletter"
 )
@@ -97,7 +98,7 @@ func TestProcessedTooLargeIsDeadLettered(t *testing.T) {
 	if len(big) >= event.MaxRawBytes {
 		t.Fatalf("the raw record must be under the raw limit, is %d bytes", len(big))
 	}
-	if _, err := event.Transform(big); err != nil {
+	if _, err := eventref.Transform(big); err != nil {
 		t.Fatalf("the raw record must be valid: %v", err)
 	}
 	var recs []*kgo.Record

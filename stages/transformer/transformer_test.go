@@ -13,6 +13,7 @@ import (
 
 	"github.com/searchflow/searchflow/event"
 	"github.com/searchflow/searchflow/internal/corpus"
+	"github.com/searchflow/searchflow/internal/eventref"
 	"github.com/searchflow/searchflow/internal/kafkatest"
 	"github.com/searchflow/searchflow/stages/deadletter"
 )
@@ -78,7 +79,7 @@ func TestTransformerRoutesValidAndInvalid(t *testing.T) {
 	}
 	// Every valid raw event appears exactly once (compare with our own transform of the inputs).
 	for i := 0; i < nValid; i++ {
-		p, err := event.Transform([]byte(valid(i)))
+		p, err := eventref.Transform([]byte(valid(i)))
 		if err != nil {
 			t.Fatal(err)
 		}

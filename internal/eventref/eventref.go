@@ -1,4 +1,9 @@
-package event
+// Package eventref is an independent oracle of the event model for tests: the first,
+// encoding/json-based implementation of the transform, slow and plain. The event package's
+// hand-written decoder is compared with it (differential and fuzz tests), and tests fold their
+// expected view with it, so that a bug in the decoder cannot hide in the truth it is checked
+// against.
+package eventref
 
 import (
 	"encoding/json"
@@ -7,83 +12,89 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/searchflow/searchflow/event"
 )
 
-// referenceTransform is the first, encoding/json-based implementation of Transform, kept as an
-// independent oracle for the differential tests and the fuzz test of the hand-written decoder.
-func referenceTransform(value []byte) (Processed, error) {
-	lim := DefaultLimits()
-	var p Processed
-	if len(value) > MaxRawBytes {
-		return p, invalid(ReasonTooLarge, "record is %d bytes, over the %d byte limit", len(value), MaxRawBytes)
+func invalid(r event.Reason, format string, args ...any) *event.ValidationError {
+	return &event.ValidationError{Reason: r, Detail: fmt.Sprintf(format, args...)}
+}
+
+// Transform validates one raw record under the default limits and derives its processed event,
+// or says why it is invalid with an *event.ValidationError.
+func Transform(value []byte) (event.Processed, error) {
+	lim := event.DefaultLimits()
+	var p event.Processed
+	if len(value) > event.MaxRawBytes {
+		return p, invalid(event.ReasonTooLarge, "record is %d bytes, over the %d byte limit", len(value), event.MaxRawBytes)
 	}
 	if !utf8.Valid(value) {
-		return p, invalid(ReasonInvalidUTF8, "record is not valid UTF-8")
+		return p, invalid(event.ReasonInvalidUTF8, "record is not valid UTF-8")
 	}
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(value, &top); err != nil {
 		if !json.Valid(value) {
-			return p, invalid(ReasonNotJSON, "%v", err)
+			return p, invalid(event.ReasonNotJSON, "%v", err)
 		}
-		return p, invalid(ReasonNotObject, "record is JSON but not an object")
+		return p, invalid(event.ReasonNotObject, "record is JSON but not an object")
 	}
 	if top == nil {
-		return p, invalid(ReasonNotObject, "record is JSON null")
+		return p, invalid(event.ReasonNotObject, "record is JSON null")
 	}
 
 	u, ok := top["user_id"]
 	if !ok || isNull(u) {
-		return p, invalid(ReasonMissingUserID, "user_id is missing")
+		return p, invalid(event.ReasonMissingUserID, "user_id is missing")
 	}
 	var err error
 	if p.UserID, err = nonBlankString(u); err != nil {
-		return p, invalid(ReasonInvalidUserID, "user_id %s", err)
+		return p, invalid(event.ReasonInvalidUserID, "user_id %s", err)
 	}
 	if len(p.UserID) > lim.IDBytes {
-		return p, invalid(ReasonUserIDTooLong, "user_id too long")
+		return p, invalid(event.ReasonUserIDTooLong, "user_id too long")
 	}
 
 	h, ok := top["hotel_id"]
 	if !ok || isNull(h) {
-		return p, invalid(ReasonMissingHotelID, "hotel_id is missing")
+		return p, invalid(event.ReasonMissingHotelID, "hotel_id is missing")
 	}
 	if p.HotelID, err = hotelID(h); err != nil {
-		return p, invalid(ReasonInvalidHotelID, "hotel_id %s", err)
+		return p, invalid(event.ReasonInvalidHotelID, "hotel_id %s", err)
 	}
 	if len(p.HotelID) > lim.IDBytes {
-		return p, invalid(ReasonHotelIDTooLong, "hotel_id too long")
+		return p, invalid(event.ReasonHotelIDTooLong, "hotel_id too long")
 	}
 
 	ts, ok := top["search_timestamp"]
 	if !ok || isNull(ts) {
-		return p, invalid(ReasonMissingTimestamp, "search_timestamp is missing")
+		return p, invalid(event.ReasonMissingTimestamp, "search_timestamp is missing")
 	}
 	if p.SearchTimestamp, err = positiveNumber(ts); err != nil {
-		return p, invalid(ReasonInvalidTimestamp, "search_timestamp %s", err)
+		return p, invalid(event.ReasonInvalidTimestamp, "search_timestamp %s", err)
 	}
 
 	ha, ok := top["hotel_advertisers"]
 	if !ok || isNull(ha) {
-		return p, invalid(ReasonMissingAdvertisers, "hotel_advertisers is missing")
+		return p, invalid(event.ReasonMissingAdvertisers, "hotel_advertisers is missing")
 	}
 	var advertisers map[string]json.RawMessage
 	if kind(ha) != '{' || json.Unmarshal(ha, &advertisers) != nil {
-		return p, invalid(ReasonInvalidAdvertisers, "hotel_advertisers is not an object")
+		return p, invalid(event.ReasonInvalidAdvertisers, "hotel_advertisers is not an object")
 	}
 	if len(advertisers) == 0 {
-		return p, invalid(ReasonNoAdvertisers, "hotel_advertisers is empty")
+		return p, invalid(event.ReasonNoAdvertisers, "hotel_advertisers is empty")
 	}
 	if len(advertisers) > lim.AdvertisersPerEvent {
-		return p, invalid(ReasonTooManyAdvertisers, "too many advertisers")
+		return p, invalid(event.ReasonTooManyAdvertisers, "too many advertisers")
 	}
 	p.AdvertiserMinPrices = make(map[string]int64, len(advertisers))
 	p.Advertisers = make([]string, 0, len(advertisers))
 	for name, offersRaw := range advertisers {
 		if name == "" {
-			return p, invalid(ReasonInvalidAdvertiser, "advertiser name is empty")
+			return p, invalid(event.ReasonInvalidAdvertiser, "advertiser name is empty")
 		}
 		if len(name) > lim.AdvertiserNameBytes {
-			return p, invalid(ReasonNameTooLong, "advertiser name too long")
+			return p, invalid(event.ReasonNameTooLong, "advertiser name too long")
 		}
 		low, verr := lowestOffer(name, offersRaw, lim.OffersPerAdvertiser)
 		if verr != nil {
@@ -97,43 +108,43 @@ func referenceTransform(value []byte) (Processed, error) {
 	sort.Strings(p.Advertisers)
 	for _, name := range p.Advertisers {
 		if price := p.AdvertiserMinPrices[name]; p.MinOffer.Advertiser == "" || price < p.MinOffer.Price {
-			p.MinOffer = MinOffer{Price: price, Advertiser: name}
+			p.MinOffer = event.MinOffer{Price: price, Advertiser: name}
 		}
 	}
 	return p, nil
 }
 
-func lowestOffer(name string, raw json.RawMessage, maxOffers int) (int64, *ValidationError) {
+func lowestOffer(name string, raw json.RawMessage, maxOffers int) (int64, *event.ValidationError) {
 	var offers []json.RawMessage
 	if kind(raw) != '[' || json.Unmarshal(raw, &offers) != nil {
-		return 0, invalid(ReasonNoOffers, "advertiser %q: offers are not a list", name)
+		return 0, invalid(event.ReasonNoOffers, "advertiser %q: offers are not a list", name)
 	}
 	if len(offers) == 0 {
-		return 0, invalid(ReasonNoOffers, "advertiser %q has no offers", name)
+		return 0, invalid(event.ReasonNoOffers, "advertiser %q has no offers", name)
 	}
 	var low int64
 	for i, o := range offers {
 		if i >= maxOffers {
-			return 0, invalid(ReasonTooManyOffers, "advertiser %q has too many offers", name)
+			return 0, invalid(event.ReasonTooManyOffers, "advertiser %q has too many offers", name)
 		}
 		var offer map[string]json.RawMessage
 		if kind(o) != '{' || json.Unmarshal(o, &offer) != nil {
-			return 0, invalid(ReasonInvalidOffer, "advertiser %q offer %d is not an object", name, i)
+			return 0, invalid(event.ReasonInvalidOffer, "advertiser %q offer %d is not an object", name, i)
 		}
 		c, ok := offer["eurocents"]
 		if !ok || kind(c) != '0' || !refIsIntegerLiteral(c) {
-			return 0, invalid(ReasonInvalidEurocents, "advertiser %q offer %d: eurocents is not an integer", name, i)
+			return 0, invalid(event.ReasonInvalidEurocents, "advertiser %q offer %d: eurocents is not an integer", name, i)
 		}
 		literal := strings.TrimSpace(string(c))
 		cents, err := strconv.ParseInt(literal, 10, 64)
 		if err != nil && strings.HasPrefix(literal, "-") {
-			return 0, invalid(ReasonNonPositiveEurocent, "advertiser %q offer %d: eurocents %s is not positive", name, i, c)
+			return 0, invalid(event.ReasonNonPositiveEurocent, "advertiser %q offer %d: eurocents %s is not positive", name, i, c)
 		}
 		if err != nil || cents > 1<<53 {
-			return 0, invalid(ReasonEurocentsRange, "advertiser %q offer %d: eurocents %s out of range", name, i, c)
+			return 0, invalid(event.ReasonEurocentsRange, "advertiser %q offer %d: eurocents %s out of range", name, i, c)
 		}
 		if cents <= 0 {
-			return 0, invalid(ReasonNonPositiveEurocent, "advertiser %q offer %d: eurocents %d is not positive", name, i, cents)
+			return 0, invalid(event.ReasonNonPositiveEurocent, "advertiser %q offer %d: eurocents %d is not positive", name, i, cents)
 		}
 		if i == 0 || cents < low {
 			low = cents

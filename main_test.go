@@ -13,14 +13,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/searchflow/searchflow/internal/apitest"
 	"github.com/searchflow/searchflow/internal/kafkatest"
+	"github.com/searchflow/searchflow/internal/porttest"
 )
 
 // buildBinary compiles searchflow once per test into a temp dir.
@@ -32,26 +31,6 @@ func buildBinary(t *testing.T) string {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
-}
-
-// refusingAddr returns a loopback address where nothing listens, and where nothing can start
-// listening while the test runs: a socket bound to the port, never listening, holds it, and the
-// kernel refuses connections to it.
-func refusingAddr(t *testing.T) string {
-	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
 }
 
 func TestBadConfigExitsTwo(t *testing.T) {
@@ -214,7 +193,7 @@ func TestHealthcheck(t *testing.T) {
 
 	t.Run("nothing listening", func(t *testing.T) {
 		env := maps.Clone(env)
-		env["HTTP_ADDR"] = refusingAddr(t)
+		env["HTTP_ADDR"] = porttest.Refusing(t)
 		took := expectHealthcheckFails(t, bin, env, nil, "http://"+env["HTTP_ADDR"]+"/healthz")
 		if took >= healthcheckTimeout {
 			t.Errorf("a refused connection took %s to report; want well under the %s timeout", took, healthcheckTimeout)

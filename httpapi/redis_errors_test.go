@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/searchflow/searchflow/internal/porttest"
 	"github.com/searchflow/searchflow/internal/redistest"
 )
 
@@ -52,13 +53,7 @@ func waitForReply(t *testing.T, c rueidis.Client, code string) {
 // closedPort is a loopback address nothing listens on.
 func closedPort(t *testing.T) (host, port string) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	host, port, _ = net.SplitHostPort(addr)
+	host, port, _ = net.SplitHostPort(porttest.Refusing(t))
 	return host, port
 }
 

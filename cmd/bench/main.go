@@ -104,153 +104,36 @@ func run() error {
 	api := flag.Bool("api", false, "benchmark the HTTP API instead (make bench-api)")
 	cpu := flag.Bool("cpu", false, "measure the real binary's CPU per event instead (make bench-cpu)")
 	flag.Parse()
-	if *cpu {
+	switch {
+	case *cpu:
 		return runCPU(*out)
-	}
-	if *api {
-		if *cpuProfile != "" {
-			f, err := os.Create(*cpuProfile)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			if err := pprof.StartCPUProfile(f); err != nil {
-				return err
-			}
-			defer pprof.StopCPUProfile()
-		}
-		return runAPI(*out)
-	}
-	n, err := envInt("BENCH_EVENTS", 1_000_000)
-	if err != nil {
-		return err
-	}
-	users, err := envInt("BENCH_USERS", 1_000_000)
-	if err != nil {
-		return err
-	}
-	latRate, err := envInt("BENCH_LATENCY_RATE", 50_000)
-	if err != nil {
-		return err
-	}
-	latSecs, err := envInt("BENCH_LATENCY_SECONDS", 10)
-	if err != nil {
-		return err
-	}
-	partitions, err := envInt("BENCH_PARTITIONS", 6)
-	if err != nil {
-		return err
-	}
-	ctx := context.Background()
-	log := zap.NewNop()
-
-	dir, err := os.MkdirTemp("", "searchflow-bench-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DataDir(filepath.Join(dir, "kafka")))
-	if err != nil {
-		return fmt.Errorf("start kfake: %w", err)
-	}
-	defer cluster.Close()
-
-	redisAddr := os.Getenv("REDIS_ADDR")
-	if redisAddr == "" {
-		srv, err := redistest.Run()
+	case *api:
+		stop, err := startProfile(*cpuProfile)
 		if err != nil {
 			return err
 		}
-		defer srv.Stop()
-		redisAddr = srv.Addr
+		defer stop()
+		return runAPI(*out)
 	}
-	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{redisAddr}})
-	if err != nil {
-		return fmt.Errorf("connect redis %s: %w", redisAddr, err)
-	}
-	defer rc.Close()
-	b := &bench{ctx: ctx, log: log, addr: cluster.ListenAddrs()[0], redis: rc, view: view.New(rc),
-		partitions: partitions, batch: 10_000}
-	if err := b.flush(); err != nil {
-		return err
-	}
-
-	res := Results{Events: int64(n), Users: users, Partitions: partitions, GoVersion: runtime.Version(),
-		CPUs: runtime.NumCPU(), Date: time.Now().UTC().Format(time.RFC3339), LatencyRate: latRate}
-	step := func(name string) { fmt.Fprintf(os.Stderr, "bench: %s...\n", name) }
-
-	step(fmt.Sprintf("generating %d raw events (%d users)", n, users))
-	genRate, size, err := b.generate("raw", int64(n), users, 0)
+	set, err := readSettings()
 	if err != nil {
 		return err
 	}
-	res.GeneratorEventsPerSec, res.RecordBytes = genRate, size
-
-	step("passthrough baseline (produce, copy topic to topic, consume)")
-	if res.PassthroughEventsPerSec, err = b.passthrough(int64(n), size); err != nil {
+	b, cleanup, err := setUp(set.partitions)
+	if err != nil {
 		return err
 	}
-
-	profile := func(phase string) (stop func(), err error) {
-		if *cpuProfile == "" || *profilePhase != phase {
+	defer cleanup()
+	profile := func(phase string) (func(), error) {
+		if *profilePhase != phase {
 			return func() {}, nil
 		}
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			return nil, err
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return nil, err
-		}
-		return func() { pprof.StopCPUProfile(); f.Close() }, nil
+		return startProfile(*cpuProfile)
 	}
-	step("transformer alone")
-	stop, err := profile("transformer")
+	res, err := b.measure(set, profile)
 	if err != nil {
 		return err
 	}
-	res.TransformerEventsPerSec, err = b.stages("t-solo", "raw", "processed_solo", int64(n), true, false, nil)
-	stop()
-	if err != nil {
-		return err
-	}
-	step("aggregator alone")
-	if stop, err = profile("aggregator"); err != nil {
-		return err
-	}
-	res.AggregatorEventsPerSec, err = b.stages("a-solo", "", "processed_solo", int64(n), false, true, nil)
-	stop()
-	if err != nil {
-		return err
-	}
-	if err := b.flush(); err != nil {
-		return err
-	}
-	runtime.GC()
-	resetPeakRSS()
-	step("end to end (transformer + aggregator)")
-	if stop, err = profile("e2e"); err != nil {
-		return err
-	}
-	res.E2EEventsPerSec, err = b.stages("e2e", "raw", "processed_e2e", int64(n), true, true, nil)
-	stop()
-	if err != nil {
-		return err
-	}
-	res.PeakRSSMB = peakRSSMB()
-	res.Ratio = res.E2EEventsPerSec / res.PassthroughEventsPerSec
-
-	step(fmt.Sprintf("latency at %d events/s for %d s", latRate, latSecs))
-	if err := b.flush(); err != nil {
-		return err
-	}
-	lat, err := b.latency(latRate, latSecs, users)
-	if err != nil {
-		return err
-	}
-	res.LatencyEvents = len(lat)
-	res.LatencyP50Ms, res.LatencyP99Ms, res.LatencyMaxMs = percentile(lat, 0.50), percentile(lat, 0.99), percentile(lat, 1)
-
 	printTable(res)
 	js, _ := json.MarshalIndent(res, "", "  ")
 	if err := os.WriteFile(*out, append(js, '\n'), 0o644); err != nil {
@@ -258,6 +141,138 @@ func run() error {
 	}
 	fmt.Fprintf(os.Stderr, "bench: wrote %s\n", *out)
 	return nil
+}
+
+// startProfile starts a CPU profile written to path ("" for none) and returns its stop.
+func startProfile(path string) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// settings are the BENCH_* variables of the end-to-end benchmark.
+type settings struct {
+	events, users, latRate, latSecs, partitions int
+}
+
+func readSettings() (settings, error) {
+	var s settings
+	var errs []error
+	for _, v := range []struct {
+		name string
+		def  int
+		dst  *int
+	}{
+		{"BENCH_EVENTS", 1_000_000, &s.events}, {"BENCH_USERS", 1_000_000, &s.users},
+		{"BENCH_LATENCY_RATE", 50_000, &s.latRate}, {"BENCH_LATENCY_SECONDS", 10, &s.latSecs},
+		{"BENCH_PARTITIONS", 6, &s.partitions},
+	} {
+		n, err := envInt(v.name, v.def)
+		*v.dst = n
+		errs = append(errs, err)
+	}
+	return s, errors.Join(errs...)
+}
+
+// setUp starts the persisted in-process broker and reaches Redis (REDIS_ADDR, or a redis-server of
+// its own); cleanup stops them.
+func setUp(partitions int) (*bench, func(), error) {
+	var undo []func()
+	cleanup := func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	dir, err := os.MkdirTemp("", "searchflow-bench-")
+	if err != nil {
+		return nil, cleanup, err
+	}
+	undo = append(undo, func() { os.RemoveAll(dir) })
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DataDir(filepath.Join(dir, "kafka")))
+	if err != nil {
+		return nil, cleanup, fmt.Errorf("start kfake: %w", err)
+	}
+	undo = append(undo, cluster.Close)
+	redisAddr := os.Getenv("REDIS_ADDR")
+	if redisAddr == "" {
+		srv, err := redistest.Run()
+		if err != nil {
+			return nil, cleanup, err
+		}
+		undo = append(undo, srv.Stop)
+		redisAddr = srv.Addr
+	}
+	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{redisAddr}})
+	if err != nil {
+		return nil, cleanup, fmt.Errorf("connect redis %s: %w", redisAddr, err)
+	}
+	undo = append(undo, rc.Close)
+	b := &bench{ctx: context.Background(), log: zap.NewNop(), addr: cluster.ListenAddrs()[0], redis: rc,
+		view: view.New(rc), partitions: partitions, batch: 10_000}
+	return b, cleanup, b.flush()
+}
+
+// measure runs the phases in order: generate, passthrough, transformer alone, aggregator alone,
+// end to end, latency. profile starts the CPU profile of a phase when it is the profiled one.
+func (b *bench) measure(set settings, profile func(phase string) (func(), error)) (Results, error) {
+	n := int64(set.events)
+	res := Results{Events: n, Users: set.users, Partitions: set.partitions, GoVersion: runtime.Version(),
+		CPUs: runtime.NumCPU(), Date: time.Now().UTC().Format(time.RFC3339), LatencyRate: set.latRate}
+	step := func(name string) { fmt.Fprintf(os.Stderr, "bench: %s...\n", name) }
+	var err error
+	step(fmt.Sprintf("generating %d raw events (%d users)", n, set.users))
+	if res.GeneratorEventsPerSec, res.RecordBytes, err = b.generate("raw", n, set.users, 0); err != nil {
+		return res, err
+	}
+	step("passthrough baseline (produce, copy topic to topic, consume)")
+	if res.PassthroughEventsPerSec, err = b.passthrough(n, res.RecordBytes); err != nil {
+		return res, err
+	}
+	phase := func(name, label, raw, processed string, withT, withA bool) (float64, error) {
+		step(label)
+		stop, err := profile(name)
+		if err != nil {
+			return 0, err
+		}
+		defer stop()
+		return b.stages(name, raw, processed, n, withT, withA, nil)
+	}
+	if res.TransformerEventsPerSec, err = phase("transformer", "transformer alone", "raw", "processed_solo", true, false); err != nil {
+		return res, err
+	}
+	if res.AggregatorEventsPerSec, err = phase("aggregator", "aggregator alone", "", "processed_solo", false, true); err != nil {
+		return res, err
+	}
+	if err := b.flush(); err != nil {
+		return res, err
+	}
+	runtime.GC()
+	resetPeakRSS()
+	if res.E2EEventsPerSec, err = phase("e2e", "end to end (transformer + aggregator)", "raw", "processed_e2e", true, true); err != nil {
+		return res, err
+	}
+	res.PeakRSSMB = peakRSSMB()
+	res.Ratio = res.E2EEventsPerSec / res.PassthroughEventsPerSec
+	step(fmt.Sprintf("latency at %d events/s for %d s", set.latRate, set.latSecs))
+	if err := b.flush(); err != nil {
+		return res, err
+	}
+	lat, err := b.latency(set.latRate, set.latSecs, set.users)
+	if err != nil {
+		return res, err
+	}
+	res.LatencyEvents = len(lat)
+	res.LatencyP50Ms, res.LatencyP99Ms, res.LatencyMaxMs = percentile(lat, 0.50), percentile(lat, 0.99), percentile(lat, 1)
+	return res, nil
 }
 
 func (b *bench) flush() error {

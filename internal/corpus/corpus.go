@@ -41,6 +41,11 @@ type Case struct {
 // reason: syntax, encoding, size, depth, duplicate keys, and wrong types, nulls, empties and
 // out-of-range values for every field.
 func Malformed() []Case {
+	return append(malformedSyntaxAndShape(), malformedValues()...)
+}
+
+// malformedSyntaxAndShape: syntax, encoding, size, depth and the shape of the record.
+func malformedSyntaxAndShape() []Case {
 	ok := `"user_id":"u","hotel_id":1,"search_timestamp":1`
 	adv := `"hotel_advertisers":{"a":[{"eurocents":1}]}`
 	return []Case{
@@ -84,7 +89,15 @@ func Malformed() []Case {
 		{"price 2^53+1", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":9007199254740993}]}}`, "eurocents_out_of_range"},
 		{"huge negative price", `{` + ok + `,"hotel_advertisers":{"a":[{"eurocents":-99999999999999999999}]}}`, "non_positive_eurocents"},
 		{"user id too long", `{"user_id":"` + strings.Repeat("u", DefaultIDBytes+1) + `","hotel_id":1,"search_timestamp":1,` + adv + `}`, "user_id_too_long"},
-		{"user id too long once unescaped", `{"user_id":"` + strings.Repeat(`é`, DefaultIDBytes/2+1) + `","hotel_id":1,"search_timestamp":1,` + adv + `}`, "user_id_too_long"},
+	}
+}
+
+// malformedValues: wrong types, nulls, empties, out-of-range values and duplicate keys.
+func malformedValues() []Case {
+	ok := `"user_id":"u","hotel_id":1,"search_timestamp":1`
+	adv := `"hotel_advertisers":{"a":[{"eurocents":1}]}`
+	return []Case{
+		{"user id too long once unescaped", `{"user_id":"` + strings.Repeat(`\u00e9`, DefaultIDBytes/2+1) + `","hotel_id":1,"search_timestamp":1,` + adv + `}`, "user_id_too_long"},
 		{"hotel id too long", `{"user_id":"u","hotel_id":"` + strings.Repeat("h", DefaultIDBytes+1) + `","search_timestamp":1,` + adv + `}`, "hotel_id_too_long"},
 		{"numeric hotel id too long", `{"user_id":"u","hotel_id":` + strings.Repeat("7", DefaultIDBytes+1) + `,"search_timestamp":1,` + adv + `}`, "hotel_id_too_long"},
 		{"too many advertisers", `{` + ok + `,"hotel_advertisers":{` + advertisers(DefaultAdvertisersPerEvent+1) + `}}`, "too_many_advertisers"},

@@ -77,28 +77,37 @@ func Transform(value []byte) (event.Processed, error) {
 	if !ok || isNull(ha) {
 		return p, invalid(event.ReasonMissingAdvertisers, "hotel_advertisers is missing")
 	}
+	if verr := advertisers(&p, ha, lim); verr != nil {
+		return p, verr
+	}
+	return p, nil
+}
+
+// advertisers judges hotel_advertisers and fills p's advertisers, their lowest prices and the
+// cheapest offer.
+func advertisers(p *event.Processed, ha json.RawMessage, lim event.Limits) *event.ValidationError {
 	var advertisers map[string]json.RawMessage
 	if kind(ha) != '{' || json.Unmarshal(ha, &advertisers) != nil {
-		return p, invalid(event.ReasonInvalidAdvertisers, "hotel_advertisers is not an object")
+		return invalid(event.ReasonInvalidAdvertisers, "hotel_advertisers is not an object")
 	}
 	if len(advertisers) == 0 {
-		return p, invalid(event.ReasonNoAdvertisers, "hotel_advertisers is empty")
+		return invalid(event.ReasonNoAdvertisers, "hotel_advertisers is empty")
 	}
 	if len(advertisers) > lim.AdvertisersPerEvent {
-		return p, invalid(event.ReasonTooManyAdvertisers, "too many advertisers")
+		return invalid(event.ReasonTooManyAdvertisers, "too many advertisers")
 	}
 	p.AdvertiserMinPrices = make(map[string]int64, len(advertisers))
 	p.Advertisers = make([]string, 0, len(advertisers))
 	for name, offersRaw := range advertisers {
 		if name == "" {
-			return p, invalid(event.ReasonInvalidAdvertiser, "advertiser name is empty")
+			return invalid(event.ReasonInvalidAdvertiser, "advertiser name is empty")
 		}
 		if len(name) > lim.AdvertiserNameBytes {
-			return p, invalid(event.ReasonNameTooLong, "advertiser name too long")
+			return invalid(event.ReasonNameTooLong, "advertiser name too long")
 		}
 		low, verr := lowestOffer(name, offersRaw, lim.OffersPerAdvertiser)
 		if verr != nil {
-			return p, verr
+			return verr
 		}
 		p.AdvertiserMinPrices[name] = low
 		p.Advertisers = append(p.Advertisers, name)
@@ -111,7 +120,7 @@ func Transform(value []byte) (event.Processed, error) {
 			p.MinOffer = event.MinOffer{Price: price, Advertiser: name}
 		}
 	}
-	return p, nil
+	return nil
 }
 
 func lowestOffer(name string, raw json.RawMessage, maxOffers int) (int64, *event.ValidationError) {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/searchflow/searchflow/internal/counters"
 	"github.com/searchflow/searchflow/internal/eventref"
 )
 
@@ -224,10 +225,10 @@ func busy(base string) (why, lag string) {
 	consumers := 0
 	for name, s := range st.Stages {
 		rates := s.Rates["1s"]
-		if _, ok := rates["consumed"]; ok {
+		if _, ok := rates[counters.Consumed]; ok {
 			consumers++
 		}
-		for _, work := range []string{"consumed", "produced", "applied"} {
+		for _, work := range []string{counters.Consumed, counters.Produced, counters.Applied} {
 			if rates[work] != 0 {
 				return fmt.Sprintf("%s %s %.0f records in the last second", name, work, rates[work]), lag
 			}

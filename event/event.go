@@ -72,11 +72,6 @@ const (
 	ReasonUndecodable Reason = "undecodable_processed"
 )
 
-// DeliveryReasons lists the reasons of DeliveryReasons' kind, for documentation and metrics.
-func DeliveryReasons() []Reason {
-	return []Reason{ReasonProcessedTooLarge, ReasonPoison, ReasonApplyFailed, ReasonUndecodable}
-}
-
 // MaxExactEurocents is the largest price kept exactly: the view stores prices as Redis sorted-set
 // scores, which are doubles, exact for integers up to 2^53. A larger price is dead-lettered
 // (eurocents_out_of_range) rather than shown rounded.

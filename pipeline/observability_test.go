@@ -14,6 +14,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/searchflow/searchflow/httpapi"
 	"github.com/searchflow/searchflow/internal/redistest"
 )
 
@@ -73,7 +74,7 @@ func TestObservability(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
-	var stats Stats
+	var stats httpapi.Stats
 	resp, body := getBody(t, h.base+"/stats", nil)
 	if err := json.Unmarshal([]byte(body), &stats); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("/stats: %d %v %s", resp.StatusCode, err, body)
@@ -105,7 +106,7 @@ func TestObservability(t *testing.T) {
 	sc := bufio.NewScanner(sresp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	var event struct {
-		Stats Stats `json:"stats"`
+		Stats httpapi.Stats `json:"stats"`
 		Top   map[string][]struct {
 			ID    string
 			Count int64

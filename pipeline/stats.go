@@ -41,9 +41,6 @@ const (
 	lagInterval = 5 * time.Second
 )
 
-// Stats is the /stats document, which httpapi serves and defines.
-type Stats = httpapi.Stats
-
 func (t *tracker) setStages(stages []Stage) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -122,13 +119,13 @@ func (t *tracker) stalls() map[string]string {
 }
 
 // snapshot builds the /stats document.
-func (t *tracker) snapshot() Stats {
+func (t *tracker) snapshot() httpapi.Stats {
 	t.mu.Lock()
 	samples := t.samples
 	lag := t.lag
 	stages := t.stages
 	t.mu.Unlock()
-	out := Stats{Mode: t.mode, UptimeSeconds: time.Since(t.started).Seconds(), Stages: map[string]httpapi.StageStats{},
+	out := httpapi.Stats{Mode: t.mode, UptimeSeconds: time.Since(t.started).Seconds(), Stages: map[string]httpapi.StageStats{},
 		Lag: map[string]map[string]int64{}}
 	for topic, parts := range lag {
 		out.Lag[topic] = parts

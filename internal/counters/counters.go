@@ -4,7 +4,6 @@
 package counters
 
 import (
-	"sort"
 	"sync"
 	"sync/atomic"
 )
@@ -89,16 +88,5 @@ func (s *Set) DeadLetters() map[string]int64 {
 	for r, n := range s.reasons {
 		out[r] = n
 	}
-	return out
-}
-
-// Reasons returns the reasons with dead letters, sorted.
-func (s *Set) Reasons() []string {
-	m := s.DeadLetters()
-	out := make([]string, 0, len(m))
-	for r := range m {
-		out = append(out, r)
-	}
-	sort.Strings(out)
 	return out
 }

@@ -197,6 +197,11 @@ func (p *pipeline) run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	var workers sync.WaitGroup
 	for _, s := range all {
+		if _, last := s.(drainsLast); !last {
+			workers.Add(1)
+		}
+	}
+	for _, s := range all {
 		p.launch(g, gctx, s, &workers)
 	}
 	g.Go(func() error { p.logStats(gctx, stages); return nil })

@@ -30,6 +30,7 @@ type httpStage struct {
 	ln       net.Listener
 	serve    func(net.Listener) error
 	shutdown func(context.Context) error
+	log      *zap.Logger
 
 	startOnce, stopOnce sync.Once
 	done                chan struct{} // closed when serve returned
@@ -67,13 +68,12 @@ func (s *httpStage) Run(ctx context.Context) error {
 // stop shuts the server down, letting requests in flight finish for up to 5 s.
 func (s *httpStage) stop() {
 	s.stopOnce.Do(func() {
-		if s.done == nil {
-			_ = s.ln.Close()
-			return
-		}
+		s.start() // a server never started has nothing in flight: it closes at once
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = s.shutdown(ctx)
+		if err := s.shutdown(ctx); err != nil {
+			s.log.Warn("server shutdown", zap.String("server", s.name), zap.Error(err))
+		}
 		<-s.done
 	})
 }
@@ -92,7 +92,7 @@ func (p *pipeline) listen() error {
 			httpapi.WithCORS(p.cfg.CORSOrigins),
 			httpapi.WithTokens(p.cfg.APITokens),
 			httpapi.WithStreamMaxClients(p.cfg.StreamMaxClients))
-		p.servers = append(p.servers, &httpStage{name: config.StageAPI, ln: ln, serve: p.api.Serve, shutdown: p.api.Shutdown})
+		p.servers = append(p.servers, &httpStage{name: config.StageAPI, ln: ln, serve: p.api.Serve, shutdown: p.api.Shutdown, log: p.log})
 		p.apiAddr = ln.Addr().String()
 	}
 	if p.cfg.AdminAddr != "" {
@@ -109,7 +109,7 @@ func (p *pipeline) listen() error {
 				return err
 			}
 			return nil
-		}, shutdown: admin.Shutdown})
+		}, shutdown: admin.Shutdown, log: p.log})
 		p.adminAddr = ln.Addr().String()
 	}
 	return nil

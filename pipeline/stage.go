@@ -44,12 +44,10 @@ func countersOf(s Stage) *counters.Set {
 }
 
 // launch runs s in g. A stage that returns nil while gctx lives has stopped by surprise unless it
-// is finite; a stage that drains last is stopped once every other stage (workers) returned.
+// is finite; a stage that drains last is stopped once every other stage (workers, counted by the
+// caller before any stage is launched) returned.
 func (p *pipeline) launch(g *errgroup.Group, gctx context.Context, s Stage, workers *sync.WaitGroup) {
 	last, isLast := s.(drainsLast)
-	if !isLast {
-		workers.Add(1)
-	}
 	p.setRunning(s.Name(), true)
 	g.Go(func() error {
 		defer p.setRunning(s.Name(), false)

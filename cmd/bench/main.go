@@ -453,9 +453,9 @@ func (b *bench) stages(name, raw, processed string, n int64, withT, withA bool, 
 	}
 	done := func() bool {
 		if withA {
-			return a.Counts()[counters.Applied] >= n
+			return a.Counters().Map()[counters.Applied] >= n
 		}
-		return t.Counts()[counters.Produced] >= n
+		return t.Counters().Map()[counters.Produced] >= n
 	}
 	for !done() {
 		select {

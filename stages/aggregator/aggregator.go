@@ -82,9 +82,6 @@ func (a *Aggregator) Name() string { return "aggregator" }
 // Counters returns the stage's running totals and its dead letters by reason.
 func (a *Aggregator) Counters() *counters.Set { return &a.counts }
 
-// Counts returns the stage's running totals by name.
-func (a *Aggregator) Counts() map[string]int64 { return a.counts.Map() }
-
 // Problem says why the stage cannot make progress right now ("" when it can), for /readyz: Redis
 // away, the view refusing batches, or dead letters that cannot be written.
 func (a *Aggregator) Problem() string {

@@ -163,7 +163,7 @@ func waitSettled(t *testing.T, addr string, deadline time.Time, aggs ...*Aggrega
 	for {
 		counts := make([]map[string]int64, len(aggs))
 		for i, a := range aggs {
-			counts[i] = a.Counts()
+			counts[i] = a.Counters().Map()
 		}
 		left, err := leftToRead(ctx, adm)
 		switch {
@@ -257,7 +257,7 @@ func TestAggregateAndRestart(t *testing.T) {
 	produce(t, addr, tr, events(500, 800))
 	r = start(t, addr, v)
 	waitExact(t, addr, v, tr, r.agg)
-	if c := r.agg.Counts(); c["applied"] != 300 || c["consumed"] != 300 {
+	if c := r.agg.Counters().Map(); c["applied"] != 300 || c["consumed"] != 300 {
 		t.Errorf("the second instance applied %d and consumed %d, want the 300 new events", c["applied"], c["consumed"])
 	}
 }
@@ -276,7 +276,7 @@ func TestRebuildsAfterRedisLosesEverything(t *testing.T) {
 	waitExact(t, addr, v, tr, r.agg)
 	produce(t, addr, tr, events(300, 400))
 	waitExact(t, addr, v, tr, r.agg)
-	if r.agg.Counts()["offset_conflicts"] == 0 {
+	if r.agg.Counters().Map()["offset_conflicts"] == 0 {
 		t.Error("the rebuild should have been triggered by an offset conflict")
 	}
 }
@@ -347,7 +347,7 @@ func TestDropsEventsProducedTwice(t *testing.T) {
 // wantCounts checks some of a settled stage's counts.
 func wantCounts(t *testing.T, a *Aggregator, want map[string]int64) {
 	t.Helper()
-	got := a.Counts()
+	got := a.Counters().Map()
 	for k, w := range want {
 		if got[k] != w {
 			t.Errorf("%s = %d, want %d (counts %v)", k, got[k], w, got)

@@ -92,7 +92,7 @@ func TestDamagedViewBlamesNoRecord(t *testing.T) {
 	redisDo(t, c, "DEL", "{searchflow}:advertisers")
 	waitExact(t, addr, v, want, r.agg)
 	waitProblem(t, r.agg, func(p string) bool { return p == "" })
-	if n := r.agg.Counts()["dead_lettered"]; n != 0 {
+	if n := r.agg.Counters().Map()["dead_lettered"]; n != 0 {
 		t.Errorf("%d records dead-lettered for a damaged view", n)
 	}
 }
@@ -173,9 +173,9 @@ func TestRecordTooLargeForTheScriptIsNarrowedDown(t *testing.T) {
 func waitCounts(t *testing.T, a *Aggregator, ok func(map[string]int64) bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for !ok(a.Counts()) {
+	for !ok(a.Counters().Map()) {
 		if time.Now().After(deadline) {
-			t.Fatalf("counts stayed %v", a.Counts())
+			t.Fatalf("counts stayed %v", a.Counters().Map())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

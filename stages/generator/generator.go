@@ -56,9 +56,6 @@ func (g *Generator) Name() string { return "generator" }
 // Counters returns the stage's running totals.
 func (g *Generator) Counters() *counters.Set { return &g.counts }
 
-// Counts returns the stage's running totals by name.
-func (g *Generator) Counts() map[string]int64 { return g.counts.Map() }
-
 // FinishesByDesign says that the generator returning while the pipeline runs is expected: it ran
 // out of GENERATOR_MAX_EVENTS or of its replay file.
 func (g *Generator) FinishesByDesign() bool { return true }

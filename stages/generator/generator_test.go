@@ -71,13 +71,13 @@ func TestRunDrainsOnCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := runGenerator(t, ctx, g)
-	poll(t, 30*time.Second, "100 records produced", func() bool { return g.Counts()["produced"] >= 100 })
+	poll(t, 30*time.Second, "100 records produced", func() bool { return g.Counters().Map()["produced"] >= 100 })
 	cancel()
 	if err := waitRun(t, done, 30*time.Second); err != nil {
 		t.Fatalf("Run after cancel = %v, want nil (a clean drain)", err)
 	}
 
-	counts := g.Counts()
+	counts := g.Counters().Map()
 	if counts["produced"] < 100 || counts["failed"] != 0 {
 		t.Errorf("Counts() = %v, want at least 100 produced and none failed (canceled records are no failure)", counts)
 	}
@@ -293,10 +293,10 @@ func topicSize(t *testing.T, addrs []string, topic string) int64 {
 	return n
 }
 
-// checkCounts checks the named totals of g.Counts(); totals not named are not checked.
+// checkCounts checks the named totals of g.Counters().Map(); totals not named are not checked.
 func checkCounts(t *testing.T, g *Generator, want map[string]int64) {
 	t.Helper()
-	got := g.Counts()
+	got := g.Counters().Map()
 	for name, n := range want {
 		if v, ok := got[name]; !ok || v != n {
 			t.Errorf("Counts() = %v, want %s = %d", got, name, n)

@@ -124,7 +124,7 @@ func TestProcessedTooLargeIsDeadLettered(t *testing.T) {
 			t.Errorf("user %s processed %d times", u, n)
 		}
 	}
-	if c := tr.Counts(); c["aborted_batches"] != 0 {
+	if c := tr.Counters().Map(); c["aborted_batches"] != 0 {
 		t.Errorf("the preflight check must dead-letter it without an abort: %v", c)
 	}
 }
@@ -182,7 +182,7 @@ func TestBrokerRefusalIsolatesTheRecord(t *testing.T) {
 		}
 	}
 	waitFor(t, "the counts to settle", func() bool {
-		c := tr.Counts()
+		c := tr.Counters().Map()
 		return c["produced"] == n && c["dead_lettered"] == 4
 	})
 	// Narrowing down is temporary: with more records flowing, transactions grow back to full size.
@@ -191,7 +191,7 @@ func TestBrokerRefusalIsolatesTheRecord(t *testing.T) {
 		recs = append(recs, &kgo.Record{Topic: "raw", Value: validRaw(fmt.Sprintf("u%d", i), i)})
 	}
 	kafkatest.Produce(t, addr, recs...)
-	waitFor(t, "the poll size to grow back", func() bool { return tr.Counts()["produced"] == n+100 && tr.iso.pollSize() == 20 })
+	waitFor(t, "the poll size to grow back", func() bool { return tr.Counters().Map()["produced"] == n+100 && tr.iso.pollSize() == 20 })
 }
 
 // failProcessed makes the broker answer POLICY_VIOLATION — an error nobody foresaw — to every
@@ -327,9 +327,9 @@ func TestSystemicFailureDeadLettersNothing(t *testing.T) {
 	kafkatest.Produce(t, addr, recs...)
 	tr := runStage(t, Config{BatchMaxRecords: 8}, kgo.SeedBrokers(addr), kgo.ProducerBatchCompression(kgo.NoCompression()))
 	waitFor(t, "narrowing down to single records that fail alone, and the aborts on /readyz", func() bool {
-		return tr.iso.pollSize() == 1 && tr.Counts()["aborted_batches"] >= 12 && strings.Contains(tr.Problem(), "aborted in a row")
+		return tr.iso.pollSize() == 1 && tr.Counters().Map()["aborted_batches"] >= 12 && strings.Contains(tr.Problem(), "aborted in a row")
 	})
-	if n := tr.Counts()["dead_lettered"]; n != 0 {
+	if n := tr.Counters().Map()["dead_lettered"]; n != 0 {
 		t.Fatalf("%d records dead-lettered for a failure that is not theirs", n)
 	}
 	broken.Store(false)
@@ -338,8 +338,8 @@ func TestSystemicFailureDeadLettersNothing(t *testing.T) {
 			t.Errorf("%s processed %d times", u, k)
 		}
 	}
-	waitFor(t, "the counts", func() bool { return tr.Counts()["produced"] == 30 })
-	if n := tr.Counts()["dead_lettered"]; n != 0 {
+	waitFor(t, "the counts", func() bool { return tr.Counters().Map()["produced"] == 30 })
+	if n := tr.Counters().Map()["dead_lettered"]; n != 0 {
 		t.Errorf("%d records dead-lettered", n)
 	}
 }

@@ -61,6 +61,7 @@ type Transformer struct {
 	lastAbort, sessionProblem                                        atomic.Pointer[string]
 	lastAbortLog                                                     time.Time  // owned by the session goroutine
 	failures                                                         failureLog // the current transaction's failed records
+	judged                                                           bool       // isolation holds verdicts: look records up (session goroutine only)
 }
 
 // New returns a transformer whose clients start from kafkaOpts (seed brokers, logger).
@@ -84,9 +85,6 @@ func (t *Transformer) Name() string { return "transformer" }
 
 // Counters returns the stage's running totals and its dead letters by reason.
 func (t *Transformer) Counters() *counters.Set { return &t.counts }
-
-// Counts returns the stage's running totals by name.
-func (t *Transformer) Counts() map[string]int64 { return t.counts.Map() }
 
 // Problem says why the stage cannot make progress right now ("" when it can), for /readyz: a
 // broken session, transactions aborting in a row, or partitions stopped because their dead
@@ -252,6 +250,7 @@ func (t *Transformer) transformBatch(ctx context.Context, sess *kgo.GroupTransac
 	// and how, comes from the failures hook, for isolate.go to read the abort.
 	first := kgo.AbortingFirstErrPromise(sess.Client())
 	t.failures.reset()
+	t.judged = t.iso.remembers() // a lock per batch, not per record, while nothing is isolated
 	var n, dl int64
 	start := time.Now()
 	reasons := map[event.Reason]int64{}
@@ -374,7 +373,7 @@ func (t *Transformer) transform(r *kgo.Record) (out *kgo.Record, reason event.Re
 			out, reason = t.deadLetter(r, event.ReasonPoison, fmt.Sprintf("the transform panicked: %v", p)), event.ReasonPoison
 		}
 	}()
-	if v, ok := t.iso.verdict(pos{r.Partition, r.Offset}); ok {
+	if v, ok := t.verdictOf(r); ok {
 		return t.deadLetter(r, v.reason, v.detail), v.reason
 	}
 	value, user, err := t.cfg.Limits.AppendProcessed(make([]byte, 0, len(r.Value)/2+128), r.Value)
@@ -397,6 +396,14 @@ func (t *Transformer) transform(r *kgo.Record) (out *kgo.Record, reason event.Re
 		reason = ve.Reason
 	}
 	return t.deadLetter(r, reason, err.Error()), reason
+}
+
+// verdictOf returns isolation's decision for r, if it made one.
+func (t *Transformer) verdictOf(r *kgo.Record) (verdict, bool) {
+	if !t.judged {
+		return verdict{}, false
+	}
+	return t.iso.verdict(pos{r.Partition, r.Offset})
 }
 
 func (t *Transformer) deadLetter(r *kgo.Record, reason event.Reason, detail string) *kgo.Record {

@@ -105,7 +105,7 @@ func TestTransformerRoutesValidAndInvalid(t *testing.T) {
 			t.Errorf("dead letter headers %+v", r.Headers)
 		}
 	}
-	if c := tr.Counts(); c["produced"] != nValid || c["dead_lettered"] != int64(nBad) {
+	if c := tr.Counters().Map(); c["produced"] != nValid || c["dead_lettered"] != int64(nBad) {
 		t.Errorf("counts %v", c)
 	}
 }
@@ -146,9 +146,9 @@ func expectEachUserOnce(t *testing.T, addr string, n int) {
 func waitCount(t *testing.T, tr *Transformer, key string, n int64) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for tr.Counts()[key] < n {
+	for tr.Counters().Map()[key] < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s stayed at %d within 30s, want %d", key, tr.Counts()[key], n)
+			t.Fatalf("%s stayed at %d within 30s, want %d", key, tr.Counters().Map()[key], n)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -185,7 +185,7 @@ func TestTwoTransformersWithRebalance(t *testing.T) {
 	waitCount(t, a, "produced", 100)
 	produceUsers(t, addr, step, 2*step)
 	b, stopB := runStoppable(t, cfg, kgo.SeedBrokers(addr))
-	if n := a.Counts()["consumed"]; n >= 2*step {
+	if n := a.Counters().Map()["consumed"]; n >= 2*step {
 		t.Logf("the first instance had read all %d records before the second joined", n)
 	}
 	waitCount(t, b, "produced", 1) // the group rebalanced: the second owns partitions
@@ -194,7 +194,7 @@ func TestTwoTransformersWithRebalance(t *testing.T) {
 	produceUsers(t, addr, 3*step, 4*step)
 	kafkatest.WaitCommitted(t, addr, "g", "raw")
 	stopB()
-	t.Logf("first instance: %v; second: %v", a.Counts(), b.Counts())
+	t.Logf("first instance: %v; second: %v", a.Counters().Map(), b.Counters().Map())
 	expectEachUserOnce(t, addr, 4*step)
 }
 

@@ -18,6 +18,8 @@ test: test-deps
 
 # The tests start real redis-servers (Debian's, built with TLS). Installed here when missing and
 # running as root (as .ci/run does); otherwise stop at once with the one command to run.
+# promtool (Debian's prometheus package) checks the alert rules: installed the same way, but its
+# test skips without it, so a developer's machine only hears what to install.
 test-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -25,6 +27,13 @@ test-deps:
 	    DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; \
 	  else \
 	    echo "make test: redis-server is missing; run: sudo apt-get install -y redis-server" >&2; exit 1; \
+	  fi; }
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make test: installing prometheus (for promtool)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
+	  else \
+	    echo "make test: promtool is missing, so TestAlertRulesPromtool skips; to run it: sudo apt-get install -y --no-install-recommends prometheus" >&2; \
 	  fi; }
 
 lint:

@@ -58,17 +58,21 @@ type Config struct {
 	KafkaSASL SASL `env:"KAFKA_SASL"`
 	KafkaTLS  TLS  `env:"KAFKA_TLS" with:"addr=KAFKA_BROKERS;server=the brokers;certs=the brokers' certificates;host=each address"`
 
-	RedisAddr     string `env:"REDIS_ADDR" parse:"hostport" accepts:"host:port" help:"Redis server; empty starts the embedded in-memory store"`
-	RedisUsername string `env:"REDIS_USERNAME" accepts:"string" help:"Redis ACL user; empty: the default user"`
-	RedisPassword string `env:"REDIS_PASSWORD" secret:"true" help:"Redis password"`
-	RedisDB       int    `env:"REDIS_DB" default:"0" range:"0..15" accepts:"integer 0..15" help:"Redis database number"`
-	RedisTLS      TLS    `env:"REDIS_TLS" with:"addr=REDIS_ADDR;server=Redis;certs=Redis's certificate;host=REDIS_ADDR"`
+	RedisAddrs    []string `env:"REDIS_ADDR" parse:"hostports" accepts:"comma list of host:port" help:"Redis server, or seed nodes of a Redis Cluster; empty starts the embedded in-memory store"`
+	RedisCluster  string   `env:"REDIS_CLUSTER" default:"auto" oneof:"auto on off" accepts:"auto, on, off" help:"Redis Cluster mode: auto asks the server; on requires a cluster; off talks to one server even if it answers CLUSTER SLOTS"`
+	RedisUsername string   `env:"REDIS_USERNAME" accepts:"string" help:"Redis ACL user; empty: the default user"`
+	RedisPassword string   `env:"REDIS_PASSWORD" secret:"true" help:"Redis password"`
+	RedisDB       int      `env:"REDIS_DB" default:"0" range:"0..15" accepts:"integer 0..15" help:"Redis database number; 0 on Redis Cluster, which has no other"`
+	RedisTLS      TLS      `env:"REDIS_TLS" with:"addr=REDIS_ADDR;server=Redis;certs=Redis's certificate;host=REDIS_ADDR"`
 
-	RawTopic        string `env:"RAW_TOPIC" default:"raw_events" parse:"topic" accepts:"Kafka topic name" help:"topic the generator writes and the transformer reads"`
-	ProcessedTopic  string `env:"PROCESSED_TOPIC" default:"processed_events" parse:"topic" accepts:"Kafka topic name" help:"topic the transformer writes and the aggregator reads"`
-	DeadLetterTopic string `env:"DEAD_LETTER_TOPIC" default:"dead_letter_events" parse:"topic" accepts:"Kafka topic name" help:"topic for records the transformer cannot read"`
-	TopicPartitions int    `env:"TOPIC_PARTITIONS" default:"6" range:"1..1000" accepts:"integer 1..1000" help:"partitions of topics searchflow creates when missing"`
-	ConsumerGroup   string `env:"CONSUMER_GROUP" default:"searchflow" accepts:"string" help:"prefix of the consumer groups (<prefix>-transformer, <prefix>-aggregator)"`
+	RawTopic           string        `env:"RAW_TOPIC" default:"raw_events" parse:"topic" accepts:"Kafka topic name" help:"topic the generator writes and the transformer reads"`
+	ProcessedTopic     string        `env:"PROCESSED_TOPIC" default:"processed_events" parse:"topic" accepts:"Kafka topic name" help:"topic the transformer writes (keyed by user) and the aggregator reads"`
+	HotelTopic         string        `env:"HOTEL_TOPIC" default:"processed_events_by_hotel" parse:"topic" accepts:"Kafka topic name" help:"the processed events again, keyed by hotel: the hotel aggregator reads it"`
+	DeadLetterTopic    string        `env:"DEAD_LETTER_TOPIC" default:"dead_letter_events" parse:"topic" accepts:"Kafka topic name" help:"topic for records the transformer cannot read"`
+	TopicPartitions    int           `env:"TOPIC_PARTITIONS" default:"6" range:"1..1000" accepts:"integer 1..1000" help:"partitions of topics searchflow creates when missing"`
+	InstanceID         string        `env:"INSTANCE_ID" accepts:"string of letters, digits, '.', '_', '-'" parse:"instance" help:"this process's stable name: with external Kafka the transformer's transactional ID is <CONSUMER_GROUP>-transformer-<INSTANCE_ID>; empty: the host name"`
+	TransactionTimeout time.Duration `env:"TRANSACTION_TIMEOUT" default:"10s" accepts:"Go duration 1s..15m" help:"Kafka transaction timeout: how long readers wait behind a crashed transformer's open transaction that no successor aborts"`
+	ConsumerGroup      string        `env:"CONSUMER_GROUP" default:"searchflow" accepts:"string" help:"prefix of the consumer groups (<prefix>-transformer, <prefix>-aggregator)"`
 
 	HTTPAddr         string   `env:"HTTP_ADDR" default:":5000" parse:"hostport" accepts:"host:port" help:"where the API listens"`
 	AdminAddr        string   `env:"ADMIN_ADDR" parse:"hostport" accepts:"host:port" help:"serve /metrics and /debug/pprof here instead; empty serves /metrics on HTTP_ADDR and no pprof"`
@@ -138,7 +142,7 @@ func (c Config) Enabled(stage string) bool {
 func (c Config) EmbeddedKafka() bool { return len(c.KafkaBrokers) == 0 }
 
 // EmbeddedRedis reports whether the in-process Redis-protocol store serves this process.
-func (c Config) EmbeddedRedis() bool { return c.RedisAddr == "" }
+func (c Config) EmbeddedRedis() bool { return len(c.RedisAddrs) == 0 }
 
 // Var describes one environment variable: its name, default and what it accepts.
 type Var struct {
@@ -162,13 +166,20 @@ func Load(getenv func(string) string) (Config, error) {
 // Masked returns the configuration as key/value pairs for the start-up log, secrets masked.
 func (c Config) Masked() map[string]any { return masked(reflect.ValueOf(c)) }
 
-// check runs once every field is read: the three topics must differ, and the services must be
+// check runs once every field is read: the four topics must differ, and the services must be
 // able to use what they are given.
 func (c Config) check(p *parser, _ string) {
-	if c.RawTopic != "" && (c.RawTopic == c.ProcessedTopic || c.RawTopic == c.DeadLetterTopic || c.ProcessedTopic == c.DeadLetterTopic) {
-		p.fail("RAW_TOPIC", "RAW_TOPIC, PROCESSED_TOPIC and DEAD_LETTER_TOPIC must be three different topics")
+	topics := map[string]bool{}
+	for _, t := range []string{c.RawTopic, c.ProcessedTopic, c.HotelTopic, c.DeadLetterTopic} {
+		if t != "" && topics[t] {
+			p.fail("RAW_TOPIC", "RAW_TOPIC, PROCESSED_TOPIC, HOTEL_TOPIC and DEAD_LETTER_TOPIC must be four different topics (%s is named twice)", t)
+		}
+		topics[t] = true
 	}
 	c.checkServices(p)
+	if c.TransactionTimeout != 0 && (c.TransactionTimeout < time.Second || c.TransactionTimeout > 15*time.Minute) {
+		p.fail("TRANSACTION_TIMEOUT", "is %s: must be between 1s and 15m (the broker's transaction.max.timeout.ms is 15m by default)", c.TransactionTimeout)
+	}
 }
 
 // checkServices rejects settings that cannot take effect: credentials and TLS are for external
@@ -196,7 +207,13 @@ func (c Config) checkServices(p *parser) {
 			p.fail("KAFKA_TLS", "is true but KAFKA_BROKERS is empty: the embedded broker does not speak TLS")
 		}
 	}
+	if c.RedisCluster == "on" && c.RedisDB != 0 {
+		p.fail("REDIS_DB", "is %d but REDIS_CLUSTER is on: Redis Cluster has only database 0", c.RedisDB)
+	}
 	if c.EmbeddedRedis() {
+		if c.RedisCluster == "on" {
+			p.fail("REDIS_CLUSTER", "is on but REDIS_ADDR is empty: the embedded store is one server, not a cluster")
+		}
 		if c.RedisUsername != "" || c.RedisPassword != "" {
 			p.fail("REDIS_ADDR", "is empty (embedded store) but REDIS_USERNAME or REDIS_PASSWORD is set: the embedded store takes no credentials")
 		}

@@ -72,7 +72,7 @@ func TestLoadValues(t *testing.T) {
 		t.Errorf("Enabled disagrees with Stages %v", c.Stages)
 	}
 	if !reflect.DeepEqual(c.KafkaBrokers, []string{"k1:9092", "k2:9093"}) || c.EmbeddedKafka() || c.EmbeddedRedis() {
-		t.Errorf("brokers = %v redis = %q", c.KafkaBrokers, c.RedisAddr)
+		t.Errorf("brokers = %v redis = %q", c.KafkaBrokers, c.RedisAddrs)
 	}
 	if c.RedisDB != 3 || c.GeneratorRate != 0 || c.GeneratorMaxEvents != 500 || c.GeneratorSeed != -7 ||
 		c.ShutdownTimeout != 5*time.Second || c.LogLevel != "debug" || c.GeneratorReplayFile != replay {

@@ -171,7 +171,7 @@ func sampleValue(t *testing.T, v Var, readers []setting) string {
 		return "https://sample"
 	case kinds["stages"]:
 		return StageAPI
-	case kinds["string"], kinds["upper"], kinds["secret"], kinds["topic"]:
+	case kinds["string"], kinds["upper"], kinds["secret"], kinds["topic"], kinds["instance"]:
 		return "sample"
 	}
 	t.Fatalf("%s: no sample for parse kinds %v; add one here", v.Name, kinds)

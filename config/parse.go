@@ -42,6 +42,7 @@ func readers() map[string]func(p *parser, s setting) any {
 		"hostports": func(p *parser, s setting) any { return p.hostPorts(s.Name) },
 		"origins":   func(p *parser, s setting) any { return p.origins(s.Name) },
 		"topic":     func(p *parser, s setting) any { return p.topic(s.Name) },
+		"instance":  func(p *parser, s setting) any { return p.instance(s.Name) },
 		"file":      func(p *parser, s setting) any { return p.readableFile(s.Name) },
 		"stages":    func(p *parser, s setting) any { return p.stages(s.Name) },
 		"tokens":    func(p *parser, s setting) any { return p.tokens(s.Name) },
@@ -240,17 +241,33 @@ func (p *parser) origins(name string) []string {
 
 func (p *parser) topic(name string) string {
 	v := p.raw(name)
-	if v == "" || len(v) > 249 || v == "." || v == ".." {
+	if v == "" || len(v) > 249 || v == "." || v == ".." || !kafkaName(v) {
 		p.fail(name, "%q is not a valid topic name", v)
-		return v
-	}
-	for _, r := range v {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
-			p.fail(name, "%q is not a valid topic name", v)
-			break
-		}
 	}
 	return v
+}
+
+// instance reads a name that goes into a transactional ID: empty, or up to 200 letters, digits,
+// '.', '_' and '-'.
+func (p *parser) instance(name string) string {
+	v := p.raw(name)
+	switch {
+	case len(v) > 200:
+		p.fail(name, "is %d bytes long: at most 200", len(v))
+	case !kafkaName(v):
+		p.fail(name, "%q may hold only letters, digits, '.', '_' and '-'", v)
+	}
+	return v
+}
+
+// kafkaName reports whether v holds only the characters of a Kafka topic name.
+func kafkaName(v string) bool {
+	for _, r := range v {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *parser) stages(name string) []string {

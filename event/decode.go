@@ -12,7 +12,8 @@ import (
 
 // AppendProcessed validates one raw record and appends to dst its processed event's JSON — the
 // document encoding/json makes of the event's Processed — without building the event: the
-// transformer's hot path. It also returns the user id, the processed record's key. A
+// transformer's hot path. It also returns the event's user and hotel ids, the keys of its records
+// in the processed and hotel topics. A
 // *ValidationError says why the record is invalid; no other error is returned. Unknown fields are
 // ignored; a key that appears twice in an object is an error (JSON leaves its meaning open).
 //
@@ -20,21 +21,27 @@ import (
 // field is judged, so a record that is not JSON is always reported as not_json, and the field
 // errors come in a fixed order (user, hotel, timestamp, advertisers in document order), whatever
 // the key order.
-func AppendProcessed(dst, value []byte) ([]byte, string, error) {
+func AppendProcessed(dst, value []byte) ([]byte, Keys, error) {
 	return DefaultLimits().AppendProcessed(dst, value)
 }
 
+// Keys are a processed event's record keys: its user id in the processed topic, its hotel id in
+// the hotel topic.
+type Keys struct {
+	User, Hotel string
+}
+
 // AppendProcessed is the package's AppendProcessed under the limits l.
-func (l Limits) AppendProcessed(dst, value []byte) ([]byte, string, error) {
+func (l Limits) AppendProcessed(dst, value []byte) ([]byte, Keys, error) {
 	d, err := decode(value, l)
 	if err != nil {
-		return dst, "", err
+		return dst, Keys{}, err
 	}
 	v, err := d.judge()
 	if err != nil {
-		return dst, "", err
+		return dst, Keys{}, err
 	}
-	return v.appendJSON(dst), v.user, nil
+	return v.appendJSON(dst), Keys{User: v.user, Hotel: v.hotel}, nil
 }
 
 // decode runs the single pass over value: size, encoding and syntax errors come back here,

@@ -24,14 +24,14 @@ var advertiserReasons = map[event.Reason]bool{event.ReasonInvalidAdvertiser: tru
 func checkAgainstReference(t *testing.T, raw []byte) {
 	got, err := transform(raw)
 	// The transformer's hot path must say exactly what Transform and AppendJSON say.
-	fast, user, fastErr := event.AppendProcessed(nil, raw)
+	fast, keys, fastErr := event.AppendProcessed(nil, raw)
 	switch {
 	case (err == nil) != (fastErr == nil):
 		t.Fatalf("AppendProcessed(%q) err %v, Transform err %v", raw, fastErr, err)
 	case err != nil && err.Error() != fastErr.Error():
 		t.Fatalf("AppendProcessed(%q) err %v, Transform err %v", raw, fastErr, err)
-	case err == nil && (string(fast) != string(encode(t, got)) || user != got.UserID):
-		t.Fatalf("AppendProcessed(%q) = %s %q, want %s %q", raw, fast, user, encode(t, got), got.UserID)
+	case err == nil && (string(fast) != string(encode(t, got)) || keys != event.Keys{User: got.UserID, Hotel: got.HotelID}):
+		t.Fatalf("AppendProcessed(%q) = %s %+v, want %s %q %q", raw, fast, keys, encode(t, got), got.UserID, got.HotelID)
 	}
 	want, refErr := eventref.Transform(raw)
 	var ve, refVE *event.ValidationError

@@ -72,7 +72,7 @@ func TestTokensGuardEveryRoute(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil, nil, WithTokens(testTokens), WithStats(sampleStats),
 		WithMetrics(metrics.New(), true), WithStreamInterval(10*time.Millisecond))
-	load(t, f.view, fixedBatches)
+	load(t, f, fixedBatches)
 	c := noRedirects(t)
 
 	var paths []string
@@ -134,7 +134,7 @@ func TestTokensGuardEveryRoute(t *testing.T) {
 func TestDashboardLogin(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil, nil, WithTokens(testTokens), WithStats(sampleStats), WithStreamInterval(10*time.Millisecond))
-	load(t, f.view, fixedBatches)
+	load(t, f, fixedBatches)
 	c := noRedirects(t)
 
 	r := do2(t, c, http.MethodGet, f.http.URL+"/dashboard?token="+url.QueryEscape(testTokens[1]), nil)

@@ -1,15 +1,12 @@
 package httpapi
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 
 	"go.uber.org/zap"
-
-	"github.com/searchflow/searchflow/view"
 )
 
 // benchBatch is how many ids one Apply writes while filling a benchmark's view.
@@ -19,15 +16,13 @@ func BenchmarkUsersHandler(b *testing.B) {
 	const users = 100000
 	f := newFixture(b, nil, zap.NewNop())
 	for start := 0; start < users; start += benchBatch {
-		batch := view.NewBatch()
+		var events []event
 		for i := start; i < start+benchBatch; i++ {
 			for range i%5 + 1 {
-				addEvent(batch, fmt.Sprintf("user-%06d", i), "h", nil)
+				events = append(events, event{user: fmt.Sprintf("user-%06d", i), hotel: "h"})
 			}
 		}
-		if err := f.view.Apply(context.Background(), "bench", batch); err != nil {
-			b.Fatal(err)
-		}
+		f.apply(b, events)
 	}
 	benchGet(b, f, "/users?limit=100")
 }
@@ -36,17 +31,15 @@ func BenchmarkMinPricesHandler(b *testing.B) {
 	const hotels, advertisers = 10000, 8
 	f := newFixture(b, nil, zap.NewNop())
 	for start := 0; start < hotels; start += benchBatch / advertisers {
-		batch := view.NewBatch()
+		var events []event
 		for i := start; i < start+benchBatch/advertisers && i < hotels; i++ {
 			prices := make(map[string]int64, advertisers)
 			for a := range advertisers {
 				prices[fmt.Sprintf("adv-%02d", a)] = int64(1000 + (i*7+a*13)%5000)
 			}
-			addEvent(batch, "u", fmt.Sprintf("hotel-%05d", i), prices)
+			events = append(events, event{user: "u", hotel: fmt.Sprintf("hotel-%05d", i), prices: prices})
 		}
-		if err := f.view.Apply(context.Background(), "bench", batch); err != nil {
-			b.Fatal(err)
-		}
+		f.apply(b, events)
 	}
 	benchGet(b, f, "/hotel_min_offer_per_advertiser?limit=100")
 }

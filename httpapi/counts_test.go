@@ -1,21 +1,18 @@
 package httpapi
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"reflect"
 	"slices"
 	"strconv"
 	"testing"
-
-	"github.com/searchflow/searchflow/view"
 )
 
 func TestCountsOrderAndPaging(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil, nil)
-	load(t, f.view, fixedBatches)
+	load(t, f, fixedBatches)
 
 	users := []entry{{"u3", 4}, {"u1", 3}, {"u2", 1}, {"u4", 1}, {`user "ü"`, 1}}
 	hotels := []entry{{"h1", 4}, {"h2", 3}, {"h10", 1}, {"h3", 1}, {"h4", 1}}
@@ -84,16 +81,14 @@ func TestCountsDefaultLimit(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil, nil)
 	const n = DefaultLimit + 250
-	b := view.NewBatch()
+	var events []event
 	for i := range n {
 		// user i is seen i%7+1 times, so that counts tie in large groups.
 		for range i%7 + 1 {
-			addEvent(b, fmt.Sprintf("user-%05d", i), "h", nil)
+			events = append(events, event{user: fmt.Sprintf("user-%05d", i), hotel: "h"})
 		}
 	}
-	if err := f.view.Apply(context.Background(), "searches", b); err != nil {
-		t.Fatal(err)
-	}
+	f.apply(t, events)
 
 	r := get(t, f, "/users")
 	if r.code != http.StatusOK {
@@ -127,7 +122,7 @@ func TestCountsDefaultLimit(t *testing.T) {
 func TestMinPricesPaging(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil, nil)
-	load(t, f.view, fixedBatches)
+	load(t, f, fixedBatches)
 
 	all := []hotelPrices{
 		{"h1", []entry{{"a1", 450}, {"a2", 650}, {"a3", 1000}}},
@@ -179,7 +174,7 @@ func TestMinPricesEmptyView(t *testing.T) {
 func TestGolden(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil, nil)
-	load(t, f.view, fixedBatches)
+	load(t, f, fixedBatches)
 	for _, name := range []string{"users", "hotels", "advertisers", "hotel_min_offer_per_advertiser"} {
 		t.Run(name, func(t *testing.T) {
 			r := get(t, f, "/"+name)
@@ -196,13 +191,11 @@ func TestIDsAreEscaped(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil, nil)
 	odd := []string{`quote"`, `back\slash`, "new\nline", "<tag>&", "tab\t", "ünï"}
-	b := view.NewBatch()
+	var events []event
 	for _, id := range odd {
-		addEvent(b, id, id, map[string]int64{id: 7})
+		events = append(events, event{user: id, hotel: id, prices: map[string]int64{id: 7}})
 	}
-	if err := f.view.Apply(context.Background(), "searches", b); err != nil {
-		t.Fatal(err)
-	}
+	f.apply(t, events)
 	for _, path := range []string{"/users", "/hotels", "/advertisers"} {
 		_, data := decodeCounts(t, get(t, f, path).body)
 		var got []string

@@ -68,7 +68,7 @@ func sameHeaders(t *testing.T, what string, head, get http.Header) {
 func TestHeadLikeGet(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil, nil, WithStats(sampleStats), WithMetrics(metrics.New(), true), WithStreamInterval(10*time.Millisecond))
-	load(t, f.view, fixedBatches)
+	load(t, f, fixedBatches)
 	c := rawClient(t)
 
 	var paths []string

@@ -138,7 +138,8 @@ func New(v *view.View, ready Readiness, log *zap.Logger, opts ...Option) *Server
 	}
 	e.Use(middleware.GzipWithConfig(middleware.GzipConfig{MinLength: 1024,
 		// The event stream is flushed event by event; compressing it would hold events back.
-		Skipper: func(c echo.Context) bool { return c.Path() == "/stream" }}))
+		// /metrics compresses itself (promhttp): twice would leave a scraper with gzip inside gzip.
+		Skipper: func(c echo.Context) bool { return c.Path() == "/stream" || c.Path() == "/metrics" }}))
 	routeGET(e, "/", s.welcome)
 	routeGET(e, "/healthz", s.healthz)
 	routeGET(e, "/readyz", s.readyz)

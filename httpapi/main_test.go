@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/searchflow/searchflow/internal/redistest"
+	"github.com/searchflow/searchflow/internal/viewtest"
 	"github.com/searchflow/searchflow/view"
 )
 
@@ -29,24 +30,20 @@ func TestMain(m *testing.M) {
 
 // fixture is an API over a view in its own redis-server.
 type fixture struct {
-	redis *redistest.Server
-	view  *view.View
-	srv   *Server
-	http  *httptest.Server
+	redis  *redistest.Server
+	view   *view.View
+	loader *viewtest.Loader // writes the view as the aggregators do
+	srv    *Server
+	http   *httptest.Server
 }
 
 func alwaysReady(context.Context) map[string]string { return nil }
 
-// newFixture starts redis-server and serves the API over it; ready nil means always ready.
-// addEvent folds one event into b as the aggregator does.
-func addEvent(b *view.Batch, user, hotel string, advertiserMinPrices map[string]int64) {
-	b.Count(user, hotel)
-	for adv, price := range advertiserMinPrices {
-		b.CountAdvertiser(adv)
-		b.OfferPrice(hotel, adv, price)
-	}
-}
+// fixturePartitions is the partition count of each topic of a fixture's view: users and hotels
+// spread over several shards, so every page is a merge.
+const fixturePartitions = 4
 
+// newFixture starts redis-server and serves the API over it; ready nil means always ready.
 func newFixture(t testing.TB, ready Readiness, log *zap.Logger, opts ...Option) *fixture {
 	t.Helper()
 	rs := redistest.Start(t)
@@ -60,13 +57,23 @@ func newFixture(t testing.TB, ready Readiness, log *zap.Logger, opts ...Option) 
 	srv := New(v, ready, log, opts...)
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	return &fixture{redis: rs, view: v, srv: srv, http: hs}
+	return &fixture{redis: rs, view: v, loader: viewtest.Claim(t, v, fixturePartitions), srv: srv, http: hs}
 }
 
-// event is one search as the aggregator folds it into a batch.
+// event is one search as the aggregators fold it.
 type event struct {
 	user, hotel string
 	prices      map[string]int64 // advertiser -> lowest eurocents in the event
+}
+
+// apply applies events as the aggregators would.
+func (f *fixture) apply(t testing.TB, events []event) {
+	t.Helper()
+	list := make([]viewtest.Event, len(events))
+	for i, e := range events {
+		list[i] = viewtest.Event{User: e.user, Hotel: e.hotel, Prices: e.prices}
+	}
+	f.loader.Apply(t, list)
 }
 
 // fixedBatches is the dataset of the golden files and of the order tests, applied as two batches
@@ -94,18 +101,11 @@ var fixedBatches = [][]event{
 	},
 }
 
-// load applies each batch of events on its own partition of one topic.
-func load(t testing.TB, v *view.View, batches [][]event) {
+// load applies each batch of events as the aggregators would, one batch after the other.
+func load(t testing.TB, f *fixture, batches [][]event) {
 	t.Helper()
-	for p, events := range batches {
-		b := view.NewBatch()
-		for _, e := range events {
-			addEvent(b, e.user, e.hotel, e.prices)
-		}
-		b.Offsets[int32(p)] = view.PartitionOffsets{Expect: view.NoOffset, Next: int64(len(events))}
-		if err := v.Apply(context.Background(), "searches", b); err != nil {
-			t.Fatalf("apply batch %d: %v", p, err)
-		}
+	for _, events := range batches {
+		f.apply(t, events)
 	}
 }
 

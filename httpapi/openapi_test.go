@@ -212,7 +212,7 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 	c := newOpenAPIChecker(t)
 
 	loaded := newFixture(t, nil, nil)
-	load(t, loaded.view, fixedBatches)
+	load(t, loaded, fixedBatches)
 	// Draining: not ready, and nothing applied yet.
 	draining := newFixture(t, func(context.Context) map[string]string {
 		return map[string]string{"redis": "ping: connection refused", "pipeline": "draining"}
@@ -401,7 +401,7 @@ func TestObservabilityRoutesMatchOpenAPI(t *testing.T) {
 func TestTokenResponsesMatchOpenAPI(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil, nil, WithTokens(testTokens), WithStats(sampleStats), WithMetrics(metrics.New(), true))
-	load(t, f.view, fixedBatches)
+	load(t, f, fixedBatches)
 	login := do2(t, noRedirects(t), http.MethodGet, f.http.URL+"/dashboard?token="+url.QueryEscape(testTokens[1]), nil)
 	session := ""
 	for _, ck := range (&http.Response{Header: login.header}).Cookies() {

@@ -121,7 +121,7 @@ func TestRedisTemporarilyUnableAnswers503(t *testing.T) {
 			t.Parallel()
 			core, logs := observer.New(zapcore.DebugLevel)
 			f := newFixture(t, nil, zap.New(core))
-			load(t, f.view, fixedBatches)
+			load(t, f, fixedBatches)
 			tt.cause(t, f.redis)
 			paths := []string{"/users", "/hotels", "/advertisers", "/hotel_min_offer_per_advertiser"}
 			for _, path := range paths {
@@ -160,7 +160,7 @@ func TestRedisOtherReplyAnswers500(t *testing.T) {
 	t.Parallel()
 	core, logs := observer.New(zapcore.DebugLevel)
 	f := newFixture(t, nil, zap.New(core))
-	load(t, f.view, fixedBatches)
+	load(t, f, fixedBatches)
 	admin := f.redis.Client(t)
 	ctx := context.Background()
 	keys, err := admin.Do(ctx, admin.B().Keys().Pattern("*").Build()).AsStrSlice()

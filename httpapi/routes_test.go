@@ -19,7 +19,7 @@ import (
 func TestBadPaging(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil, nil)
-	load(t, f.view, fixedBatches)
+	load(t, f, fixedBatches)
 
 	tests := []struct {
 		query string
@@ -188,7 +188,7 @@ func TestRedisDown(t *testing.T) {
 	t.Parallel()
 	core, logs := observer.New(zapcore.DebugLevel)
 	f := newFixture(t, nil, zap.New(core))
-	load(t, f.view, fixedBatches)
+	load(t, f, fixedBatches)
 	if r := get(t, f, "/users"); r.code != http.StatusOK {
 		t.Fatalf("before the stop: status %d", r.code)
 	}

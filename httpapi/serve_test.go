@@ -63,7 +63,7 @@ func getStatus(c *http.Client, url string) (int, error) {
 func TestServeAndShutdown(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil, nil)
-	load(t, f.view, fixedBatches)
+	load(t, f, fixedBatches)
 	base, served := serve(t, f.srv)
 	c := client(t)
 

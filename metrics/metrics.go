@@ -89,6 +89,19 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
 }
 
+// Readiness exports searchflow_ready: 1 while ready reports the process ready (what /readyz
+// answers), 0 otherwise. ready runs at each scrape. Call it once.
+func (m *Metrics) Readiness(ready func() bool) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "searchflow_ready", Help: "1 while the process is ready (GET /readyz answers 200), 0 otherwise.",
+	}, func() float64 {
+		if ready() {
+			return 1
+		}
+		return 0
+	}))
+}
+
 // ObserveBatch records one processed batch.
 func (m *Metrics) ObserveBatch(stage string, records int, took time.Duration) {
 	m.BatchRecords.WithLabelValues(stage).Observe(float64(records))

@@ -68,7 +68,13 @@ func (p *pipeline) connect(ctx context.Context, onKafka func([]string)) error {
 	if !cfg.Enabled(config.StageAggregator) && !cfg.Enabled(config.StageAPI) {
 		return nil
 	}
-	return p.connectRedis(ctx)
+	if err := p.connectRedis(ctx); err != nil {
+		return err
+	}
+	if !cfg.Enabled(config.StageAggregator) {
+		return nil // readers find the layout in the view
+	}
+	return p.claimLayout(ctx, admin)
 }
 
 // connectRedis starts or reaches Redis and makes the view.
@@ -82,14 +88,16 @@ func (p *pipeline) connectRedis(ctx context.Context) error {
 			return fmt.Errorf("pipeline: %w", err)
 		}
 		p.closers = append(p.closers, r.Close)
-		opt = rueidis.ClientOption{InitAddress: []string{r.Addr()}, SelectDB: cfg.RedisDB,
+		// miniredis answers CLUSTER SLOTS (one node, every slot): it is one server all the same.
+		opt = rueidis.ClientOption{InitAddress: []string{r.Addr()}, SelectDB: cfg.RedisDB, ForceSingleClient: true,
 			DisableCache: true} // miniredis has no CLIENT TRACKING
 	} else {
-		rt, err := transport.NewRedis(cfg.RedisAddr, cfg.RedisUsername, cfg.RedisPassword, cfg.RedisDB, cfg.RedisTLS)
+		rt, err := transport.NewRedis(cfg.RedisAddrs, cfg.RedisUsername, cfg.RedisPassword, cfg.RedisDB, cfg.RedisTLS)
 		if err != nil {
 			return fmt.Errorf("pipeline: %w", err)
 		}
 		opt, explain = rt.Option(), rt.Explain
+		opt.ForceSingleClient = cfg.RedisCluster == "off"
 	}
 	var client rueidis.Client
 	err := p.retry(ctx, "redis", "connect to redis", func() error {
@@ -108,15 +116,68 @@ func (p *pipeline) connectRedis(ctx context.Context) error {
 		return err
 	}
 	p.closers = append(p.closers, client.Close)
+	if err := checkClusterMode(cfg, client.Mode()); err != nil {
+		return err
+	}
+	p.log.Info("connected to redis", zap.Strings("addrs", opt.InitAddress), zap.String("mode", string(client.Mode())))
 	p.mu.Lock()
 	p.redis, p.view = client, view.New(client)
 	p.mu.Unlock()
 	return nil
 }
 
+// checkClusterMode refuses a server that is not what REDIS_CLUSTER and REDIS_DB ask for.
+func checkClusterMode(cfg config.Config, mode rueidis.ClientMode) error {
+	cluster := mode == rueidis.ClientModeCluster
+	switch {
+	case cfg.RedisCluster == "on" && !cluster:
+		return fmt.Errorf("pipeline: REDIS_CLUSTER is on but %v is not a Redis Cluster (set REDIS_CLUSTER=auto or off)", cfg.RedisAddrs)
+	case cluster && cfg.RedisDB != 0:
+		return fmt.Errorf("pipeline: REDIS_DB is %d but %v is a Redis Cluster, which has only database 0", cfg.RedisDB, cfg.RedisAddrs)
+	}
+	return nil
+}
+
+// claimLayout makes the view's layout the topics' partition counts before any aggregator writes:
+// a view built from other topics or another partition count stops the process with the way to
+// rebuild it.
+func (p *pipeline) claimLayout(ctx context.Context, admin *kgo.Client) error {
+	return p.retry(ctx, "redis", "claim the view's layout", func() error {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		layout, err := p.layout(cctx, admin)
+		if err != nil {
+			return err
+		}
+		err = p.view.Claim(cctx, layout)
+		var wrong *view.LayoutError
+		if errors.As(err, &wrong) {
+			return backoff.Permanent(err)
+		}
+		return err
+	})
+}
+
+// layout reads the partition counts of the processed and hotel topics.
+func (p *pipeline) layout(ctx context.Context, admin *kgo.Client) (view.Layout, error) {
+	topics, err := kadm.NewClient(admin).ListTopics(ctx, p.cfg.ProcessedTopic, p.cfg.HotelTopic)
+	if err != nil {
+		return view.Layout{}, fmt.Errorf("read the partitions of %s and %s: %w", p.cfg.ProcessedTopic, p.cfg.HotelTopic, err)
+	}
+	l := view.Layout{UsersTopic: p.cfg.ProcessedTopic, HotelsTopic: p.cfg.HotelTopic}
+	for name, n := range map[string]*int{p.cfg.ProcessedTopic: &l.Users, p.cfg.HotelTopic: &l.Hotels} {
+		d, ok := topics[name]
+		if !ok || d.Err != nil || len(d.Partitions) == 0 {
+			return view.Layout{}, fmt.Errorf("topic %s has no partitions yet (err %v)", name, d.Err)
+		}
+		*n = len(d.Partitions)
+	}
+	return l, nil
+}
+
 func (p *pipeline) createTopics(ctx context.Context, admin *kgo.Client) error {
 	adm := kadm.NewClient(admin)
-	// The processed topic is what the view is rebuilt from: it keeps everything.
+	// The processed and hotel topics are what the view is rebuilt from: they keep everything.
 	keepAll := "-1"
 	var results []kadm.CreateTopicResponse
 	for _, t := range []struct {
@@ -125,6 +186,7 @@ func (p *pipeline) createTopics(ctx context.Context, admin *kgo.Client) error {
 	}{
 		{p.cfg.RawTopic, nil},
 		{p.cfg.ProcessedTopic, map[string]*string{"retention.ms": &keepAll}},
+		{p.cfg.HotelTopic, map[string]*string{"retention.ms": &keepAll}},
 		{p.cfg.DeadLetterTopic, nil},
 	} {
 		resp, err := adm.CreateTopics(ctx, int32(p.cfg.TopicPartitions), -1, t.configs, t.name)

@@ -53,6 +53,7 @@ func TestObservability(t *testing.T) {
 		`searchflow_consumer_lag{group="searchflow-aggregator",partition="0",topic="processed_events"}`,
 		`searchflow_http_requests_total{route="/metrics",status="200"}`,
 		`searchflow_kafka_`,
+		`searchflow_ready `,
 		`go_goroutines`,
 	}
 	deadline := time.Now().Add(60 * time.Second)
@@ -72,6 +73,17 @@ func TestObservability(t *testing.T) {
 			t.Fatalf("/metrics lacks %q", missing)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+
+	// A scraper asks for gzip, as Prometheus does: the body must be compressed once.
+	mresp, err := http.Get(h.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scraped, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	if !mresp.Uncompressed || !strings.HasPrefix(string(scraped), "# HELP ") {
+		t.Errorf("/metrics asked for gzip: uncompressed by the client %v, body starts %q", mresp.Uncompressed, scraped[:min(len(scraped), 20)])
 	}
 
 	var stats httpapi.Stats

@@ -50,6 +50,11 @@ func RunWith(ctx context.Context, cfg config.Config, log *zap.Logger, opts Optio
 	log.Info("searchflow starting", zap.Any("config", cfg.Masked()))
 	p := &pipeline{cfg: cfg, log: log, running: map[string]bool{}, connecting: map[string]string{}, metrics: metrics.New()}
 	p.track = &tracker{started: time.Now(), mode: p.mode(), running: p.isRunning}
+	p.metrics.Readiness(func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return len(p.readiness(ctx)) == 0
+	})
 	defer p.closeAll()
 	// The servers first: /healthz and /readyz answer while Kafka and Redis are being reached.
 	if err := p.listen(); err != nil {
@@ -139,30 +144,45 @@ func (p *pipeline) stages() ([]Stage, error) {
 		out = append(out, t)
 	}
 	if cfg.Enabled(config.StageAggregator) {
-		ac := AggregatorConfig(cfg)
-		ac.OnApplied = func(recs []*kgo.Record, landed time.Time, took time.Duration) {
-			p.metrics.ObserveBatch("aggregator", len(recs), took)
-			for _, r := range recs {
-				p.metrics.EndToEnd.Observe(landed.Sub(r.Timestamp).Seconds())
-			}
+		for _, role := range []view.Role{view.UserShards, view.HotelShards} {
+			out = append(out, p.aggregator(role))
 		}
-		a := aggregator.New(ac, p.clientOpts("aggregator"), p.view, p.log.With(zap.String("stage", "aggregator")))
-		out = append(out, a)
 	}
 	return out, nil
+}
+
+// aggregator returns the aggregator of role: one folds the processed topic into the user shards,
+// the other the hotel topic into the hotel shards.
+func (p *pipeline) aggregator(role view.Role) *aggregator.Aggregator {
+	ac := AggregatorConfig(p.cfg, role)
+	name := aggregator.StageName(role)
+	ac.OnApplied = func(recs []*kgo.Record, landed time.Time, took time.Duration) {
+		p.metrics.ObserveBatch(name, len(recs), took)
+		if role != view.UserShards {
+			return // every event lands in both: its latency is the users' side's
+		}
+		for _, r := range recs {
+			p.metrics.EndToEnd.Observe(landed.Sub(r.Timestamp).Seconds())
+		}
+	}
+	return aggregator.New(ac, p.clientOpts(name), p.view, p.log.With(zap.String("stage", name)))
 }
 
 // TransformerConfig is the transformer's slice of cfg, as the daemon runs it (the benchmark
 // builds its stages with it too).
 func TransformerConfig(cfg config.Config) transformer.Config {
-	return transformer.Config{RawTopic: cfg.RawTopic, ProcessedTopic: cfg.ProcessedTopic, DeadLetterTopic: cfg.DeadLetterTopic,
+	return transformer.Config{RawTopic: cfg.RawTopic, ProcessedTopic: cfg.ProcessedTopic, HotelTopic: cfg.HotelTopic, DeadLetterTopic: cfg.DeadLetterTopic,
 		Group: cfg.ConsumerGroup + "-transformer", BatchMaxRecords: cfg.BatchMaxRecords, Limits: limits(cfg.Limits)}
 }
 
-// AggregatorConfig is the aggregator's slice of cfg, as the daemon runs it.
-func AggregatorConfig(cfg config.Config) aggregator.Config {
-	return aggregator.Config{Topic: cfg.ProcessedTopic, Group: cfg.ConsumerGroup + "-aggregator",
+// AggregatorConfig is the slice of cfg of the aggregator of role, as the daemon runs it.
+func AggregatorConfig(cfg config.Config, role view.Role) aggregator.Config {
+	ac := aggregator.Config{Role: role, Topic: cfg.ProcessedTopic, Group: cfg.ConsumerGroup + "-aggregator",
 		DeadLetterTopic: cfg.DeadLetterTopic, BatchMaxRecords: cfg.BatchMaxRecords}
+	if role == view.HotelShards {
+		ac.Topic, ac.Group = cfg.HotelTopic, cfg.ConsumerGroup+"-aggregator-hotels"
+	}
+	return ac
 }
 
 // limits are the event limits the MAX_* variables set.
@@ -236,7 +256,7 @@ func (p *pipeline) groups() []string {
 		out = append(out, TransformerConfig(p.cfg).Group)
 	}
 	if p.cfg.Enabled(config.StageAggregator) {
-		out = append(out, AggregatorConfig(p.cfg).Group)
+		out = append(out, AggregatorConfig(p.cfg, view.UserShards).Group, AggregatorConfig(p.cfg, view.HotelShards).Group)
 	}
 	return out
 }

@@ -73,7 +73,7 @@ func securedServices(t *testing.T, kafkaPassword, redisPassword string) (pki *ce
 	}
 	t.Cleanup(c.Close)
 	redis = redistest.Start(t, redistest.WithTLS(pki, false),
-		redistest.WithUser("searchflow", redisPassword, "~{searchflow}:*", "+@all"), redistest.WithoutDefaultUser())
+		redistest.WithUser("searchflow", redisPassword, "~searchflow:*", "+@all"), redistest.WithoutDefaultUser())
 	return pki, c.ListenAddrs()[0], redis
 }
 
@@ -304,7 +304,7 @@ func TestKafkaUserWithoutCreate(t *testing.T) {
 			allow(kmsg.ACLResourceTypeTopic, "*", kmsg.ACLOperationRead), allow(kmsg.ACLResourceTypeTopic, "*", kmsg.ACLOperationWrite),
 			allow(kmsg.ACLResourceTypeGroup, "*", kmsg.ACLOperationAll), allow(kmsg.ACLResourceTypeTransactionalId, "*", kmsg.ACLOperationAll),
 			allow(kmsg.ACLResourceTypeCluster, "kafka-cluster", kmsg.ACLOperationIdempotentWrite)),
-		kfake.SeedTopics(3, "raw_events", "processed_events", "dead_letter_events"))
+		kfake.SeedTopics(3, "raw_events", "processed_events", "processed_events_by_hotel", "dead_letter_events"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,10 +23,11 @@ type Redis struct {
 }
 
 // NewRedis checks tls (reading the CA and client certificate files) and returns the transport for
-// the Redis at addr. An empty username is Redis's default user.
-func NewRedis(addr, username, password string, db int, tls config.TLS) (*Redis, error) {
+// the Redis server, or the seed nodes of a Redis Cluster, at addrs. An empty username is Redis's
+// default user.
+func NewRedis(addrs []string, username, password string, db int, tls config.TLS) (*Redis, error) {
 	r := &Redis{username: username, password: password, tls: tls.Enabled, option: rueidis.ClientOption{
-		InitAddress: []string{addr},
+		InitAddress: append([]string(nil), addrs...),
 		Username:    username,
 		Password:    password,
 		SelectDB:    db,
@@ -83,6 +84,9 @@ func (r *Redis) cause(err error) string {
 			return "the server requires authentication (set REDIS_PASSWORD, and REDIS_USERNAME for an ACL user)"
 		case "NOPERM":
 			return fmt.Sprintf("user %q lacks a permission searchflow needs (check the user's ACL rules)", user)
+		}
+		if strings.Contains(re.Error(), "SELECT is not allowed in cluster mode") {
+			return "REDIS_DB must be 0: the server is a Redis Cluster, which has only database 0"
 		}
 		return ""
 	}

@@ -37,7 +37,7 @@ func newRedis(t *testing.T, addr, user, password string, tlsCfg config.TLS) *Red
 
 func newRedisDB(t *testing.T, addr, user, password string, db int, tlsCfg config.TLS) *Redis {
 	t.Helper()
-	r, err := NewRedis(addr, user, password, db, tlsCfg)
+	r, err := NewRedis([]string{addr}, user, password, db, tlsCfg)
 	if err != nil {
 		t.Fatalf("NewRedis: %v", err)
 	}
@@ -182,9 +182,9 @@ func TestRedisTLSClientAgainstARealPlaintextServer(t *testing.T) {
 
 func TestNewRedisNamesTheBadSetting(t *testing.T) {
 	p := certtest.New(t)
-	_, err := NewRedis("127.0.0.1:6379", "", "", 0, config.TLS{Enabled: true, CAFile: p.ClientKeyFile})
+	_, err := NewRedis([]string{"127.0.0.1:6379"}, "", "", 0, config.TLS{Enabled: true, CAFile: p.ClientKeyFile})
 	wantErr(t, err, "REDIS_TLS_CA_FILE "+p.ClientKeyFile+": no certificate found")
-	_, err = NewRedis("127.0.0.1:6379", "", "", 0, config.TLS{Enabled: true, CertFile: p.ClientCertFile, KeyFile: p.WrongClientKeyFile})
+	_, err = NewRedis([]string{"127.0.0.1:6379"}, "", "", 0, config.TLS{Enabled: true, CertFile: p.ClientCertFile, KeyFile: p.WrongClientKeyFile})
 	wantErr(t, err, "REDIS_TLS_CERT_FILE "+p.ClientCertFile+" and REDIS_TLS_KEY_FILE "+p.WrongClientKeyFile)
 }
 

@@ -1,22 +1,21 @@
--- Apply one aggregator batch, all or nothing (write.go describes the arguments and keys).
+-- Apply one partition's part of an aggregator batch to its shard, all or nothing (write.go
+-- describes the batch). Every key it touches is in KEYS and carries the shard's hash tag: one slot.
 --
 -- Redis does not roll back a script that fails part-way: every write made before an error stays.
 -- So this script runs in two halves. The first decodes, checks and computes everything that can
--- fail — the sections, the stored offsets, the type of every key it will write, the current
+-- fail — the sections, the stored offset, the type of every key it will write, the current
 -- scores — and writes nothing. The second only writes, with arguments already known to be good,
--- and writes the partitions' offsets last.
+-- and writes the partition's next offset last.
 --
--- KEYS: 1 users, 2 hotels, 3 advertisers (sorted sets, score = -count), 4 offsets hash,
---       5 index of hotels with min prices.
--- ARGV (each section one JSON document, decoded by cjson):
---   1 min-price key prefix
---   2 [[partition, expected stored offset or -1 for none, next offset], ...]
---   3, 4, 5 increments for KEYS 1..3: [member, increment, member, increment, ...]
---   6 minimum prices: [hotel, [price, advertiser, price, advertiser, ...], hotel, [...], ...]
---   7 source watermarks: [[partition, source partition, highest source offset], ...]
---   8 key prefix of the per-partition source hashes
--- Returns an empty array when applied, or pairs (partition, stored offset or -1) for every
--- partition whose stored offset differs from the expected one; then nothing is written.
+-- KEYS: 1 state hash ("next"), 2 sources hash, 3 .. 2+k the shard's count sorted sets
+--       (score = -count); hotel shards then: 3+k index of hotels with min prices, 4+k .. one
+--       min-price sorted set per hotel of the mins section, in its order.
+-- ARGV: 1 expected stored offset (-1: none), 2 next offset, 3 k,
+--       4 .. 3+k increments for the count sets, each a JSON [member, increment, ...],
+--       4+k minimum prices: JSON [hotel, [price, advertiser, ...], hotel, [...], ...],
+--       5+k source watermarks: JSON [source partition, highest source offset, ...].
+-- Returns an empty array when applied, or {stored offset or -1} when the stored offset is not the
+-- expected one; then nothing is written.
 -- Errors (nothing written): "VIEWKEY <type> <key>" when a key every batch writes has the wrong
 -- type, "HOTELKEY <type> <hotel>" when one hotel's min-price key has.
 
@@ -24,11 +23,14 @@
 -- miniredis's gopher-lua).
 local chunk = 500
 
+local k = tonumber(ARGV[3])
 -- First half: decode, check, compute. No write.
-local offsets = cjson.decode(ARGV[2])
-local incs = {cjson.decode(ARGV[3]), cjson.decode(ARGV[4]), cjson.decode(ARGV[5])}
-local mins = cjson.decode(ARGV[6])
-local marks = cjson.decode(ARGV[7])
+local incs = {}
+for i = 1, k do
+  incs[i] = cjson.decode(ARGV[3 + i])
+end
+local mins = cjson.decode(ARGV[4 + k])
+local marks = cjson.decode(ARGV[5 + k])
 
 local function typeof(key)
   local t = redis.call('TYPE', key)
@@ -43,47 +45,40 @@ local function check(key, kind, code, name)
     return redis.error_reply(code .. ' ' .. t .. ' ' .. name)
   end
 end
--- The offsets first: a batch another writer already applied is a conflict, whatever else it meets.
-local e = check(KEYS[4], 'hash', 'VIEWKEY', KEYS[4])
+-- The offset first: a batch another writer already applied is a conflict, whatever else it meets.
+local e = check(KEYS[1], 'hash', 'VIEWKEY', KEYS[1])
 if e then return e end
-local conflicts = {}
-for _, o in ipairs(offsets) do
-  local stored = redis.call('HGET', KEYS[4], o[1])
-  local have = -1
-  if stored then have = tonumber(stored) end
-  if have ~= o[2] then
-    conflicts[#conflicts + 1] = o[1]
-    conflicts[#conflicts + 1] = have
-  end
+-- A shard being rebuilt (View.ResetShard) takes nothing until the rebuild has emptied it.
+if redis.call('HEXISTS', KEYS[1], 'rebuilding') == 1 then
+  return redis.error_reply('TRYAGAIN the shard is being rebuilt')
 end
-if #conflicts > 0 then
-  return conflicts
+local stored = redis.call('HGET', KEYS[1], 'next')
+local have = -1
+if stored then have = tonumber(stored) end
+if have ~= tonumber(ARGV[1]) then
+  return {have}
 end
 
-for i = 1, 3 do
-  e = check(KEYS[i], 'zset', 'VIEWKEY', KEYS[i])
+e = check(KEYS[2], 'hash', 'VIEWKEY', KEYS[2])
+if e then return e end
+for i = 1, k do
+  e = check(KEYS[2 + i], 'zset', 'VIEWKEY', KEYS[2 + i])
   if e then return e end
 end
-e = check(KEYS[5], 'zset', 'VIEWKEY', KEYS[5])
-if e then return e end
-local markKeys = {}
-for _, m in ipairs(marks) do
-  local key = ARGV[8] .. m[1]
-  if not markKeys[key] then
-    markKeys[key] = true
-    e = check(key, 'hash', 'VIEWKEY', key)
-    if e then return e end
-  end
+local index = KEYS[3 + k]
+if #mins > 0 then
+  e = check(index, 'zset', 'VIEWKEY', index)
+  if e then return e end
 end
 for h = 1, #mins, 2 do
-  e = check(ARGV[1] .. mins[h], 'zset', 'HOTELKEY', mins[h])
+  e = check(KEYS[3 + k + (h + 1) / 2], 'zset', 'HOTELKEY', mins[h])
   if e then return e end
 end
 
 -- The new scores of the counts: read the current ones a chunk at a time (ZMSCORE), add the
 -- increments, keep the score/member pairs for the second half.
 local writes = {}
-for z = 1, 3 do
+for z = 1, k do
   local inc = incs[z]
   for c = 1, #inc, 2 * chunk do
     local last = math.min(c + 2 * chunk - 1, #inc)
@@ -91,7 +86,7 @@ for z = 1, 3 do
     for i = c, last, 2 do
       members[#members + 1] = inc[i]
     end
-    local current = redis.call('ZMSCORE', KEYS[z], unpack(members))
+    local current = redis.call('ZMSCORE', KEYS[2 + z], unpack(members))
     local scored = {}
     for j = 1, #members do
       local score = -inc[c + 2 * j - 1]
@@ -101,7 +96,7 @@ for z = 1, 3 do
       scored[2 * j - 1] = score
       scored[2 * j] = members[j]
     end
-    writes[#writes + 1] = {KEYS[z], scored}
+    writes[#writes + 1] = {KEYS[2 + z], scored}
   end
 end
 
@@ -110,30 +105,29 @@ for _, w in ipairs(writes) do
   redis.call('ZADD', w[1], unpack(w[2]))
 end
 -- Minimum prices: ZADD LT only ever lowers a score.
-local index = {}
+local listed = {}
 for h = 1, #mins, 2 do
   local prices = mins[h + 1]
+  local key = KEYS[3 + k + (h + 1) / 2]
   for c = 1, #prices, 2 * chunk do
     local part = {}
     for i = c, math.min(c + 2 * chunk - 1, #prices) do
       part[#part + 1] = prices[i]
     end
-    redis.call('ZADD', ARGV[1] .. mins[h], 'LT', unpack(part))
+    redis.call('ZADD', key, 'LT', unpack(part))
   end
-  index[#index + 1] = 0
-  index[#index + 1] = mins[h]
-  if #index >= 2 * chunk then
-    redis.call('ZADD', KEYS[5], unpack(index))
-    index = {}
+  listed[#listed + 1] = 0
+  listed[#listed + 1] = mins[h]
+  if #listed >= 2 * chunk then
+    redis.call('ZADD', index, unpack(listed))
+    listed = {}
   end
 end
-if #index > 0 then
-  redis.call('ZADD', KEYS[5], unpack(index))
+if #listed > 0 then
+  redis.call('ZADD', index, unpack(listed))
 end
-for _, m in ipairs(marks) do
-  redis.call('HSET', ARGV[8] .. m[1], m[2], m[3])
+for m = 1, #marks, 2 do
+  redis.call('HSET', KEYS[2], marks[m], marks[m + 1])
 end
-for _, o in ipairs(offsets) do
-  redis.call('HSET', KEYS[4], o[1], o[3])
-end
+redis.call('HSET', KEYS[1], 'next', ARGV[2])
 return {}

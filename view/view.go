@@ -1,31 +1,36 @@
-// Package view owns searchflow's Redis view: the key schema, the aggregator's atomic batch apply
-// (write.go, apply.lua) and the reads the API serves (read.go). It is the only package that knows
-// key names.
+// Package view owns searchflow's Redis view: the key layout (layout.go), the aggregator's atomic
+// apply of a batch, one script per shard (write.go, apply.lua), and the reads the API serves,
+// merged across shards (read.go). It is the only package that knows key names.
 //
-// Layout (all under the "{searchflow}:" prefix):
+// Keys (see layout.go for the shards and their hash tags):
 //
-//	users, hotels, advertisers   sorted sets, member = id, score = -count (so that ZRANGE by rank
-//	                             yields count descending, ties by id ascending)
-//	minprice:<hotel>             sorted set, member = advertiser, score = lowest eurocents ever seen
-//	                             for that hotel (ZADD LT keeps the minimum atomically)
-//	minprice_hotels              sorted set of hotel ids with a min-price hash (score 0, id order)
-//	offsets:<topic>              hash partition -> next offset already applied to this view
-//	sources:<topic>:<partition>  hash source partition -> highest source offset applied from it
-//	                             through that partition (see Batch.Sources)
+//	searchflow:layout                 hash: the topics and partition counts the view is built from
+//	searchflow:{tag}:state            hash: "next" = next offset of the shard's partition already
+//	                                  applied
+//	searchflow:{tag}:sources          hash: source partition -> highest source offset applied
+//	                                  through this partition (see Batch.Sources)
+//	user shard:  {tag}:users          sorted set, member = user id, score = -count (so that ZRANGE
+//	                                  by rank yields count descending, ties by id ascending)
+//	hotel shard: {tag}:hotels         sorted set of hotel counts, like users
+//	             {tag}:advertisers    sorted set: this shard's part of each advertiser's count
+//	             {tag}:minprice:<h>   sorted set, member = advertiser, score = lowest eurocents
+//	                                  ever seen for hotel h (ZADD LT keeps the minimum atomically)
+//	             {tag}:minprice_hotels sorted set of hotel ids with a min-price key (score 0)
 package view
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
 )
-
-// The hash tag keeps every key in one slot.
-const prefix = "{searchflow}:"
 
 // Kind names one of the three counters the view keeps.
 type Kind string
@@ -37,13 +42,20 @@ const (
 	Advertisers Kind = "advertisers"
 )
 
-func (k Kind) key() string { return prefix + string(k) }
+// role is the shards that count kind.
+func (k Kind) role() Role {
+	if k == Users {
+		return UserShards
+	}
+	return HotelShards
+}
 
+// Key names inside a shard, after its prefix.
 const (
-	minPricePrefix  = prefix + "minprice:"
-	minPriceHotels  = prefix + "minprice_hotels"
-	offsetKeyPrefix = prefix + "offsets:"
-	sourceKeyPrefix = prefix + "sources:"
+	stateKey          = "state"
+	sourcesKey        = "sources"
+	minPriceKeyPrefix = "minprice:"
+	minPriceHotelsKey = "minprice_hotels"
 )
 
 // cacheTTL bounds how long rueidis keeps a read in its client-side cache. Redis invalidates a
@@ -51,16 +63,57 @@ const (
 // cache pays off because the API is read far more often than a batch lands.
 const cacheTTL = 5 * time.Second
 
-// View reads and writes the metrics in one Redis database.
+// View reads and writes the metrics in one Redis database or Redis Cluster.
 type View struct {
 	client rueidis.Client
-	apply  *rueidis.Lua
+	apply  script
+	tags   *tagTable
+
+	mu       sync.Mutex
+	shards   *shards   // the layout in use; nil until claimed or read
+	layoutAt time.Time // when shards was read
+	claimed  bool      // this process is a writer: its layout is the one in Redis
+
+	membersRead atomic.Int64 // members the reads returned, for tests of the read cost
 }
 
 // New returns a view over client. The client is owned by the caller.
 func New(client rueidis.Client) *View {
-	return &View{client: client, apply: rueidis.NewLuaScript(applyLua)}
+	return &View{client: client, apply: newScript(applyLua), tags: newTagTable()}
 }
+
+// script is a Lua script run by its SHA1, loaded on the node that lacks it.
+type script struct {
+	lua *rueidis.Lua
+	sha string
+}
+
+func newScript(src string) script {
+	sum := sha1.Sum([]byte(src))
+	return script{lua: rueidis.NewLuaScript(src), sha: hex.EncodeToString(sum[:])}
+}
+
+// run runs the script once per exec, pipelined (to each exec's node on a cluster). An exec whose
+// node does not have the script yet is run again through rueidis, which loads it. (rueidis's
+// own ExecMulti loads the script on every node before every call.)
+func (s script) run(ctx context.Context, c rueidis.Client, execs []rueidis.LuaExec) []rueidis.RedisResult {
+	cmds := make(rueidis.Commands, len(execs))
+	for i, e := range execs {
+		cmds[i] = c.B().Evalsha().Sha1(s.sha).Numkeys(int64(len(e.Keys))).Key(e.Keys...).Arg(e.Args...).Build()
+	}
+	res := c.DoMulti(ctx, cmds...)
+	for i, r := range res {
+		var reply *rueidis.RedisError
+		if errors.As(r.Error(), &reply) && reply.IsNoScript() {
+			res[i] = s.lua.Exec(ctx, c, execs[i].Keys, execs[i].Args)
+		}
+	}
+	return res
+}
+
+// MembersRead returns how many sorted-set members the view's reads have returned so far: what a
+// page of the API costs, whatever the number of commands.
+func (v *View) MembersRead() int64 { return v.membersRead.Load() }
 
 // Ping checks that Redis answers.
 func (v *View) Ping(ctx context.Context) error {

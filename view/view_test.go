@@ -14,14 +14,88 @@ import (
 	"github.com/searchflow/searchflow/internal/redistest"
 )
 
-// add folds one event as the aggregator's fold does: its user, its hotel and each advertiser
-// count once, and each advertiser's lowest price competes for the hotel's minimum.
-func add(b *Batch, user, hotel string, advertiserMinPrices map[string]int64) {
-	b.Count(user, hotel)
-	for adv, price := range advertiserMinPrices {
-		b.CountAdvertiser(adv)
-		b.OfferPrice(hotel, adv, price)
+// testLayout is the layout of the tests: four partitions of each topic.
+var testLayout = Layout{UsersTopic: "t", Users: 4, HotelsTopic: "t-hotels", Hotels: 4}
+
+// claimed returns a view over c that has claimed testLayout.
+func claimed(t testing.TB, c rueidis.Client) *View {
+	t.Helper()
+	v := New(c)
+	if err := v.Claim(context.Background(), testLayout); err != nil {
+		t.Fatal(err)
 	}
+	return v
+}
+
+// testEvent is one processed event of a testBatch.
+type testEvent struct {
+	user, hotel string
+	prices      map[string]int64
+}
+
+// testBatch is what the two aggregators fold from the same events: the users from the
+// processed topic, the hotels, advertisers and prices from the hotel topic. Its events belong
+// to its lowest partition, in both topics; its offsets and sources are the same in both.
+type testBatch struct {
+	events  []testEvent
+	offsets map[int32]PartitionOffsets
+	sources map[int32]map[int32]int64
+}
+
+func newTestBatch() *testBatch {
+	return &testBatch{offsets: map[int32]PartitionOffsets{}, sources: map[int32]map[int32]int64{}}
+}
+
+// add folds one event as the aggregators' folds do: its user, its hotel and each advertiser
+// count once, and each advertiser's lowest price competes for the hotel's minimum.
+func add(b *testBatch, user, hotel string, advertiserMinPrices map[string]int64) {
+	b.events = append(b.events, testEvent{user, hotel, advertiserMinPrices})
+}
+
+func (b *testBatch) at(p int32, o PartitionOffsets) { b.offsets[p] = o }
+
+// batches builds the two batches.
+func (b *testBatch) batches() (users, hotels *Batch) {
+	users, hotels = NewBatch(), NewBatch()
+	first := int32(-1)
+	for p, o := range b.offsets {
+		users.Offsets[p], hotels.Offsets[p] = o, o
+		if first < 0 || p < first {
+			first = p
+		}
+	}
+	for p, m := range b.sources {
+		users.Sources[p], hotels.Sources[p] = m, m
+	}
+	for _, e := range b.events {
+		users.Count(first, Users, e.user)
+		hotels.Count(first, Hotels, e.hotel)
+		for adv, price := range e.prices {
+			hotels.Count(first, Advertisers, adv)
+			hotels.OfferPrice(first, e.hotel, adv, price)
+		}
+	}
+	return users, hotels
+}
+
+// apply applies the hotel batch, then (if the view took it) the user batch.
+func (b *testBatch) apply(ctx context.Context, v *View) error {
+	users, hotels := b.batches()
+	if err := v.Apply(ctx, HotelShards, hotels); err != nil {
+		return err
+	}
+	return v.Apply(ctx, UserShards, users)
+}
+
+// shardKey returns the name of a key of role's shard for partition p.
+func shardKey(t testing.TB, v *View, r Role, p int32, name string) string {
+	t.Helper()
+	s, ok, err := v.currentLayout(context.Background())
+	if err != nil || !ok {
+		t.Fatalf("no layout: %v", err)
+	}
+	prefix, _ := s.of(r, p)
+	return prefix + name
 }
 
 // clients returns the view over a real redis-server and over miniredis (the embedded store), so
@@ -29,7 +103,7 @@ func add(b *Batch, user, hotel string, advertiserMinPrices map[string]int64) {
 func clients(t *testing.T) map[string]*View {
 	out := map[string]*View{}
 	for name, c := range rawClients(t) {
-		out[name] = New(c)
+		out[name] = claimed(t, c)
 	}
 	return out
 }
@@ -50,19 +124,19 @@ func TestApplyAndRead(t *testing.T) {
 	ctx := context.Background()
 	for name, v := range clients(t) {
 		t.Run(name, func(t *testing.T) {
-			b := NewBatch()
+			b := newTestBatch()
 			add(b, "u1", "h1", map[string]int64{"a": 500, "b": 300})
 			add(b, "u2", "h1", map[string]int64{"a": 400})
 			add(b, "u1", "h2", map[string]int64{"c": 100})
-			b.Offsets[0] = PartitionOffsets{Expect: NoOffset, Next: 3}
-			b.Sources[0] = map[int32]int64{4: 77, 5: 9}
-			if err := v.Apply(ctx, "t", b); err != nil {
+			b.at(0, PartitionOffsets{Expect: NoOffset, Next: 3})
+			b.sources[0] = map[int32]int64{4: 77, 5: 9}
+			if err := b.apply(ctx, v); err != nil {
 				t.Fatal(err)
 			}
-			b = NewBatch()
+			b = newTestBatch()
 			add(b, "u3", "h1", map[string]int64{"a": 450, "b": 200})
-			b.Offsets[1] = PartitionOffsets{Expect: NoOffset, Next: 10}
-			if err := v.Apply(ctx, "t", b); err != nil {
+			b.at(0, PartitionOffsets{Expect: 3, Next: 10})
+			if err := b.apply(ctx, v); err != nil {
 				t.Fatal(err)
 			}
 
@@ -86,18 +160,18 @@ func TestApplyAndRead(t *testing.T) {
 			if total != 2 || !reflect.DeepEqual(prices, wantPrices) {
 				t.Errorf("min prices = %d %v, want 2 %v", total, prices, wantPrices)
 			}
-			srcs, err := v.Sources(ctx, "t", []int32{0, 1})
+			srcs, err := v.Sources(ctx, UserShards, []int32{0, 1})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if want := map[int32]map[int32]int64{0: {4: 77, 5: 9}, 1: {}}; !reflect.DeepEqual(srcs, want) {
 				t.Errorf("sources = %v, want %v", srcs, want)
 			}
-			offs, err := v.Offsets(ctx, "t", []int32{0, 1, 2})
+			offs, err := v.Offsets(ctx, UserShards, []int32{0, 1, 2})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := map[int32]int64{0: 3, 1: 10, 2: NoOffset}; !reflect.DeepEqual(offs, want) {
+			if want := map[int32]int64{0: 10, 1: NoOffset, 2: NoOffset}; !reflect.DeepEqual(offs, want) {
 				t.Errorf("offsets = %v, want %v", offs, want)
 			}
 		})
@@ -108,14 +182,14 @@ func TestApplyRejectsStaleOffsets(t *testing.T) {
 	ctx := context.Background()
 	for name, v := range clients(t) {
 		t.Run(name, func(t *testing.T) {
-			b := NewBatch()
+			b := newTestBatch()
 			add(b, "u1", "h1", map[string]int64{"a": 5})
-			b.Offsets[0] = PartitionOffsets{Expect: NoOffset, Next: 1}
-			if err := v.Apply(ctx, "t", b); err != nil {
+			b.at(0, PartitionOffsets{Expect: NoOffset, Next: 1})
+			if err := b.apply(ctx, v); err != nil {
 				t.Fatal(err)
 			}
 			// The same batch again (a replay after a crash, or a second writer) must not count.
-			err := v.Apply(ctx, "t", b)
+			err := b.apply(ctx, v)
 			var conflict *OffsetConflictError
 			if !errors.As(err, &conflict) || conflict.Stored[0] != 1 {
 				t.Fatalf("err = %v, want a conflict holding offset 1", err)
@@ -148,18 +222,18 @@ func TestEmptyPages(t *testing.T) {
 }
 
 func BenchmarkApply(b *testing.B) {
-	v := New(redistest.Start(b).Client(b))
+	v := claimed(b, redistest.Start(b).Client(b))
 	ctx := context.Background()
 	const events = 5000
 	next := int64(0)
 	b.ReportAllocs()
 	for b.Loop() {
-		batch := NewBatch()
+		batch := newTestBatch()
 		for i := 0; i < events; i++ {
 			add(batch, fmt.Sprintf("user-%d", i%3000), fmt.Sprintf("h%d", i%500), map[string]int64{"a": int64(i%900 + 1), "b": 7})
 		}
-		batch.Offsets[0] = PartitionOffsets{Expect: map[bool]int64{true: NoOffset, false: next}[next == 0], Next: next + events}
-		if err := v.Apply(ctx, "t", batch); err != nil {
+		batch.at(0, PartitionOffsets{Expect: map[bool]int64{true: NoOffset, false: next}[next == 0], Next: next + events})
+		if err := batch.apply(ctx, v); err != nil {
 			b.Fatal(err)
 		}
 		next += events
@@ -176,16 +250,17 @@ func TestCachedReadsSeeNewWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(cached.Close)
-	reader, writer := New(cached), New(srv.Client(t))
+	writer := claimed(t, srv.Client(t))
+	reader := New(cached)
 	ctx := context.Background()
 	apply := func(next int64, user string, price int64) {
-		b := NewBatch()
+		b := newTestBatch()
 		add(b, user, "h1", map[string]int64{"a": price})
-		b.Offsets[0] = PartitionOffsets{Expect: next - 1, Next: next}
+		b.at(0, PartitionOffsets{Expect: next - 1, Next: next})
 		if next == 1 {
-			b.Offsets[0] = PartitionOffsets{Expect: NoOffset, Next: next}
+			b.at(0, PartitionOffsets{Expect: NoOffset, Next: next})
 		}
-		if err := writer.Apply(ctx, "t", b); err != nil {
+		if err := b.apply(ctx, writer); err != nil {
 			t.Fatal(err)
 		}
 	}

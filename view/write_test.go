@@ -14,7 +14,7 @@ import (
 func snapshot(t *testing.T, c rueidis.Client) map[string]string {
 	t.Helper()
 	ctx := context.Background()
-	keys, err := c.Do(ctx, c.B().Keys().Pattern(prefix+"*").Build()).AsStrSlice()
+	keys, err := c.Do(ctx, c.B().Keys().Pattern(keyPrefix+"*").Build()).AsStrSlice()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,28 +47,28 @@ func TestApplyIsAllOrNothing(t *testing.T) {
 	ctx := context.Background()
 	for name, c := range rawClients(t) {
 		t.Run(name, func(t *testing.T) {
-			v := New(c)
-			first := NewBatch()
+			v := claimed(t, c)
+			first := newTestBatch()
 			add(first, "u1", "h1", map[string]int64{"a": 500})
-			first.Offsets[0] = PartitionOffsets{Expect: NoOffset, Next: 1}
-			first.Sources[0] = map[int32]int64{2: 10}
-			if err := v.Apply(ctx, "t", first); err != nil {
+			first.at(0, PartitionOffsets{Expect: NoOffset, Next: 1})
+			first.sources[0] = map[int32]int64{2: 10}
+			if err := first.apply(ctx, v); err != nil {
 				t.Fatal(err)
 			}
 			// Something other than searchflow wrote a string where hotel h9's prices live.
-			if err := c.Do(ctx, c.B().Set().Key(minPricePrefix+"h9").Value("x").Build()).Error(); err != nil {
+			if err := c.Do(ctx, c.B().Set().Key(shardKey(t, v, HotelShards, 0, minPriceKeyPrefix+"h9")).Value("x").Build()).Error(); err != nil {
 				t.Fatal(err)
 			}
 			before := snapshot(t, c)
 
-			b := NewBatch()
+			b := newTestBatch()
 			for i := 0; i < 1200; i++ { // several chunks of counts, written before the prices
 				add(b, fmt.Sprintf("user-%d", i), "h1", map[string]int64{"a": 100, "b": 200})
 			}
 			add(b, "u1", "h9", map[string]int64{"a": 1})
-			b.Offsets[0] = PartitionOffsets{Expect: 1, Next: 1202}
-			b.Sources[0] = map[int32]int64{2: 1300}
-			err := v.Apply(ctx, "t", b)
+			b.at(0, PartitionOffsets{Expect: 1, Next: 1202})
+			b.sources[0] = map[int32]int64{2: 1300}
+			err := b.apply(ctx, v)
 			var refused *RefusedError
 			if !errors.As(err, &refused) || refused.Hotel != "h9" || refused.Damaged {
 				t.Fatalf("err = %#v, want a refusal naming hotel h9", err)
@@ -80,20 +80,20 @@ func TestApplyIsAllOrNothing(t *testing.T) {
 			if after := snapshot(t, c); !reflect.DeepEqual(after, before) {
 				t.Errorf("a refused batch changed the view:\nbefore %v\nafter  %v", before, after)
 			}
-			offs, _ := v.Offsets(ctx, "t", []int32{0})
+			offs, _ := v.Offsets(ctx, UserShards, []int32{0})
 			if offs[0] != 1 {
 				t.Errorf("offset moved to %d", offs[0])
 			}
 
 			// A key every batch writes, damaged: the refusal blames no hotel.
-			if err := c.Do(ctx, c.B().Del().Key(minPricePrefix+"h9").Build()).Error(); err != nil {
+			if err := c.Do(ctx, c.B().Del().Key(shardKey(t, v, HotelShards, 0, minPriceKeyPrefix+"h9")).Build()).Error(); err != nil {
 				t.Fatal(err)
 			}
-			if err := c.Do(ctx, c.B().Set().Key(Advertisers.key()).Value("x").Build()).Error(); err != nil {
+			if err := c.Do(ctx, c.B().Set().Key(shardKey(t, v, HotelShards, 0, string(Advertisers))).Value("x").Build()).Error(); err != nil {
 				t.Fatal(err)
 			}
 			before = snapshot(t, c)
-			err = v.Apply(ctx, "t", b)
+			err = b.apply(ctx, v)
 			if !errors.As(err, &refused) || !refused.Damaged || refused.Hotel != "" {
 				t.Fatalf("err = %#v, want the view reported damaged", err)
 			}
@@ -111,17 +111,17 @@ func TestApplyChunksLargeCalls(t *testing.T) {
 	ctx := context.Background()
 	for name, v := range clients(t) {
 		t.Run(name, func(t *testing.T) {
-			b := NewBatch()
+			b := newTestBatch()
 			prices := map[string]int64{}
 			for i := 0; i < 4500; i++ {
 				prices[fmt.Sprintf("advertiser-%04d", i)] = int64(10000 - i)
 			}
 			add(b, "u0", "big", prices)
 			for i := 1; i < 4000; i++ {
-				b.Count(fmt.Sprintf("u%d", i), "big")
+				add(b, fmt.Sprintf("u%d", i), "big", nil)
 			}
-			b.Offsets[0] = PartitionOffsets{Expect: NoOffset, Next: 4000}
-			if err := v.Apply(ctx, "t", b); err != nil {
+			b.at(0, PartitionOffsets{Expect: NoOffset, Next: 4000})
+			if err := b.apply(ctx, v); err != nil {
 				t.Fatal(err)
 			}
 			total, hotels, err := v.MinPrices(ctx, 0, 10)
@@ -141,15 +141,15 @@ func TestApplyChunksLargeCalls(t *testing.T) {
 // TestApplyRefusesInexactNumbers: a price a double score would round is refused before anything
 // is sent (the transformer dead-letters such prices; this guards the view itself).
 func TestApplyRefusesInexactNumbers(t *testing.T) {
-	v := New(rawClients(t)["redis-server"])
-	b := NewBatch()
+	v := claimed(t, rawClients(t)["redis-server"])
+	b := newTestBatch()
 	add(b, "u", "h", map[string]int64{"a": MaxExactScore + 1})
-	b.Offsets[0] = PartitionOffsets{Expect: NoOffset, Next: 1}
+	b.at(0, PartitionOffsets{Expect: NoOffset, Next: 1})
 	var refused *RefusedError
-	if err := v.Apply(context.Background(), "t", b); !errors.As(err, &refused) || refused.Hotel != "h" {
+	if err := b.apply(context.Background(), v); !errors.As(err, &refused) || refused.Hotel != "h" {
 		t.Fatalf("err = %v, want a refusal naming the hotel", err)
 	}
-	offs, _ := v.Offsets(context.Background(), "t", []int32{0})
+	offs, _ := v.Offsets(context.Background(), UserShards, []int32{0})
 	if offs[0] != NoOffset {
 		t.Error("the offset moved")
 	}
@@ -157,14 +157,21 @@ func TestApplyRefusesInexactNumbers(t *testing.T) {
 
 func TestBatchBytesGrowsWithContent(t *testing.T) {
 	b := NewBatch()
+	b.Offsets[0] = PartitionOffsets{Expect: NoOffset, Next: 1}
 	empty := b.Bytes()
-	add(b, "user", "hotel", map[string]int64{"advertiser": 5})
+	event := func(price int64) {
+		b.Count(0, Hotels, "hotel")
+		b.Count(0, Advertisers, "advertiser")
+		b.OfferPrice(0, "hotel", "advertiser", price)
+	}
+	event(5)
 	one := b.Bytes()
-	add(b, "user", "hotel", map[string]int64{"advertiser": 4}) // the same ids: no new argument bytes
+	event(4) // the same ids: no new argument bytes
 	if one <= empty || b.Bytes() != one {
 		t.Errorf("bytes %d -> %d -> %d", empty, one, b.Bytes())
 	}
-	if got, want := len(fmt.Sprint(b.args())), one; got > want {
-		t.Errorf("args are %d bytes, Bytes() estimates %d: the estimate must not fall short", got, want)
+	exec := b.script(HotelShards, 0, "searchflow:{s12345}:")
+	if got, want := len(fmt.Sprint(exec.Keys, exec.Args)), one; got > want {
+		t.Errorf("the script's keys and args are %d bytes, Bytes() estimates %d: the estimate must not fall short", got, want)
 	}
 }

@@ -75,6 +75,9 @@ func runAPI(out string) error {
 		return err
 	}
 	v := view.New(rc)
+	if err := v.Claim(ctx, view.Layout{UsersTopic: "bench", Users: apiShards, HotelsTopic: "bench_by_hotel", Hotels: apiShards}); err != nil {
+		return err
+	}
 	fmt.Fprintf(os.Stderr, "bench-api: loading %d users...\n", users)
 	if err := load(ctx, v, users); err != nil {
 		return err
@@ -115,26 +118,41 @@ func runAPI(out string) error {
 	return os.WriteFile(out, append(js, '\n'), 0o644)
 }
 
+// apiShards is the partition count of the view the API benchmark reads: the default
+// TOPIC_PARTITIONS.
+const apiShards = 6
+
 // load writes users distinct users (with varied counts), 12 advertisers and 1,000 hotels through
-// the same atomic apply the aggregator uses.
+// the same atomic apply the aggregators use, each user and hotel in the shard of its partition.
 func load(ctx context.Context, v *view.View, users int) error {
 	advs := []string{"Amoma", "Mercure", "booking.com", "Tui.com", "Destinia", "expedia", "hotels.com", "agoda",
 		"ebookers", "HRS", "lastminute.com", "Hotelopia"}
-	next := view.NoOffset
 	const chunk = 50_000
 	for from := 0; from < users; from += chunk {
-		b := view.NewBatch()
+		ub, hb := view.NewBatch(), view.NewBatch()
 		for i := from; i < min(from+chunk, users); i++ {
 			hotel := strconv.Itoa(1000 + i%1000)
-			b.Count(fmt.Sprintf("user-%08d", i), hotel)
+			up, hp := int32(i%apiShards), int32((i%1000)%apiShards)
+			ub.Count(up, view.Users, fmt.Sprintf("user-%08d", i))
+			hb.Count(hp, view.Hotels, hotel)
 			adv := advs[i%len(advs)]
-			b.CountAdvertiser(adv)
-			b.OfferPrice(hotel, adv, int64(3000+i%40000))
+			hb.Count(hp, view.Advertisers, adv)
+			hb.OfferPrice(hp, hotel, adv, int64(3000+i%40000))
 		}
-		n := int64(min(from+chunk, users))
-		b.Offsets[0] = view.PartitionOffsets{Expect: next, Next: n}
-		next = n
-		if err := v.Apply(ctx, "bench", b); err != nil {
+		// Every partition moves on by one chunk per batch (its offsets need not be real ones).
+		o := view.PartitionOffsets{Expect: int64(from), Next: int64(from + chunk)}
+		if from == 0 {
+			o.Expect = view.NoOffset
+		}
+		for _, b := range []*view.Batch{ub, hb} {
+			for p := range apiShards {
+				b.Offsets[int32(p)] = o
+			}
+		}
+		if err := v.Apply(ctx, view.UserShards, ub); err != nil {
+			return err
+		}
+		if err := v.Apply(ctx, view.HotelShards, hb); err != nil {
 			return err
 		}
 	}

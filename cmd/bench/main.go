@@ -417,7 +417,7 @@ func copyTopic(ctx context.Context, addr, from, to string, batch int) error {
 // stages runs the transformer and/or the aggregator until n events went through and returns the
 // rate. Each run uses its own consumer groups.
 func (b *bench) stages(name, raw, processed string, n int64, withT, withA bool, onApplied func([]*kgo.Record, time.Time, time.Duration)) (float64, error) {
-	if err := b.createTopics(processed, "dlq_"+name); err != nil {
+	if err := b.createTopics(processed, processed+"_by_hotel", "dlq_"+name); err != nil {
 		return 0, err
 	}
 	cfg, err := b.config(name, raw, processed)
@@ -437,7 +437,7 @@ func (b *bench) stages(name, raw, processed string, n int64, withT, withA bool, 
 		}
 	}()
 	var t *transformer.Transformer
-	var a *aggregator.Aggregator
+	var aggs []*aggregator.Aggregator
 	start := time.Now()
 	if withT {
 		t = transformer.New(pipeline.TransformerConfig(cfg), opts, b.log)
@@ -445,15 +445,30 @@ func (b *bench) stages(name, raw, processed string, n int64, withT, withA bool, 
 		go func() { errs <- t.Run(ctx) }()
 	}
 	if withA {
-		ac := pipeline.AggregatorConfig(cfg)
-		ac.OnApplied = onApplied
-		a = aggregator.New(ac, opts, b.view, b.log)
-		running++
-		go func() { errs <- a.Run(ctx) }()
+		v := view.New(b.redis)
+		layout := view.Layout{UsersTopic: cfg.ProcessedTopic, Users: b.partitions, HotelsTopic: cfg.HotelTopic, Hotels: b.partitions}
+		if err := v.Claim(ctx, layout); err != nil {
+			return 0, err
+		}
+		for _, role := range []view.Role{view.UserShards, view.HotelShards} {
+			ac := pipeline.AggregatorConfig(cfg, role)
+			if role == view.UserShards {
+				ac.OnApplied = onApplied
+			}
+			a := aggregator.New(ac, opts, v, b.log)
+			aggs = append(aggs, a)
+			running++
+			go func() { errs <- a.Run(ctx) }()
+		}
 	}
 	done := func() bool {
 		if withA {
-			return a.Counters().Map()[counters.Applied] >= n
+			for _, a := range aggs {
+				if a.Counters().Map()[counters.Applied] < n {
+					return false
+				}
+			}
+			return true
 		}
 		return t.Counters().Map()[counters.Produced] >= n
 	}
@@ -478,7 +493,7 @@ func (b *bench) config(name, raw, processed string) (config.Config, error) {
 		raw = "unused_raw"
 	}
 	env := map[string]string{"KAFKA_BROKERS": b.addr, "REDIS_ADDR": "127.0.0.1:1", "RAW_TOPIC": raw,
-		"PROCESSED_TOPIC": processed, "DEAD_LETTER_TOPIC": "dlq_" + name, "CONSUMER_GROUP": "bench-" + name,
+		"PROCESSED_TOPIC": processed, "HOTEL_TOPIC": processed + "_by_hotel", "DEAD_LETTER_TOPIC": "dlq_" + name, "CONSUMER_GROUP": "bench-" + name,
 		"BATCH_MAX_RECORDS": strconv.Itoa(b.batch)}
 	cfg, err := config.Load(func(k string) string { return env[k] })
 	if err != nil {

@@ -5,6 +5,7 @@ package backoff
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -14,14 +15,18 @@ type Policy struct {
 }
 
 // Retry calls fn until it returns nil or ctx ends, waiting between attempts (First, doubling up
-// to Max). onFail, if set, hears of each failure and the wait that follows it. It returns nil, or
-// the last error of fn when ctx ended first.
+// to Max). onFail, if set, hears of each failure and the wait that follows it. It returns nil, the
+// last error of fn when ctx ended first, or at once an error fn marked Permanent.
 func (p Policy) Retry(ctx context.Context, fn func() error, onFail func(attempt int, err error, wait time.Duration)) error {
 	b := p.New()
 	for attempt := 1; ; attempt++ {
 		err := fn()
 		if err == nil {
 			return nil
+		}
+		var perm *permanent
+		if errors.As(err, &perm) {
+			return err
 		}
 		wait := b.Next()
 		if onFail != nil {
@@ -32,6 +37,14 @@ func (p Policy) Retry(ctx context.Context, fn func() error, onFail func(attempt 
 		}
 	}
 }
+
+// Permanent marks an error that retrying cannot cure: Retry returns it (unmarked) at once.
+func Permanent(err error) error { return &permanent{err: err} }
+
+type permanent struct{ err error }
+
+func (p *permanent) Error() string { return p.err.Error() }
+func (p *permanent) Unwrap() error { return p.err }
 
 // Backoff is the sequence of waits of one retry loop.
 type Backoff struct {

@@ -3,6 +3,7 @@ package backoff
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -43,5 +44,17 @@ func TestRetry(t *testing.T) {
 	err = Policy{First: time.Hour, Max: time.Hour}.Retry(ctx, func() error { cancel(); return boom }, nil)
 	if !errors.Is(err, boom) {
 		t.Errorf("a retry whose context ends must return the last error, got %v", err)
+	}
+}
+
+func TestRetryStopsAtAPermanentError(t *testing.T) {
+	cause := errors.New("wrong layout")
+	calls := 0
+	err := Policy{First: time.Hour, Max: time.Hour}.Retry(context.Background(), func() error {
+		calls++
+		return fmt.Errorf("claim: %w", Permanent(cause))
+	}, nil)
+	if calls != 1 || !errors.Is(err, cause) || err.Error() != "claim: wrong layout" {
+		t.Errorf("calls %d, err %v: want one call and the error as fn returned it", calls, err)
 	}
 }

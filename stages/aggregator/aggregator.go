@@ -31,6 +31,9 @@ import (
 
 // Config is the aggregator's slice of the configuration.
 type Config struct {
+	// Role is what the aggregator counts: the users of the processed topic, or the hotels,
+	// advertisers and minimum prices of the hotel topic (view.Role).
+	Role            view.Role
 	Topic           string
 	Group           string
 	DeadLetterTopic string // where records the view cannot take go
@@ -76,8 +79,17 @@ func New(cfg Config, kafkaOpts []kgo.Opt, v *view.View, log *zap.Logger) *Aggreg
 	return a
 }
 
-// Name implements the pipeline's stage.
-func (a *Aggregator) Name() string { return "aggregator" }
+// Name implements the pipeline's stage (see StageName).
+func (a *Aggregator) Name() string { return StageName(a.cfg.Role) }
+
+// StageName is the stage name of the aggregator of role: "aggregator" folds the users of the
+// processed topic, "aggregator-hotels" the hotel topic.
+func StageName(role view.Role) string {
+	if role == view.HotelShards {
+		return "aggregator-hotels"
+	}
+	return "aggregator"
+}
 
 // Counters returns the stage's running totals and its dead letters by reason.
 func (a *Aggregator) Counters() *counters.Set { return &a.counts }
@@ -205,7 +217,7 @@ func (a *Aggregator) poll(ctx context.Context, cl *kgo.Client, pending *inflight
 // applying the new one. It returns the batch now in flight; nil error with ctx ended is a drain.
 func (a *Aggregator) foldAndStart(ctx context.Context, cl *kgo.Client, records []*kgo.Record, pending *inflight) (*inflight, error) {
 	for len(records) > 0 {
-		f := fold(records, a.progress.snapshot(), &a.prices)
+		f := fold(records, a.progress.snapshot(), &a.prices, a.cfg.Role)
 		if pending != nil {
 			ok, err := a.settle(ctx, cl, pending)
 			pending = nil
@@ -275,6 +287,7 @@ func (a *Aggregator) settle(ctx context.Context, cl *kgo.Client, in *inflight) (
 		a.applied(ctx, cl, in.folded, in.records, in.landed, in.took)
 		return true, nil
 	}
+	a.tookInPart(in.folded)
 	var conflict *view.OffsetConflictError
 	var refused *view.RefusedError
 	switch {
@@ -295,6 +308,23 @@ func (a *Aggregator) settle(ctx context.Context, cl *kgo.Client, in *inflight) (
 		return false, err
 	}
 	return false, nil
+}
+
+// tookInPart counts the partitions of a batch the view took when it did not take all of them
+// (each partition is applied on its own, in its shard). It reports whether it took any.
+func (a *Aggregator) tookInPart(f folded) bool {
+	took := false
+	for p := range f.batch.Offsets {
+		if !f.batch.Applied(p) {
+			continue
+		}
+		took = true
+		t := f.byPart[p]
+		a.consumed.Add(t.events + t.copies)
+		a.appliedN.Add(t.events)
+		a.duplicates.Add(t.copies)
+	}
+	return took
 }
 
 // applied records a batch the view took.

@@ -103,7 +103,7 @@ func (a *Aggregator) deadLetters(recs []*kgo.Record, reason event.Reason, detail
 				extra = append(extra, kgo.RecordHeader{Key: HeaderRawOffset, Value: h.Value})
 			}
 		}
-		out[i] = deadletter.Record(a.cfg.DeadLetterTopic, r, "aggregator", reason, why, extra...)
+		out[i] = deadletter.Record(a.cfg.DeadLetterTopic, r, a.Name(), reason, why, extra...)
 	}
 	return out
 }

@@ -17,11 +17,15 @@ const batchBudget = view.MaxBatchBytes / 2
 // folded is what fold made of a run of records.
 type folded struct {
 	batch       *view.Batch
-	events      int64         // events counted in the batch
-	copies      int64         // copies of applied events dropped (see snapshot.claim)
-	used        int           // records of the run it covers: it stops at batchBudget
-	undecodable []*kgo.Record // records it could not read: dead-letter them before the apply
+	events      int64           // events counted in the batch
+	copies      int64           // copies of applied events dropped (see snapshot.claim)
+	byPart      map[int32]tally // events and copies per partition, for a batch the view took in part
+	used        int             // records of the run it covers: it stops at batchBudget
+	undecodable []*kgo.Record   // records it could not read: dead-letter them before the apply
 }
+
+// tally is what a fold counted of one partition.
+type tally struct{ events, copies int64 }
 
 // priceBounds is what a fold reads of the minimum-price cache.
 type priceBounds interface {
@@ -29,12 +33,13 @@ type priceBounds interface {
 	known(hotel string) map[string]int64
 }
 
-// fold coalesces the records the view does not hold yet, as held says, into one batch, until the
-// batch reaches batchBudget. Records already applied, copies and records already dead-lettered
+// fold coalesces the records the view does not hold yet, as held says, into one batch for role's
+// shards, until the batch reaches batchBudget: for user shards the users, for hotel shards the
+// hotels, the advertisers and their prices. Records already applied, copies and records already dead-lettered
 // only move the batch's offsets on. A price at or above one in bounds is left out: the view
 // already holds it or a lower one. fold reads and writes nothing but its result.
-func fold(records []*kgo.Record, held snapshot, bounds priceBounds) folded {
-	f := folded{batch: view.NewBatch(), used: len(records)}
+func fold(records []*kgo.Record, held snapshot, bounds priceBounds, role view.Role) folded {
+	f := folded{batch: view.NewBatch(), used: len(records), byPart: map[int32]tally{}}
 	b := f.batch
 	var facts event.ProcessedFacts
 	for i, r := range records {
@@ -47,6 +52,9 @@ func fold(records []*kgo.Record, held snapshot, bounds priceBounds) folded {
 			continue
 		case copied:
 			f.copies++
+			t := f.byPart[r.Partition]
+			t.copies++
+			f.byPart[r.Partition] = t
 			continue
 		case deadLettered:
 			continue
@@ -57,18 +65,31 @@ func fold(records []*kgo.Record, held snapshot, bounds priceBounds) folded {
 			f.undecodable = append(f.undecodable, r)
 			continue
 		}
-		b.Count(facts.UserID, facts.HotelID)
-		known := bounds.known(facts.HotelID)
-		for _, ap := range facts.Prices {
-			b.CountAdvertiser(ap.Advertiser)
-			if low, ok := known[ap.Advertiser]; ok && ap.Price >= low {
-				continue
-			}
-			b.OfferPrice(facts.HotelID, ap.Advertiser, ap.Price)
+		if role == view.UserShards {
+			b.Count(r.Partition, view.Users, facts.UserID)
+		} else {
+			foldHotel(b, r.Partition, &facts, bounds)
 		}
 		f.events++
+		t := f.byPart[r.Partition]
+		t.events++
+		f.byPart[r.Partition] = t
 	}
 	return f
+}
+
+// foldHotel counts an event's hotel and advertisers in partition p's part of b, and offers its
+// prices that may lower a minimum the view holds.
+func foldHotel(b *view.Batch, p int32, facts *event.ProcessedFacts, bounds priceBounds) {
+	b.Count(p, view.Hotels, facts.HotelID)
+	known := bounds.known(facts.HotelID)
+	for _, ap := range facts.Prices {
+		b.Count(p, view.Advertisers, ap.Advertiser)
+		if low, ok := known[ap.Advertiser]; ok && ap.Price >= low {
+			continue
+		}
+		b.OfferPrice(p, facts.HotelID, ap.Advertiser, ap.Price)
+	}
 }
 
 // sourcePosition reads the raw partition and offset a processed record carries.

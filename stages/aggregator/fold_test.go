@@ -154,7 +154,7 @@ func TestFold(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := fold(tt.records, tt.held, tt.bounds)
+			f := fold(tt.records, tt.held, tt.bounds, view.HotelShards)
 			if f.used != len(tt.records) {
 				t.Errorf("used %d of %d records", f.used, len(tt.records))
 			}
@@ -197,7 +197,7 @@ func TestFoldStopsAtTheByteBudget(t *testing.T) {
 	for i := range 20 {
 		records = append(records, rec(t, 0, int64(i), big+strconv.Itoa(i), "h", map[string]int64{"a": 1}))
 	}
-	f := fold(records, snapshot{0: {next: 0}}, bounds{})
+	f := fold(records, snapshot{0: {next: 0}}, bounds{}, view.UserShards)
 	if f.used == 0 || f.used >= len(records) {
 		t.Fatalf("used %d of %d records, want the fold to stop part-way", f.used, len(records))
 	}
@@ -207,7 +207,7 @@ func TestFoldStopsAtTheByteBudget(t *testing.T) {
 	if o := f.batch.Offsets[0]; o.Expect != 0 || o.Next != int64(f.used) || f.events != int64(f.used) {
 		t.Errorf("batch %+v with %d events, want 0..%d", o, f.events, f.used)
 	}
-	rest := fold(records[f.used:], snapshot{0: {next: int64(f.used)}}, bounds{})
+	rest := fold(records[f.used:], snapshot{0: {next: int64(f.used)}}, bounds{}, view.UserShards)
 	if rest.used != len(records)-f.used || rest.batch.Offsets[0] != (view.PartitionOffsets{Expect: int64(f.used), Next: 20}) {
 		t.Errorf("the rest: used %d, offsets %+v", rest.used, rest.batch.Offsets[0])
 	}
@@ -216,12 +216,12 @@ func TestFoldStopsAtTheByteBudget(t *testing.T) {
 func TestPriceCacheRemembersTheLowest(t *testing.T) {
 	var c priceCache
 	b := view.NewBatch()
-	b.OfferPrice("h", "a", 100)
-	b.OfferPrice("h", "b", 30)
+	b.OfferPrice(0, "h", "a", 100)
+	b.OfferPrice(0, "h", "b", 30)
 	c.remember(b)
 	b = view.NewBatch()
-	b.OfferPrice("h", "a", 120) // folded before the first batch was remembered: the view keeps 100
-	b.OfferPrice("h", "b", 20)
+	b.OfferPrice(0, "h", "a", 120) // folded before the first batch was remembered: the view keeps 100
+	b.OfferPrice(0, "h", "b", 20)
 	c.remember(b)
 	if got, want := c.known("h"), map[string]int64{"a": 100, "b": 20}; !reflect.DeepEqual(got, want) {
 		t.Errorf("known %v, want %v", got, want)

@@ -197,7 +197,7 @@ func TestProgressForgetsRevokedPartition(t *testing.T) {
 	if _, owned := s[1]; owned {
 		t.Fatalf("partition 1 is still known: %+v", s[1])
 	}
-	f := fold([]*kgo.Record{rec(t, 1, 5, "u", "h", map[string]int64{"a": 1})}, s, bounds{})
+	f := fold([]*kgo.Record{rec(t, 1, 5, "u", "h", map[string]int64{"a": 1})}, s, bounds{}, view.HotelShards)
 	if !f.batch.Empty() || f.events != 0 {
 		t.Errorf("a fold took a record of a revoked partition: %+v", f.batch.Offsets)
 	}

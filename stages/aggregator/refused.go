@@ -37,7 +37,7 @@ func (a *Aggregator) apply(ctx context.Context, batch *view.Batch) error {
 	work := context.WithoutCancel(ctx)
 	for {
 		applyCtx, cancel := context.WithTimeout(work, 10*time.Second)
-		err := a.view.Apply(applyCtx, a.cfg.Topic, batch)
+		err := a.view.Apply(applyCtx, a.cfg.Role, batch)
 		cancel()
 		var conflict *view.OffsetConflictError
 		var refused *view.RefusedError
@@ -87,7 +87,7 @@ func (a *Aggregator) applyRecords(ctx context.Context, cl *kgo.Client, records [
 // ends. Only records at or past a partition's stored offset are counted.
 func (a *Aggregator) applyOnce(ctx context.Context, cl *kgo.Client, records []*kgo.Record) error {
 	for len(records) > 0 {
-		f := fold(records, a.progress.snapshot(), &a.prices)
+		f := fold(records, a.progress.snapshot(), &a.prices, a.cfg.Role)
 		if err := a.deadLetterUndecodable(ctx, f.undecodable); err != nil {
 			return err
 		}
@@ -105,10 +105,17 @@ func (a *Aggregator) applyOnce(ctx context.Context, cl *kgo.Client, records []*k
 			records = records[f.used:]
 		case errors.As(err, &conflict):
 			a.conflicts.Add(1)
+			a.tookInPart(f)
 			if err := a.resolve(ctx, f.batch, conflict.Stored); err != nil {
 				return err
 			}
 		default:
+			// The partitions the view took stay taken: move past them before giving up.
+			if a.tookInPart(f) {
+				if rerr := a.resolve(ctx, f.batch, nil); rerr != nil {
+					return rerr
+				}
+			}
 			return err
 		}
 	}
@@ -192,7 +199,7 @@ func (a *Aggregator) probe(ctx context.Context, partition int32) error {
 	b.Offsets[partition] = view.PartitionOffsets{Expect: pos.next, Next: pos.next}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	err := a.view.Apply(pctx, a.cfg.Topic, b)
+	err := a.view.Apply(pctx, a.cfg.Role, b)
 	var refused *view.RefusedError
 	if err == nil || errors.As(err, &refused) {
 		return err

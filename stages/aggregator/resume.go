@@ -2,12 +2,14 @@ package aggregator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
+	"github.com/searchflow/searchflow/internal/backoff"
 	"github.com/searchflow/searchflow/view"
 )
 
@@ -25,10 +27,14 @@ func (a *Aggregator) resumeFromView(ctx context.Context, assigned map[string]map
 	var stored map[int32]int64
 	var marks map[int32]map[int32]int64
 	err := a.retryRedis(ctx, "read stored offsets", func() (err error) {
-		if stored, err = a.view.Offsets(ctx, a.cfg.Topic, parts); err != nil {
+		// Redis may have lost the view, its layout with it: store it again for the readers.
+		if err := a.view.Reclaim(ctx); err != nil {
 			return err
 		}
-		marks, err = a.view.Sources(ctx, a.cfg.Topic, parts)
+		if stored, err = a.view.Offsets(ctx, a.cfg.Role, parts); err != nil {
+			return err
+		}
+		marks, err = a.view.Sources(ctx, a.cfg.Role, parts)
 		return err
 	})
 	if err != nil {
@@ -57,16 +63,19 @@ func (a *Aggregator) forget(_ context.Context, _ *kgo.Client, revoked map[string
 	a.progress.forget(revoked[a.cfg.Topic])
 }
 
-// resolve reacts to a batch the view refused because stored offsets moved under us (stored),
-// or because the script refused it (stored nil). Every partition of the batch goes back to what
-// Redis holds: unchanged ones to the batch's Expect (nothing was written), moved ones to the
-// stored offset.
+// resolve reacts to a batch the view did not take whole because stored offsets moved under us
+// (stored), or because a script refused it (stored nil). Every partition of the batch goes back
+// to what Redis holds: the ones the view took to the batch's Next, unchanged ones to its Expect
+// (nothing was written), moved ones to the stored offset.
 func (a *Aggregator) resolve(ctx context.Context, batch *view.Batch, stored map[int32]int64) error {
 	expected := make(map[int32]int64, len(batch.Offsets))
 	all := make(map[int32]int64, len(batch.Offsets))
 	for p, o := range batch.Offsets {
 		expected[p] = o.Expect
-		all[p] = o.Expect
+		if batch.Applied(p) {
+			expected[p] = o.Next
+		}
+		all[p] = expected[p]
 	}
 	for p, o := range stored {
 		all[p] = o
@@ -89,7 +98,7 @@ func (a *Aggregator) reset(ctx context.Context, expected, stored map[int32]int64
 	}
 	var marks map[int32]map[int32]int64
 	err := a.retryRedis(ctx, "reload source marks", func() (err error) {
-		marks, err = a.view.Sources(ctx, a.cfg.Topic, reload)
+		marks, err = a.view.Sources(ctx, a.cfg.Role, reload)
 		return err
 	})
 	if err != nil {
@@ -101,9 +110,20 @@ func (a *Aggregator) reset(ctx context.Context, expected, stored map[int32]int64
 	return nil
 }
 
-// retryRedis calls fn until it succeeds or ctx ends, backing off up to 5 s.
+// retryRedis calls fn until it succeeds or ctx ends, backing off up to 5 s. A view built for
+// other topics or fewer partitions (*view.LayoutError, *view.ShardError) is not retried: the
+// stage stops with the way to rebuild it.
 func (a *Aggregator) retryRedis(ctx context.Context, what string, fn func() error) error {
-	err := a.retry.Retry(ctx, fn, func(_ int, err error, wait time.Duration) {
+	permanent := func() error {
+		err := fn()
+		var layout *view.LayoutError
+		var shard *view.ShardError
+		if errors.As(err, &layout) || errors.As(err, &shard) {
+			return backoff.Permanent(err)
+		}
+		return err
+	}
+	err := a.retry.Retry(ctx, permanent, func(_ int, err error, wait time.Duration) {
 		a.redisErrors.Add(1)
 		a.log.Warn("aggregator: cannot "+what+"; retrying", zap.Error(err), zap.Duration("wait", wait))
 	})
@@ -127,7 +147,7 @@ func (a *Aggregator) verify(ctx context.Context, cl *kgo.Client) error {
 	}
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	stored, err := a.view.Offsets(rctx, a.cfg.Topic, parts)
+	stored, err := a.view.Offsets(rctx, a.cfg.Role, parts)
 	if err != nil {
 		a.redisErrors.Add(1)
 		msg := "redis unavailable: " + err.Error()

@@ -41,7 +41,7 @@ func runStage(t *testing.T, cfg Config, opts ...kgo.Opt) *Transformer {
 func runStoppable(t *testing.T, cfg Config, opts ...kgo.Opt) (*Transformer, func()) {
 	t.Helper()
 	if cfg.RawTopic == "" {
-		cfg.RawTopic, cfg.ProcessedTopic, cfg.DeadLetterTopic, cfg.Group = "raw", "processed", "dlq", "g"
+		cfg.RawTopic, cfg.ProcessedTopic, cfg.HotelTopic, cfg.DeadLetterTopic, cfg.Group = "raw", "processed", "hotels", "dlq", "g"
 	}
 	if cfg.BatchMaxRecords == 0 {
 		cfg.BatchMaxRecords = 100
@@ -84,7 +84,7 @@ func countUsers(recs []*kgo.Record) map[string]int {
 // characters, which JSON writes as 6-byte escapes, twice in a processed event). It used to abort
 // every transaction of the stage forever; now it is dead-lettered and everything else flows.
 func TestProcessedTooLargeIsDeadLettered(t *testing.T) {
-	_, addr := kafkatest.Start(t, 3, "raw", "processed", "dlq")
+	_, addr := kafkatest.Start(t, 3, "raw", "processed", "hotels", "dlq")
 	var b strings.Builder
 	b.WriteString(`{"user_id":"big","hotel_id":1,"search_timestamp":1,"hotel_advertisers":{`)
 	for i := 0; i < 600; i++ {
@@ -135,7 +135,7 @@ func TestProcessedTooLargeIsDeadLettered(t *testing.T) {
 // down to those records, dead-letters them as processed_too_large, and processes every other
 // record exactly once.
 func TestBrokerRefusalIsolatesTheRecord(t *testing.T) {
-	_, addr := kafkatest.Start(t, 2, "raw", "dlq")
+	_, addr := kafkatest.Start(t, 2, "raw", "hotels", "dlq")
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
 	if err != nil {
 		t.Fatal(err)
@@ -232,7 +232,7 @@ func failProcessed(cluster *kfake.Cluster, fail func(records []byte) bool) {
 // retries the record alone a bounded number of times and dead-letters it as poison; the records
 // around it are processed exactly once.
 func TestUnforeseenFailureBecomesPoison(t *testing.T) {
-	cluster, addr := kafkatest.Start(t, 2, "raw", "processed", "dlq")
+	cluster, addr := kafkatest.Start(t, 2, "raw", "processed", "hotels", "dlq")
 	failProcessed(cluster, func(b []byte) bool { return bytes.Contains(b, []byte("poison-user")) })
 	var recs []*kgo.Record
 	const n = 30
@@ -265,7 +265,7 @@ func TestUnforeseenFailureBecomesPoison(t *testing.T) {
 // TestPoisonIsolatedUnderLoad: while another partition receives records all the time, its
 // commits must not end the narrowing down around the poison record of the first partition.
 func TestPoisonIsolatedUnderLoad(t *testing.T) {
-	cluster, addr := kafkatest.Start(t, 2, "raw", "processed", "dlq")
+	cluster, addr := kafkatest.Start(t, 2, "raw", "processed", "hotels", "dlq")
 	failProcessed(cluster, func(b []byte) bool { return bytes.Contains(b, []byte("poison-user")) })
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err != nil {
@@ -316,7 +316,7 @@ func TestPoisonIsolatedUnderLoad(t *testing.T) {
 // way, no record is at fault and none may be dead-lettered as poison: the stage keeps trying,
 // reports the aborts, and processes everything once the broker takes records again.
 func TestSystemicFailureDeadLettersNothing(t *testing.T) {
-	cluster, addr := kafkatest.Start(t, 2, "raw", "processed", "dlq")
+	cluster, addr := kafkatest.Start(t, 2, "raw", "processed", "hotels", "dlq")
 	var broken atomic.Bool
 	broken.Store(true)
 	failProcessed(cluster, func([]byte) bool { return broken.Load() })
@@ -349,7 +349,7 @@ func TestSystemicFailureDeadLettersNothing(t *testing.T) {
 // 0 stops there; an invalid small record in partition 1 — which shared a produce batch and a
 // failed transaction with it at first — is dead-lettered, and partition 1 flows on.
 func TestDeadLetterTooLargeStopsOnlyItsPartition(t *testing.T) {
-	_, addr := kafkatest.Start(t, 2, "raw", "processed")
+	_, addr := kafkatest.Start(t, 2, "raw", "processed", "hotels")
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err != nil {
 		t.Fatal(err)
@@ -398,7 +398,7 @@ func aclCluster(t *testing.T, deny ...kfake.ACL) (*kfake.Cluster, string) {
 	}, deny...)
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.EnableSASL(), kfake.EnableACLs(),
 		kfake.Superuser("PLAIN", "admin", "admin"), kfake.User("PLAIN", "svc", "svc-password", acls...),
-		kfake.SeedTopics(2, "raw", "processed", "dlq"))
+		kfake.SeedTopics(2, "raw", "processed", "hotels", "dlq"))
 	if err != nil {
 		t.Fatal(err)
 	}

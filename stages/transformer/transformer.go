@@ -28,8 +28,12 @@ import (
 // Config is the transformer's slice of the configuration.
 type Config struct {
 	RawTopic, ProcessedTopic, DeadLetterTopic string
-	Group                                     string
-	BatchMaxRecords                           int
+	// HotelTopic receives every processed event a second time, keyed by hotel id, in the same
+	// transaction: the hotel aggregator folds it, so that each hotel is counted by one partition's
+	// consumer (README, Scaling out).
+	HotelTopic      string
+	Group           string
+	BatchMaxRecords int
 	// Limits bound a valid event (MAX_* variables); past one, it is dead-lettered. The zero value
 	// means event.DefaultLimits().
 	Limits event.Limits
@@ -258,7 +262,7 @@ func (t *Transformer) transformBatch(ctx context.Context, sess *kgo.GroupTransac
 		if t.failures.any() {
 			return
 		}
-		out, reason := t.transform(r)
+		out, byHotel, reason := t.transform(r)
 		if reason != "" {
 			dl++
 			reasons[reason]++
@@ -266,6 +270,9 @@ func (t *Transformer) transformBatch(ctx context.Context, sess *kgo.GroupTransac
 			n++
 		}
 		sess.Produce(work, out, first.Promise())
+		if byHotel != nil {
+			sess.Produce(work, byHotel, first.Promise())
+		}
 	})
 	commit := kgo.TryCommit
 	if first.Err() != nil {
@@ -364,38 +371,40 @@ func (t *Transformer) committedBatch(fetches kgo.Fetches, n, dl int64, reasons m
 	}
 }
 
-// transform returns the record to produce for r — its processed event, or its dead letter — and
-// the dead-letter reason ("" for a processed event). It never panics: a panic would be a bug in
-// the decoder, and it makes the record poison rather than the stage dead.
-func (t *Transformer) transform(r *kgo.Record) (out *kgo.Record, reason event.Reason) {
+// transform returns the records to produce for r — its processed event in the processed topic
+// and in the hotel topic, or its dead letter alone — and the dead-letter reason ("" for a
+// processed event). It never panics: a panic would be a bug in the decoder, and it makes the
+// record poison rather than the stage dead.
+func (t *Transformer) transform(r *kgo.Record) (out, byHotel *kgo.Record, reason event.Reason) {
 	defer func() {
 		if p := recover(); p != nil {
-			out, reason = t.deadLetter(r, event.ReasonPoison, fmt.Sprintf("the transform panicked: %v", p)), event.ReasonPoison
+			out, byHotel, reason = t.deadLetter(r, event.ReasonPoison, fmt.Sprintf("the transform panicked: %v", p)), nil, event.ReasonPoison
 		}
 	}()
 	if v, ok := t.verdictOf(r); ok {
-		return t.deadLetter(r, v.reason, v.detail), v.reason
+		return t.deadLetter(r, v.reason, v.detail), nil, v.reason
 	}
-	value, user, err := t.cfg.Limits.AppendProcessed(make([]byte, 0, len(r.Value)/2+128), r.Value)
+	value, keys, err := t.cfg.Limits.AppendProcessed(make([]byte, 0, len(r.Value)/2+128), r.Value)
 	if err == nil {
 		// The source position lets the aggregator drop an event that a crash made us produce twice.
-		out := &kgo.Record{Topic: t.cfg.ProcessedTopic, Key: []byte(user), Value: value, Timestamp: r.Timestamp,
-			Headers: []kgo.RecordHeader{
-				{Key: event.HeaderSourcePartition, Value: strconv.AppendInt(nil, int64(r.Partition), 10)},
-				{Key: event.HeaderSourceOffset, Value: strconv.AppendInt(nil, r.Offset, 10)},
-			}}
-		if size := deadletter.Size(out); size > t.cfg.MaxRecordBytes {
-			return t.deadLetter(r, event.ReasonProcessedTooLarge, fmt.Sprintf(
-				"the processed record is %d bytes, over the %d byte producer limit", size, t.cfg.MaxRecordBytes)), event.ReasonProcessedTooLarge
+		headers := []kgo.RecordHeader{
+			{Key: event.HeaderSourcePartition, Value: strconv.AppendInt(nil, int64(r.Partition), 10)},
+			{Key: event.HeaderSourceOffset, Value: strconv.AppendInt(nil, r.Offset, 10)},
 		}
-		return out, ""
+		out := &kgo.Record{Topic: t.cfg.ProcessedTopic, Key: []byte(keys.User), Value: value, Timestamp: r.Timestamp, Headers: headers}
+		byHotel := &kgo.Record{Topic: t.cfg.HotelTopic, Key: []byte(keys.Hotel), Value: value, Timestamp: r.Timestamp, Headers: headers}
+		if size := max(deadletter.Size(out), deadletter.Size(byHotel)); size > t.cfg.MaxRecordBytes {
+			return t.deadLetter(r, event.ReasonProcessedTooLarge, fmt.Sprintf(
+				"the processed record is %d bytes, over the %d byte producer limit", size, t.cfg.MaxRecordBytes)), nil, event.ReasonProcessedTooLarge
+		}
+		return out, byHotel, ""
 	}
 	reason = "invalid"
 	var ve *event.ValidationError
 	if errors.As(err, &ve) {
 		reason = ve.Reason
 	}
-	return t.deadLetter(r, reason, err.Error()), reason
+	return t.deadLetter(r, reason, err.Error()), nil, reason
 }
 
 // verdictOf returns isolation's decision for r, if it made one.

@@ -19,7 +19,7 @@ import (
 )
 
 func TestTransformerRoutesValidAndInvalid(t *testing.T) {
-	_, addr := kafkatest.Start(t, 3, "raw", "processed", "dlq")
+	_, addr := kafkatest.Start(t, 3, "raw", "processed", "hotels", "dlq")
 	valid := func(i int) string {
 		return fmt.Sprintf(`{"user_id":"u%d","hotel_id":%d,"search_timestamp":1620000000,"hotel_advertisers":{"a":[{"eurocents":%d},{"eurocents":5}],"b":[{"eurocents":7}]}}`, i%7, i%5, 100+i)
 	}
@@ -43,7 +43,7 @@ func TestTransformerRoutesValidAndInvalid(t *testing.T) {
 	}
 	kafkatest.Produce(t, addr, recs...)
 
-	tr := New(Config{RawTopic: "raw", ProcessedTopic: "processed", DeadLetterTopic: "dlq", Group: "g-transformer",
+	tr := New(Config{RawTopic: "raw", ProcessedTopic: "processed", HotelTopic: "hotels", DeadLetterTopic: "dlq", Group: "g-transformer",
 		BatchMaxRecords: 64}, []kgo.Opt{kgo.SeedBrokers(addr)}, zaptest.NewLogger(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -157,7 +157,7 @@ func waitCount(t *testing.T, tr *Transformer, key string, n int64) {
 // TestTransformerRestartDoesNotDuplicate stops the stage once it has committed everything, adds
 // records and starts it again: the processed topic, read to its end, holds each record once.
 func TestTransformerRestartDoesNotDuplicate(t *testing.T) {
-	_, addr := kafkatest.Start(t, 2, "raw", "processed", "dlq")
+	_, addr := kafkatest.Start(t, 2, "raw", "processed", "hotels", "dlq")
 	run := func() (stop func()) {
 		_, stop = runStoppable(t, Config{BatchMaxRecords: 10}, kgo.SeedBrokers(addr))
 		return stop
@@ -178,7 +178,7 @@ func TestTransformerRestartDoesNotDuplicate(t *testing.T) {
 // first leaves while both have. Every raw record must be processed exactly once.
 func TestTwoTransformersWithRebalance(t *testing.T) {
 	const step = 1000
-	_, addr := kafkatest.Start(t, 4, "raw", "processed", "dlq")
+	_, addr := kafkatest.Start(t, 4, "raw", "processed", "hotels", "dlq")
 	cfg := Config{BatchMaxRecords: 20} // small transactions: many of them are open across a rebalance
 	produceUsers(t, addr, 0, step)
 	a, stopA := runStoppable(t, cfg, kgo.SeedBrokers(addr))
@@ -202,7 +202,7 @@ func TestTwoTransformersWithRebalance(t *testing.T) {
 // the stage, between valid ones: each lands in the dead-letter topic once with its reason, the
 // valid ones are processed, and the stage keeps running.
 func TestTransformerDeadLettersTheCorpus(t *testing.T) {
-	_, addr := kafkatest.Start(t, 2, "raw", "processed", "dlq")
+	_, addr := kafkatest.Start(t, 2, "raw", "processed", "hotels", "dlq")
 	cases := corpus.Malformed()
 	var recs []*kgo.Record
 	for i, c := range cases {
@@ -219,7 +219,7 @@ func TestTransformerDeadLettersTheCorpus(t *testing.T) {
 		t.Fatalf("produce the corpus: %v", err)
 	}
 
-	tr := New(Config{RawTopic: "raw", ProcessedTopic: "processed", DeadLetterTopic: "dlq", Group: "g",
+	tr := New(Config{RawTopic: "raw", ProcessedTopic: "processed", HotelTopic: "hotels", DeadLetterTopic: "dlq", Group: "g",
 		BatchMaxRecords: 16}, []kgo.Opt{kgo.SeedBrokers(addr)}, zaptest.NewLogger(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

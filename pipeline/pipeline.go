@@ -6,6 +6,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -47,6 +48,12 @@ func Run(ctx context.Context, cfg config.Config, log *zap.Logger) error {
 
 // RunWith is Run with test hooks.
 func RunWith(ctx context.Context, cfg config.Config, log *zap.Logger, opts Options) error {
+	if cfg.InstanceID == "" {
+		// The host name: stable in a StatefulSet, so a restarted pod fences its predecessor.
+		if host, err := os.Hostname(); err == nil {
+			cfg.InstanceID = sanitizeInstance(host)
+		}
+	}
 	log.Info("searchflow starting", zap.Any("config", cfg.Masked()))
 	p := &pipeline{cfg: cfg, log: log, running: map[string]bool{}, connecting: map[string]string{}, metrics: metrics.New()}
 	p.track = &tracker{started: time.Now(), mode: p.mode(), running: p.isRunning}
@@ -168,11 +175,29 @@ func (p *pipeline) aggregator(role view.Role) *aggregator.Aggregator {
 	return aggregator.New(ac, p.clientOpts(name), p.view, p.log.With(zap.String("stage", name)))
 }
 
+// sanitizeInstance keeps the characters a transactional ID takes (letters, digits, '.', '_',
+// '-'), replacing others with '-'.
+func sanitizeInstance(host string) string {
+	b := []byte(host)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	return string(b[:min(len(b), 200)])
+}
+
 // TransformerConfig is the transformer's slice of cfg, as the daemon runs it (the benchmark
 // builds its stages with it too).
 func TransformerConfig(cfg config.Config) transformer.Config {
-	return transformer.Config{RawTopic: cfg.RawTopic, ProcessedTopic: cfg.ProcessedTopic, HotelTopic: cfg.HotelTopic, DeadLetterTopic: cfg.DeadLetterTopic,
-		Group: cfg.ConsumerGroup + "-transformer", BatchMaxRecords: cfg.BatchMaxRecords, Limits: limits(cfg.Limits)}
+	tc := transformer.Config{RawTopic: cfg.RawTopic, ProcessedTopic: cfg.ProcessedTopic, HotelTopic: cfg.HotelTopic, DeadLetterTopic: cfg.DeadLetterTopic,
+		Group: cfg.ConsumerGroup + "-transformer", BatchMaxRecords: cfg.BatchMaxRecords, Limits: limits(cfg.Limits),
+		TransactionTimeout: cfg.TransactionTimeout}
+	if !cfg.EmbeddedKafka() && cfg.InstanceID != "" {
+		// A stable ID on real Kafka: a restart aborts its predecessor's open transaction at once.
+		tc.TransactionalID = tc.Group + "-" + cfg.InstanceID
+	}
+	return tc
 }
 
 // AggregatorConfig is the slice of cfg of the aggregator of role, as the daemon runs it.

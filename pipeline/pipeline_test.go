@@ -227,3 +227,27 @@ func TestEndToEndReplayEmbedded(t *testing.T) {
 	}
 	h.stop()
 }
+
+// TestTransactionalIDs: with external Kafka the transformer's transactional ID is stable, from
+// INSTANCE_ID; with the embedded broker it stays fresh per session (empty here), as its crash
+// recovery needs. TRANSACTION_TIMEOUT reaches the transformer.
+func TestTransactionalIDs(t *testing.T) {
+	load := func(env map[string]string) config.Config {
+		cfg, err := config.Load(func(k string) string { return env[k] })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	external := TransformerConfig(load(map[string]string{"KAFKA_BROKERS": "k:9092", "INSTANCE_ID": "searchflow-2",
+		"TRANSACTION_TIMEOUT": "20s"}))
+	if external.TransactionalID != "searchflow-transformer-searchflow-2" || external.TransactionTimeout != 20*time.Second {
+		t.Errorf("external Kafka: transactional ID %q, timeout %s", external.TransactionalID, external.TransactionTimeout)
+	}
+	if embedded := TransformerConfig(load(map[string]string{"INSTANCE_ID": "searchflow-2"})); embedded.TransactionalID != "" {
+		t.Errorf("embedded broker: transactional ID %q, want a fresh one per session", embedded.TransactionalID)
+	}
+	if got := sanitizeInstance("pod_7.ns/x y"); got != "pod_7.ns-x-y" {
+		t.Errorf("sanitizeInstance = %q", got)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
@@ -42,7 +43,19 @@ type Config struct {
 	MaxRecordBytes int
 	// OnBatch, if set, is called after each committed batch with its size and processing time.
 	OnBatch func(records int, took time.Duration)
+	// TransactionalID, when set, is this process's stable transactional ID: a restarted process
+	// fences its predecessor and aborts the transaction it left open at once. Empty: a fresh
+	// random ID per session (the embedded broker's crash recovery needs that; README, Delivery
+	// guarantees).
+	TransactionalID string
+	// TransactionTimeout is how long the broker waits before it aborts a transaction nobody
+	// finishes; 0: DefaultTransactionTimeout.
+	TransactionTimeout time.Duration
 }
+
+// DefaultTransactionTimeout is the transaction timeout when Config leaves it 0 (franz-go's own
+// default is 40 s).
+const DefaultTransactionTimeout = 10 * time.Second
 
 // Producer limits. A produce batch holds at most maxBatchBytes (Kafka's default record limit is
 // 1 MiB too); a processed record must leave room for the batch's own header.
@@ -75,6 +88,9 @@ func New(cfg Config, kafkaOpts []kgo.Opt, log *zap.Logger) *Transformer {
 	}
 	if cfg.Limits == (event.Limits{}) {
 		cfg.Limits = event.DefaultLimits()
+	}
+	if cfg.TransactionTimeout <= 0 {
+		cfg.TransactionTimeout = DefaultTransactionTimeout
 	}
 	t := &Transformer{cfg: cfg, kafkaOpts: kafkaOpts, log: log, iso: newIsolator(cfg.BatchMaxRecords)}
 	t.consumed, t.produced = t.counts.New(counters.Consumed), t.counts.New(counters.Produced)
@@ -117,6 +133,7 @@ func (t *Transformer) Problem() string {
 // read again, so nothing is lost or doubled and the process does not crash-loop.
 func (t *Transformer) Run(ctx context.Context) error {
 	wait := backoff.Policy{First: time.Second, Max: 30 * time.Second}.New()
+	var lastFenced time.Time
 	for {
 		err := t.session(ctx, wait.Reset)
 		if ctx.Err() != nil {
@@ -125,6 +142,16 @@ func (t *Transformer) Run(ctx context.Context) error {
 		var fatal *configError
 		if errors.As(err, &fatal) {
 			return err
+		}
+		if t.cfg.TransactionalID != "" && fenced(err) {
+			// Once is a restart meeting its predecessor (or this process a zombie): take over
+			// again. Twice in a row means another live process has the same ID: they would fence
+			// each other forever.
+			if !lastFenced.IsZero() && time.Since(lastFenced) < fencedTwiceWithin {
+				return fmt.Errorf("transformer: transactional ID %q fenced twice within %s: another live process uses the same INSTANCE_ID; give each process its own: %w",
+					t.cfg.TransactionalID, fencedTwiceWithin, err)
+			}
+			lastFenced = time.Now()
 		}
 		msg := "transactional session failed: " + err.Error()
 		t.sessionProblem.Store(&msg)
@@ -136,6 +163,15 @@ func (t *Transformer) Run(ctx context.Context) error {
 	}
 }
 
+// fencedTwiceWithin is how close two fencings of a stable transactional ID must come to tell
+// another live process with the same ID from a predecessor.
+const fencedTwiceWithin = 2 * time.Minute
+
+// fenced reports whether err says another producer with this transactional ID took over.
+func fenced(err error) bool {
+	return errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch)
+}
+
 // configError is a session that cannot be built at all: retrying would not help.
 type configError struct{ err error }
 
@@ -144,11 +180,15 @@ func (e *configError) Unwrap() error { return e.err }
 
 // session runs one transactional session until ctx ends (nil) or the session breaks.
 func (t *Transformer) session(ctx context.Context, committed func()) error {
-	// A fresh transactional ID per session: kfake can hide a reused ID's later records after a
-	// crash (README, Delivery guarantees); zombie fencing comes from the group generation (KIP-447).
-	suffix := make([]byte, 6)
-	_, _ = rand.Read(suffix)
-	txnID := t.cfg.Group + "-" + hex.EncodeToString(suffix)
+	txnID := t.cfg.TransactionalID
+	if txnID == "" {
+		// A fresh transactional ID per session: kfake can hide a reused ID's later records after
+		// a crash (README, Delivery guarantees); zombie fencing comes from the group generation
+		// (KIP-447).
+		suffix := make([]byte, 6)
+		_, _ = rand.Read(suffix)
+		txnID = t.cfg.Group + "-" + hex.EncodeToString(suffix)
+	}
 	forget := func(_ context.Context, cl *kgo.Client, lost map[string][]int32) {
 		if parts := lost[t.cfg.RawTopic]; len(parts) > 0 {
 			t.iso.forget(parts)
@@ -157,6 +197,7 @@ func (t *Transformer) session(ctx context.Context, committed func()) error {
 	}
 	opts := append([]kgo.Opt{
 		kgo.TransactionalID(txnID),
+		kgo.TransactionTimeout(t.cfg.TransactionTimeout),
 		kgo.ConsumerGroup(t.cfg.Group),
 		kgo.ConsumeTopics(t.cfg.RawTopic),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),

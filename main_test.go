@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/searchflow/searchflow/internal/apitest"
+	"github.com/searchflow/searchflow/internal/daemontest"
 	"github.com/searchflow/searchflow/internal/kafkatest"
 	"github.com/searchflow/searchflow/internal/porttest"
 )
@@ -62,11 +63,11 @@ func TestSIGTERMDrainsAndRebuildsEmbedded(t *testing.T) {
 		"KAFKA_BROKERS": "", "REDIS_ADDR": "", "DATA_DIR": t.TempDir(), "GENERATOR_RATE": "3000",
 		"GENERATOR_USERS": "200", "LOG_LEVEL": "warn", "TOPIC_PARTITIONS": "3",
 	}
-	d := startDaemon(t, bin, env, "EMBEDDED_KAFKA_ADDR")
+	d := daemontest.Start(t, bin, env, "EMBEDDED_KAFKA_ADDR")
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		var body struct{ Count int }
-		if resp, err := http.Get(d.base + "/users?limit=1"); err == nil {
+		if resp, err := http.Get(d.Base + "/users?limit=1"); err == nil {
 			_ = json.NewDecoder(resp.Body).Decode(&body)
 			resp.Body.Close()
 		}
@@ -74,14 +75,14 @@ func TestSIGTERMDrainsAndRebuildsEmbedded(t *testing.T) {
 			break // events flow end to end
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no aggregated events within 60s\n%s", d.logs.String())
+			t.Fatalf("no aggregated events within 60s\n%s", d.Logs())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	d.terminate()
+	d.Terminate()
 
 	env["STAGES"] = "transformer,aggregator,api"
-	d = startDaemon(t, bin, env, "EMBEDDED_KAFKA_ADDR")
+	d = daemontest.Start(t, bin, env, "EMBEDDED_KAFKA_ADDR")
 	want := apitest.New()
 	for _, r := range kafkatest.ReadToEnd(t, env["EMBEDDED_KAFKA_ADDR"], "raw_events") {
 		want.AddRaw(r.Value)
@@ -89,8 +90,8 @@ func TestSIGTERMDrainsAndRebuildsEmbedded(t *testing.T) {
 	if want.Events == 0 {
 		t.Fatal("the raw topic is empty after the first run")
 	}
-	want.WaitEqual(t, d.base, 90*time.Second)
-	d.terminate()
+	want.WaitEqual(t, d.Base, 90*time.Second)
+	d.Terminate()
 }
 
 // runHealthcheck runs `searchflow healthcheck args...` with env over the test's environment and
@@ -153,10 +154,10 @@ func TestHealthcheck(t *testing.T) {
 		"KAFKA_BROKERS": "", "REDIS_ADDR": "", "DATA_DIR": t.TempDir(), "EMBEDDED_KAFKA_ADDR": "127.0.0.1:0",
 		"API_TOKENS_FILE": tokens, "GENERATOR_RATE": "100", "LOG_LEVEL": "warn",
 	}
-	d := startDaemon(t, bin, env)
+	d := daemontest.Start(t, bin, env)
 	addr := env["HTTP_ADDR"]
 	_, httpPort, _ := net.SplitHostPort(addr)
-	resp, err := http.Get(d.base + "/users")
+	resp, err := http.Get(d.Base + "/users")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +186,7 @@ func TestHealthcheck(t *testing.T) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("healthcheck -ready still exits %d after 60s: %s\n%s", code, stderr, d.logs.String())
+				t.Fatalf("healthcheck -ready still exits %d after 60s: %s\n%s", code, stderr, d.Logs())
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -200,7 +201,7 @@ func TestHealthcheck(t *testing.T) {
 		}
 	})
 
-	d.terminate()
+	d.Terminate()
 }
 
 // TestHealthcheckFailures covers the answers a daemon can give short of 200, and settings the
@@ -309,9 +310,9 @@ func TestStartDaemonSkipsATakenPort(t *testing.T) {
 	taken := strings.TrimPrefix(impostor.URL, "http://")
 	env := map[string]string{"KAFKA_BROKERS": "", "REDIS_ADDR": "", "DATA_DIR": t.TempDir(), "HTTP_ADDR": taken,
 		"EMBEDDED_KAFKA_ADDR": "127.0.0.1:0", "STAGES": "api", "LOG_LEVEL": "warn"}
-	d := startDaemon(t, bin, env)
+	d := daemontest.Start(t, bin, env)
 	if env["HTTP_ADDR"] == taken {
 		t.Fatalf("the daemon is taken to serve on %s, which another process holds", taken)
 	}
-	d.terminate()
+	d.Terminate()
 }

@@ -922,8 +922,8 @@ const replayWithDeadLetter = "u1\t1620224528\t{6036:{\"advertisers\":{\"Amoma\":
 
 // scrapeDaemon runs the pipeline in process on embedded defaults, replaying replayWithDeadLetter,
 // and scrapes its /metrics until ready says the scrape holds what the test needs, or 25s pass.
-// It scrapes ADMIN_ADDR, as Prometheus does in deploy/k8s, and like Prometheus it accepts gzip
-// (/metrics on HTTP_ADDR answers that with a body compressed twice).
+// It scrapes ADMIN_ADDR, as Prometheus does in deploy/k8s (with ADMIN_ADDR set, /metrics is served
+// there only), and like Prometheus it accepts gzip (Go's transport asks for it).
 func scrapeDaemon(t *testing.T, ready func(exportedSeries) []string) exportedSeries {
 	t.Helper()
 	replay := filepath.Join(t.TempDir(), "replay.tsv")
@@ -1031,9 +1031,9 @@ func TestGrafanaDashboardAndAlertsUseExportedMetrics(t *testing.T) {
 			}
 		}
 	}
-	covers(dashboardFile, dash, "searchflow_stage_events_total applied", "searchflow_consumer_lag", "searchflow_dead_letters_total",
+	covers(dashboardFile, dash, "searchflow_ready", "searchflow_stage_events_total applied", "searchflow_consumer_lag", "searchflow_dead_letters_total",
 		"searchflow_end_to_end_latency_seconds_bucket", "searchflow_stage_events_total redis_errors", "searchflow_stage_events_total apply_refused")
-	covers(alertsFile, alerts, "searchflow_consumer_lag", "searchflow_dead_letters_total",
+	covers(alertsFile, alerts, "searchflow_ready", "searchflow_consumer_lag", "searchflow_dead_letters_total",
 		"searchflow_stage_events_total redis_errors", "searchflow_stage_events_total apply_refused")
 	if t.Failed() {
 		t.FailNow() // a query that does not parse would only be reported again below

@@ -26,6 +26,13 @@ const (
 const usage = `usage: searchflow                       run the daemon, configured by environment (see README.md)
        searchflow healthcheck [-ready]  exit 0 if /healthz (-ready: /readyz) answers 200 on HTTP_ADDR
                                         (on ADMIN_ADDR when STAGES has no api)
+       searchflow verify [-max-diffs N] [-timeout D]
+                                        compare the Redis view with its Kafka topics folded again;
+                                        exit 0 equal, 1 differences, 2 cannot run
+       searchflow rebuild --all | --slot N
+                                        reset the whole view (every shard, then its layout) or the
+                                        shard in hash slot N, for the aggregators to rebuild from
+                                        Kafka; exit 0 done, 1 failed, 2 bad usage or configuration
 `
 
 func main() {
@@ -36,6 +43,10 @@ func run(args []string) int {
 	switch {
 	case len(args) > 0 && args[0] == "healthcheck":
 		return healthcheck(args[1:], os.Getenv, os.Stderr)
+	case len(args) > 0 && args[0] == "verify":
+		return verifyCommand(args[1:], os.Getenv, os.Stdout, os.Stderr)
+	case len(args) > 0 && args[0] == "rebuild":
+		return rebuildCommand(args[1:], os.Getenv, os.Stdout, os.Stderr)
 	case len(args) > 0:
 		// Refused rather than ignored: a mistyped subcommand must not start a second daemon.
 		fmt.Fprintf(os.Stderr, "searchflow: unknown argument %q\n%s", args[0], usage)

@@ -112,7 +112,7 @@ func TestRedisMasterDies(t *testing.T) {
 			lost, again, affected, int64(want.Events)*2)
 	}
 	t.Logf("master 2 lost shards %v: %d records read again of %d in both topics", lost, affected, int64(want.Events)*2)
-	// verify(t, bin, s.env)
+	verify(t, bin, s.env)
 	d.Terminate()
 }
 

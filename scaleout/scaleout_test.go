@@ -3,7 +3,9 @@ package scaleout_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -41,7 +43,7 @@ func startServices(t *testing.T) *services {
 	rc := redistest.StartCluster(t, 3)
 	return &services{kafka: kc, broker: kc.ListenAddrs()[0], redis: rc, env: map[string]string{
 		"KAFKA_BROKERS": strings.Join(kc.ListenAddrs(), ","), "REDIS_ADDR": strings.Join(rc.Addrs(), ","),
-		"REDIS_CLUSTER": "on", "TOPIC_PARTITIONS": "6", "BATCH_MAX_RECORDS": "500", "LOG_LEVEL": "warn",
+		"REDIS_CLUSTER": "on", "TOPIC_PARTITIONS": "6", "BATCH_MAX_RECORDS": "500", "LOG_LEVEL": "info",
 		"STAGES": "transformer,aggregator,api",
 	}}
 }
@@ -56,7 +58,27 @@ func (s *services) worker(t *testing.T, bin, instance string, extra map[string]s
 	for k, v := range extra {
 		env[k] = v
 	}
-	return daemontest.Start(t, bin, env), env
+	d := daemontest.Start(t, bin, env)
+	t.Cleanup(func() { dumpOnFailure(t, instance, d) })
+	return d, env
+}
+
+// dumpOnFailure logs what a daemon says about itself when the test failed: /readyz, the lag on
+// /stats and the end of its log.
+func dumpOnFailure(t *testing.T, name string, d *daemontest.Daemon) {
+	if !t.Failed() {
+		return
+	}
+	c := http.Client{Timeout: 5 * time.Second}
+	for _, path := range []string{"/readyz", "/stats"} {
+		if resp, err := c.Get(d.Base + path); err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			t.Logf("%s %s: %d %s", name, path, resp.StatusCode, body)
+		}
+	}
+	logs := strings.Split(d.Logs(), "\n")
+	t.Logf("%s: last log lines:\n%s", name, strings.Join(logs[max(0, len(logs)-80):], "\n"))
 }
 
 // badRaw are invalid raw records slipped in between generated ones.
@@ -130,7 +152,7 @@ func TestThreeDaemonsKilledAtRandom(t *testing.T) {
 		want.WaitEqual(t, d.Base, 180*time.Second)
 	}
 	checkDeadLetters(t, s.broker, raw)
-	// verify(t, bin, s.env)
+	verify(t, bin, s.env)
 	a.Terminate()
 	c.Terminate()
 }

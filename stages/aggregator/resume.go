@@ -157,6 +157,13 @@ func (a *Aggregator) verify(ctx context.Context, cl *kgo.Client) error {
 		return nil
 	}
 	a.redisDown.Store(nil)
+	// `searchflow rebuild --all` (or a Redis that lost it) may have deleted the layout: store it
+	// again for the readers of other processes. One that another process claimed meanwhile stops
+	// this one: its shards are not the view's any more.
+	var wrong *view.LayoutError
+	if err := a.view.Reclaim(rctx); errors.As(err, &wrong) {
+		return fmt.Errorf("aggregator: %w", err)
+	}
 	moved := map[int32]int64{}
 	for p, o := range stored {
 		if o != expected[p] {

@@ -1,0 +1,165 @@
+package ops
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/searchflow/searchflow/event"
+	"github.com/searchflow/searchflow/view"
+)
+
+// The fold verify compares the view with: what one shard must hold after the records of its
+// partition below the shard's offset, written from the README's rules rather than from the
+// aggregator's code, so that a mistake in one is not repeated in the other.
+
+// maxPrice is the largest price the view keeps exactly (a sorted-set score is a double).
+const maxPrice = 1 << 53
+
+// shardFold is what one shard must hold, folded from its partition in offset order.
+type shardFold struct {
+	role view.Role
+	// marks is the highest raw offset counted or passed over, per raw partition: a record at or
+	// below it is a copy of one already folded.
+	marks     map[int32]int64
+	counts    map[view.Kind]map[string]int64
+	minPrices map[string]map[string]int64 // hotel -> advertiser -> lowest price
+
+	records, copies, deadLettered int64
+	unread                        []unreadRecord // neither readable nor dead-lettered
+}
+
+// unreadRecord is a record the fold cannot read that the aggregator did not dead-letter either.
+type unreadRecord struct {
+	offset int64
+	err    error
+}
+
+func newShardFold(role view.Role) *shardFold {
+	f := &shardFold{role: role, marks: map[int32]int64{}, counts: map[view.Kind]map[string]int64{},
+		minPrices: map[string]map[string]int64{}}
+	for _, k := range roleKinds(role) {
+		f.counts[k] = map[string]int64{}
+	}
+	return f
+}
+
+// roleKinds are the kinds role's shards count.
+func roleKinds(role view.Role) []view.Kind {
+	if role == view.HotelShards {
+		return []view.Kind{view.Hotels, view.Advertisers}
+	}
+	return []view.Kind{view.Users}
+}
+
+// add folds the next record of the partition. Copies are judged first: a record whose raw
+// position is at or below the mark of its raw partition repeats one already folded and is
+// dropped; any other raises the mark, dead-lettered or not. A record the aggregator
+// dead-lettered is then passed over; any other is counted.
+func (f *shardFold) add(r *kgo.Record, deadLettered bool) {
+	f.records++
+	if sp, so, ok := rawPosition(r); ok {
+		if high, seen := f.marks[sp]; seen && so <= high {
+			f.copies++
+			return
+		}
+		f.marks[sp] = so
+	}
+	if deadLettered {
+		f.deadLettered++
+		return
+	}
+	ev, err := decodeProcessed(r.Value)
+	if err != nil {
+		f.unread = append(f.unread, unreadRecord{offset: r.Offset, err: err})
+		return
+	}
+	if f.role == view.UserShards {
+		f.counts[view.Users][ev.user]++
+		return
+	}
+	f.counts[view.Hotels][ev.hotel]++
+	prices := f.minPrices[ev.hotel]
+	for adv, price := range ev.prices {
+		f.counts[view.Advertisers][adv]++
+		if prices == nil {
+			prices = map[string]int64{}
+			f.minPrices[ev.hotel] = prices
+		}
+		if low, ok := prices[adv]; !ok || price < low {
+			prices[adv] = price
+		}
+	}
+}
+
+// rawPosition reads the raw partition and offset the transformer stamps on a processed record
+// (the last header of each name). A record without both, or with a value that is not a
+// non-negative number, has no position and is never taken for a copy.
+func rawPosition(r *kgo.Record) (partition int32, offset int64, ok bool) {
+	sp, so := "", ""
+	for _, h := range r.Headers {
+		switch h.Key {
+		case event.HeaderSourcePartition:
+			sp = string(h.Value)
+		case event.HeaderSourceOffset:
+			so = string(h.Value)
+		}
+	}
+	p, err1 := strconv.ParseInt(sp, 10, 32)
+	o, err2 := strconv.ParseInt(so, 10, 64)
+	if err1 != nil || err2 != nil || p < 0 || o < 0 {
+		return 0, 0, false
+	}
+	return int32(p), o, true
+}
+
+// processed is what the view counts of a processed event.
+type processed struct {
+	user, hotel string
+	prices      map[string]int64
+}
+
+// decodeProcessed reads a processed document with encoding/json: an object with a non-empty
+// string user_id and hotel_id, and advertiser_min_prices (when present) an object of integer
+// prices in 1..2^53. Other fields need only be valid JSON, and bytes after the object are not
+// read.
+func decodeProcessed(value []byte) (processed, error) {
+	var doc struct {
+		UserID  *string         `json:"user_id"`
+		HotelID *string         `json:"hotel_id"`
+		Prices  json.RawMessage `json:"advertiser_min_prices"`
+	}
+	if t := bytes.TrimSpace(value); len(t) == 0 || t[0] != '{' {
+		return processed{}, errors.New("not a JSON object")
+	}
+	// The first JSON value only: like the aggregator's parser, what follows it is not read.
+	if err := json.NewDecoder(bytes.NewReader(value)).Decode(&doc); err != nil {
+		return processed{}, err
+	}
+	if doc.UserID == nil || *doc.UserID == "" || doc.HotelID == nil || *doc.HotelID == "" {
+		return processed{}, errors.New("user_id or hotel_id missing or empty")
+	}
+	var prices map[string]json.RawMessage
+	if len(doc.Prices) > 0 {
+		// null is no object of prices, though encoding/json would take it for an absent field.
+		if string(doc.Prices) == "null" {
+			return processed{}, errors.New("advertiser_min_prices is null")
+		}
+		if err := json.Unmarshal(doc.Prices, &prices); err != nil {
+			return processed{}, fmt.Errorf("advertiser_min_prices: %w", err)
+		}
+	}
+	ev := processed{user: *doc.UserID, hotel: *doc.HotelID, prices: make(map[string]int64, len(prices))}
+	for adv, raw := range prices {
+		price, err := strconv.ParseInt(string(raw), 10, 64)
+		if err != nil || price < 1 || price > maxPrice {
+			return processed{}, fmt.Errorf("advertiser %q: price %s is not an integer in 1..2^53", adv, raw)
+		}
+		ev.prices[adv] = price
+	}
+	return ev, nil
+}

@@ -68,11 +68,11 @@ type Config struct {
 	RawTopic           string        `env:"RAW_TOPIC" default:"raw_events" parse:"topic" accepts:"Kafka topic name" help:"topic the generator writes and the transformer reads"`
 	ProcessedTopic     string        `env:"PROCESSED_TOPIC" default:"processed_events" parse:"topic" accepts:"Kafka topic name" help:"topic the transformer writes (keyed by user) and the aggregator reads"`
 	HotelTopic         string        `env:"HOTEL_TOPIC" default:"processed_events_by_hotel" parse:"topic" accepts:"Kafka topic name" help:"the processed events again, keyed by hotel: the hotel aggregator reads it"`
-	DeadLetterTopic    string        `env:"DEAD_LETTER_TOPIC" default:"dead_letter_events" parse:"topic" accepts:"Kafka topic name" help:"topic for records the transformer cannot read"`
+	DeadLetterTopic    string        `env:"DEAD_LETTER_TOPIC" default:"dead_letter_events" parse:"topic" accepts:"Kafka topic name" help:"topic for records the transformer or the aggregators cannot take"`
 	TopicPartitions    int           `env:"TOPIC_PARTITIONS" default:"6" range:"1..1000" accepts:"integer 1..1000" help:"partitions of topics searchflow creates when missing"`
 	InstanceID         string        `env:"INSTANCE_ID" accepts:"string of letters, digits, '.', '_', '-'" parse:"instance" help:"this process's stable name: with external Kafka the transformer's transactional ID is <CONSUMER_GROUP>-transformer-<INSTANCE_ID>; empty: the host name"`
 	TransactionTimeout time.Duration `env:"TRANSACTION_TIMEOUT" default:"10s" accepts:"Go duration 1s..15m" help:"Kafka transaction timeout: how long readers wait behind a crashed transformer's open transaction that no successor aborts"`
-	ConsumerGroup      string        `env:"CONSUMER_GROUP" default:"searchflow" accepts:"string" help:"prefix of the consumer groups (<prefix>-transformer, <prefix>-aggregator)"`
+	ConsumerGroup      string        `env:"CONSUMER_GROUP" default:"searchflow" accepts:"string" help:"prefix of the consumer groups (<prefix>-transformer, <prefix>-aggregator, <prefix>-aggregator-hotels)"`
 
 	HTTPAddr         string   `env:"HTTP_ADDR" default:":5000" parse:"hostport" accepts:"host:port" help:"where the API listens"`
 	AdminAddr        string   `env:"ADMIN_ADDR" parse:"hostport" accepts:"host:port" help:"serve /metrics and /debug/pprof here instead; empty serves /metrics on HTTP_ADDR and no pprof"`
@@ -91,12 +91,13 @@ type Config struct {
 	GeneratorHotels     int    `env:"GENERATOR_HOTELS" default:"1000" range:"1..100_000_000" accepts:"integer >= 1" help:"distinct hotels the generator draws from"`
 	GeneratorReplayFile string `env:"GENERATOR_REPLAY_FILE" parse:"file" accepts:"file path" help:"replay this file in the original TSV format instead of synthetic events"`
 
-	BatchMaxRecords int           `env:"BATCH_MAX_RECORDS" default:"10000" range:"1..1_000_000" accepts:"integer 1..1000000" help:"most records the transformer and aggregator take per batch"`
-	StallTimeout    time.Duration `env:"STALL_TIMEOUT" default:"30s" accepts:"Go duration > 0" help:"a partition with records left that has not moved for this long makes /readyz fail"`
-	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" default:"30s" accepts:"Go duration > 0" help:"drain deadline after SIGINT/SIGTERM"`
-	StatsInterval   time.Duration `env:"STATS_INTERVAL" default:"10s" accepts:"Go duration > 0" help:"how often each stage logs its counts"`
-	LogLevel        string        `env:"LOG_LEVEL" default:"info" oneof:"debug info warn error" accepts:"debug, info, warn, error" help:"log level"`
-	LogFormat       string        `env:"LOG_FORMAT" default:"json" oneof:"json console" accepts:"json, console" help:"log encoding"`
+	BatchMaxRecords     int           `env:"BATCH_MAX_RECORDS" default:"10000" range:"1..1_000_000" accepts:"integer 1..1000000" help:"most records the transformer and aggregator take per batch"`
+	GroupSessionTimeout time.Duration `env:"GROUP_SESSION_TIMEOUT" default:"45s" accepts:"Go duration 6s..30m" help:"how long the consumer groups wait for a member that stopped heartbeating (a killed process) before its partitions move"`
+	StallTimeout        time.Duration `env:"STALL_TIMEOUT" default:"30s" accepts:"Go duration > 0" help:"a partition with records left that has not moved for this long makes /readyz fail"`
+	ShutdownTimeout     time.Duration `env:"SHUTDOWN_TIMEOUT" default:"30s" accepts:"Go duration > 0" help:"drain deadline after SIGINT/SIGTERM"`
+	StatsInterval       time.Duration `env:"STATS_INTERVAL" default:"10s" accepts:"Go duration > 0" help:"how often each stage logs its counts"`
+	LogLevel            string        `env:"LOG_LEVEL" default:"info" oneof:"debug info warn error" accepts:"debug, info, warn, error" help:"log level"`
+	LogFormat           string        `env:"LOG_FORMAT" default:"json" oneof:"json console" accepts:"json, console" help:"log encoding"`
 }
 
 // SASL is how searchflow authenticates to Kafka; an empty Mechanism means no SASL.
@@ -177,6 +178,9 @@ func (c Config) check(p *parser, _ string) {
 		topics[t] = true
 	}
 	c.checkServices(p)
+	if c.GroupSessionTimeout != 0 && (c.GroupSessionTimeout < 6*time.Second || c.GroupSessionTimeout > 30*time.Minute) {
+		p.fail("GROUP_SESSION_TIMEOUT", "is %s: must be between 6s and 30m (the broker's group.min.session.timeout.ms and group.max.session.timeout.ms by default)", c.GroupSessionTimeout)
+	}
 	if c.TransactionTimeout != 0 && (c.TransactionTimeout < time.Second || c.TransactionTimeout > 15*time.Minute) {
 		p.fail("TRANSACTION_TIMEOUT", "is %s: must be between 1s and 15m (the broker's transaction.max.timeout.ms is 15m by default)", c.TransactionTimeout)
 	}

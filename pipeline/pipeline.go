@@ -147,7 +147,7 @@ func (p *pipeline) stages() ([]Stage, error) {
 	if cfg.Enabled(config.StageTransformer) {
 		tc := TransformerConfig(cfg)
 		tc.OnBatch = func(n int, took time.Duration) { p.metrics.ObserveBatch("transformer", n, took) }
-		t := transformer.New(tc, p.clientOpts("transformer"), p.log.With(zap.String("stage", "transformer")))
+		t := transformer.New(tc, p.groupOpts("transformer"), p.log.With(zap.String("stage", "transformer")))
 		out = append(out, t)
 	}
 	if cfg.Enabled(config.StageAggregator) {
@@ -172,7 +172,7 @@ func (p *pipeline) aggregator(role view.Role) *aggregator.Aggregator {
 			p.metrics.EndToEnd.Observe(landed.Sub(r.Timestamp).Seconds())
 		}
 	}
-	return aggregator.New(ac, p.clientOpts(name), p.view, p.log.With(zap.String("stage", name)))
+	return aggregator.New(ac, p.groupOpts(name), p.view, p.log.With(zap.String("stage", name)))
 }
 
 // sanitizeInstance keeps the characters a transactional ID takes (letters, digits, '.', '_',
@@ -214,6 +214,11 @@ func AggregatorConfig(cfg config.Config, role view.Role) aggregator.Config {
 func limits(l config.Limits) event.Limits {
 	return event.Limits{AdvertisersPerEvent: l.AdvertisersPerEvent, OffersPerAdvertiser: l.OffersPerAdvertiser,
 		AdvertiserNameBytes: l.AdvertiserNameBytes, IDBytes: l.IDBytes}
+}
+
+// groupOpts are the Kafka options of a consumer group member's client.
+func (p *pipeline) groupOpts(name string) []kgo.Opt {
+	return append(p.clientOpts(name), kgo.SessionTimeout(p.cfg.GroupSessionTimeout))
 }
 
 // clientOpts are the Kafka options of one client, named for the franz-go metrics' client label.

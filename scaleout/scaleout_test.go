@@ -44,7 +44,9 @@ func startServices(t *testing.T) *services {
 	return &services{kafka: kc, broker: kc.ListenAddrs()[0], redis: rc, env: map[string]string{
 		"KAFKA_BROKERS": strings.Join(kc.ListenAddrs(), ","), "REDIS_ADDR": strings.Join(rc.Addrs(), ","),
 		"REDIS_CLUSTER": "on", "TOPIC_PARTITIONS": "6", "BATCH_MAX_RECORDS": "500", "LOG_LEVEL": "info",
-		"STAGES": "transformer,aggregator,api",
+		// A killed daemon's partitions move after this; the default 45 s only makes the test longer.
+		"GROUP_SESSION_TIMEOUT": "10s",
+		"STAGES":                "transformer,aggregator,api",
 	}}
 }
 

@@ -254,12 +254,13 @@ func waitApplied(base string, n int64, within time.Duration) error {
 			err = json.NewDecoder(resp.Body).Decode(&st)
 			resp.Body.Close()
 		}
-		if err == nil && st.Stages["aggregator"].Totals[counters.Applied] >= n {
+		// Both aggregators: every event is applied to a user shard and to a hotel shard.
+		if err == nil && st.Stages["aggregator"].Totals[counters.Applied] >= n && st.Stages["aggregator-hotels"].Totals[counters.Applied] >= n {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("the aggregator did not apply %d events within %s", n, within)
+			return fmt.Errorf("the aggregators did not apply %d events within %s", n, within)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

@@ -63,9 +63,17 @@ type Results struct {
 	LatencyP99Ms            float64 `json:"latency_p99_ms"`
 	LatencyMaxMs            float64 `json:"latency_max_ms"`
 	PeakRSSMB               float64 `json:"peak_rss_mb"`
-	GoVersion               string  `json:"go_version"`
-	CPUs                    int     `json:"cpus"`
-	Date                    string  `json:"date"`
+	// The sharded view: the cost per event of each phase, and the aggregators alone on a local
+	// 3-master Redis Cluster (the same processed topics folded again).
+	TransformerCost               PartCost `json:"transformer_cost"`
+	AggregatorCost                PartCost `json:"aggregator_cost"`
+	E2ECost                       PartCost `json:"e2e_cost"`
+	Shards                        int      `json:"shards"`
+	ClusterAggregatorEventsPerSec float64  `json:"cluster_aggregator_events_per_sec"`
+	ClusterAggregatorCost         PartCost `json:"cluster_aggregator_cost"`
+	GoVersion                     string   `json:"go_version"`
+	CPUs                          int      `json:"cpus"`
+	Date                          string   `json:"date"`
 }
 
 func main() {
@@ -92,7 +100,6 @@ type bench struct {
 	log        *zap.Logger
 	addr       string
 	redis      rueidis.Client
-	view       *view.View
 	partitions int
 	batch      int
 }
@@ -217,7 +224,7 @@ func setUp(partitions int) (*bench, func(), error) {
 	}
 	undo = append(undo, rc.Close)
 	b := &bench{ctx: context.Background(), log: zap.NewNop(), addr: cluster.ListenAddrs()[0], redis: rc,
-		view: view.New(rc), partitions: partitions, batch: 10_000}
+		partitions: partitions, batch: 10_000}
 	return b, cleanup, b.flush()
 }
 
@@ -237,19 +244,32 @@ func (b *bench) measure(set settings, profile func(phase string) (func(), error)
 	if res.PassthroughEventsPerSec, err = b.passthrough(n, res.RecordBytes); err != nil {
 		return res, err
 	}
-	phase := func(name, label, raw, processed string, withT, withA bool) (float64, error) {
+	phase := func(name, label, raw, processed string, withT, withA bool, cost *PartCost) (float64, error) {
 		step(label)
 		stop, err := profile(name)
 		if err != nil {
 			return 0, err
 		}
 		defer stop()
-		return b.stages(name, raw, processed, n, withT, withA, nil)
+		meter, err := startCost(b.ctx, b.redis)
+		if err != nil {
+			return 0, err
+		}
+		rate, err := b.stages(name, raw, processed, n, withT, withA, b.redis, nil)
+		if err == nil {
+			*cost, err = meter.per(n)
+		}
+		return rate, err
 	}
-	if res.TransformerEventsPerSec, err = phase("transformer", "transformer alone", "raw", "processed_solo", true, false); err != nil {
+	res.Shards = 2 * set.partitions
+	if res.TransformerEventsPerSec, err = phase("transformer", "transformer alone", "raw", "processed_solo", true, false, &res.TransformerCost); err != nil {
 		return res, err
 	}
-	if res.AggregatorEventsPerSec, err = phase("aggregator", "aggregator alone", "", "processed_solo", false, true); err != nil {
+	if res.AggregatorEventsPerSec, err = phase("aggregator", "aggregators alone (sharded view, one Redis)", "", "processed_solo", false, true, &res.AggregatorCost); err != nil {
+		return res, err
+	}
+	step("aggregators alone on a local 3-master Redis Cluster")
+	if res.ClusterAggregatorEventsPerSec, res.ClusterAggregatorCost, err = b.clusterPhase(n); err != nil {
 		return res, err
 	}
 	if err := b.flush(); err != nil {
@@ -257,7 +277,7 @@ func (b *bench) measure(set settings, profile func(phase string) (func(), error)
 	}
 	runtime.GC()
 	resetPeakRSS()
-	if res.E2EEventsPerSec, err = phase("e2e", "end to end (transformer + aggregator)", "raw", "processed_e2e", true, true); err != nil {
+	if res.E2EEventsPerSec, err = phase("e2e", "end to end (transformer + aggregator)", "raw", "processed_e2e", true, true, &res.E2ECost); err != nil {
 		return res, err
 	}
 	res.PeakRSSMB = peakRSSMB()
@@ -416,7 +436,8 @@ func copyTopic(ctx context.Context, addr, from, to string, batch int) error {
 
 // stages runs the transformer and/or the aggregator until n events went through and returns the
 // rate. Each run uses its own consumer groups.
-func (b *bench) stages(name, raw, processed string, n int64, withT, withA bool, onApplied func([]*kgo.Record, time.Time, time.Duration)) (float64, error) {
+// The view goes to rc.
+func (b *bench) stages(name, raw, processed string, n int64, withT, withA bool, rc rueidis.Client, onApplied func([]*kgo.Record, time.Time, time.Duration)) (float64, error) {
 	if err := b.createTopics(processed, processed+"_by_hotel", "dlq_"+name); err != nil {
 		return 0, err
 	}
@@ -445,7 +466,7 @@ func (b *bench) stages(name, raw, processed string, n int64, withT, withA bool, 
 		go func() { errs <- t.Run(ctx) }()
 	}
 	if withA {
-		v := view.New(b.redis)
+		v := view.New(rc)
 		layout := view.Layout{UsersTopic: cfg.ProcessedTopic, Users: b.partitions, HotelsTopic: cfg.HotelTopic, Hotels: b.partitions}
 		if err := v.Claim(ctx, layout); err != nil {
 			return 0, err
@@ -523,7 +544,7 @@ func (b *bench) latency(rate, secs, users int) ([]time.Duration, error) {
 		_, _, err := b.generate("raw_lat", n, users, rate)
 		genErr <- err
 	}()
-	if _, err := b.stages("lat", "raw_lat", "processed_lat", n, true, true, onApplied); err != nil {
+	if _, err := b.stages("lat", "raw_lat", "processed_lat", n, true, true, b.redis, onApplied); err != nil {
 		return nil, err
 	}
 	if err := <-genErr; err != nil {
@@ -574,4 +595,14 @@ func printTable(r Results) {
 	row(fmt.Sprintf("latency p50 at %d ev/s (ms)", r.LatencyRate), fmt.Sprintf("%.1f", r.LatencyP50Ms))
 	row(fmt.Sprintf("latency p99 at %d ev/s (ms)", r.LatencyRate), fmt.Sprintf("%.1f", r.LatencyP99Ms))
 	row("peak RSS during end to end (MB)", fmt.Sprintf("%.0f", r.PeakRSSMB))
+	fmt.Printf("\nsharded view: %d shards; cost per event (µs)         go CPU  redis CPU  in scripts  scripts/event\n", r.Shards)
+	cost := func(name string, c PartCost) {
+		fmt.Printf("%-44s %7.2f %10.2f %11.2f %14.4f\n", name, c.GoCPUMicros, c.RedisCPUMicros, c.ScriptMicros, c.ScriptsPerEvent)
+	}
+	cost("transformer alone", r.TransformerCost)
+	cost("aggregators alone, one Redis", r.AggregatorCost)
+	cost("end to end, one Redis", r.E2ECost)
+	cost("aggregators alone, 3-master cluster", r.ClusterAggregatorCost)
+	row("aggregators alone, 3-master cluster (ev/s)", fmt.Sprintf("%.0f", r.ClusterAggregatorEventsPerSec))
+	fmt.Printf("%-44s %v\n", "redis CPU µs/event by master (cluster)", r.ClusterAggregatorCost.PerMaster)
 }

@@ -21,7 +21,7 @@ import (
 // Cluster is a Redis Cluster of masters without replicas, one redis-server process per master on
 // 127.0.0.1, made by `redis-cli --cluster create`. It is not safe for concurrent use.
 //
-// Every node appends each write to its AOF and fsyncs it before it replies (appendonly yes,
+// Every node of StartCluster appends each write to its AOF and fsyncs it before it replies (appendonly yes,
 // appendfsync always), so a master killed with SIGKILL comes back from Restart with every write
 // it acknowledged. Its nodes.conf (its node ID, its slots, the epochs) lives outside the data
 // directory: RestartEmpty deletes the data and keeps nodes.conf, so the master comes back empty
@@ -33,8 +33,9 @@ import (
 // cluster_state:fail for its first 2 s (redis-server's fixed writable delay), so Restart and
 // RestartEmpty take about 2 s whether or not the others had noticed the death.
 type Cluster struct {
-	server string // redis-server's path
-	nodes  []*clusterNode
+	server  string // redis-server's path
+	nodes   []*clusterNode
+	durable bool // appendfsync always (StartCluster); RunCluster's nodes keep nothing
 }
 
 type clusterNode struct {
@@ -67,23 +68,50 @@ const (
 // SEARCHFLOW_REQUIRE_REDIS_CLUSTER is set: then it fails, so CI cannot skip it silently.
 func StartCluster(t testing.TB, masters int) *Cluster {
 	t.Helper()
-	if masters < 3 {
-		t.Fatalf("redistest: a cluster needs at least 3 masters, got %d", masters)
-	}
 	server, cli := clusterTools(t)
-	dir := t.TempDir()
+	c := &Cluster{server: server, durable: true}
+	t.Cleanup(c.killAll) // runs before t.TempDir's own cleanup removes the files
+	if err := c.create(cli, masters, t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// RunCluster is StartCluster outside a test (the benchmark): masters nodes under dir that keep
+// nothing on disk (no AOF, no snapshots), so that they measure Redis, not the disk. Stop them
+// with Stop.
+func RunCluster(masters int, dir string) (*Cluster, error) {
+	server, errServer := exec.LookPath("redis-server")
+	cli, errCLI := exec.LookPath("redis-cli")
+	if err := errors.Join(errServer, errCLI); err != nil {
+		return nil, fmt.Errorf("redistest: %w (apt-get install redis-server redis-tools)", err)
+	}
 	c := &Cluster{server: server}
-	t.Cleanup(c.killAll) // runs before t.TempDir's own cleanup removes dir
+	if err := c.create(cli, masters, dir); err != nil {
+		c.killAll()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Stop kills every master (RunCluster's; StartCluster's are killed at the test's end).
+func (c *Cluster) Stop() { c.killAll() }
+
+// create starts the masters under dir, joins them into one cluster and waits until it is ok.
+func (c *Cluster) create(cli string, masters int, dir string) error {
+	if masters < 3 {
+		return fmt.Errorf("redistest: a cluster needs at least 3 masters, got %d", masters)
+	}
 	for i := range masters {
 		n := &clusterNode{
 			dir:  filepath.Join(dir, strconv.Itoa(i)),
 			conf: filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", i)),
 		}
 		if err := os.Mkdir(n.dir, 0o755); err != nil {
-			t.Fatalf("redistest: %v", err)
+			return fmt.Errorf("redistest: %w", err)
 		}
 		if err := c.startOnFreePort(n); err != nil {
-			t.Fatalf("redistest: cluster node %d: %v", i, err)
+			return fmt.Errorf("redistest: cluster node %d: %w", i, err)
 		}
 		c.nodes = append(c.nodes, n)
 	}
@@ -92,10 +120,9 @@ func StartCluster(t testing.TB, masters int) *Cluster {
 	args := append([]string{"--cluster", "create"}, c.Addrs()...)
 	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
 	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
-		t.Fatalf("redistest: redis-cli %s: %v; it said: %s", strings.Join(args, " "), err, out)
+		return fmt.Errorf("redistest: redis-cli %s: %v; it said: %s", strings.Join(args, " "), err, out)
 	}
-	c.WaitOK(t)
-	return c
+	return c.waitOK()
 }
 
 // clusterTools finds redis-server and redis-cli, or skips or fails the test as StartCluster says.
@@ -129,11 +156,15 @@ func (c *Cluster) startOnFreePort(n *clusterNode) error {
 // behind (the server writes one before it binds the bus port), so that the next port is tried
 // by a fresh node.
 func (c *Cluster) start(n *clusterNode, port int) error {
-	cmd := exec.Command(c.server,
+	persist := []string{"--appendonly", "no"}
+	if c.durable {
+		persist = []string{"--appendonly", "yes", "--appendfsync", "always"}
+	}
+	cmd := exec.Command(c.server, append(append([]string{
 		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--protected-mode", "no",
-		"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", n.dir,
+		"--save", "", "--dir", n.dir}, persist...),
 		"--cluster-enabled", "yes", "--cluster-config-file", n.conf,
-		"--cluster-node-timeout", clusterNodeTimeout, "--loglevel", "notice")
+		"--cluster-node-timeout", clusterNodeTimeout, "--loglevel", "notice")...)
 	out := &headBuffer{max: 16 << 10}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -336,7 +367,13 @@ func (c *Cluster) restart(t testing.TB, i int) {
 // assigned and none of them on a node it suspects or knows failed.
 func (c *Cluster) WaitOK(t testing.TB) {
 	t.Helper()
-	c.waitState(t, "ok", func(info map[string]string) bool {
+	if err := c.waitOK(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *Cluster) waitOK() error {
+	return c.waitState("ok", func(info map[string]string) bool {
 		return info["cluster_state"] == "ok" && info["cluster_slots_assigned"] == "16384" &&
 			info["cluster_slots_ok"] == "16384"
 	}, false)
@@ -347,15 +384,17 @@ func (c *Cluster) WaitOK(t testing.TB) {
 // keyed commands with "CLUSTERDOWN The cluster is down".
 func (c *Cluster) WaitDown(t testing.TB) {
 	t.Helper()
-	c.waitState(t, "fail", func(info map[string]string) bool {
+	err := c.waitState("fail", func(info map[string]string) bool {
 		return info["cluster_state"] == "fail"
 	}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // waitState polls CLUSTER INFO on every master (on the running ones only if runningOnly) until
-// each satisfies done, or fails the test after clusterSettle with what each last said.
-func (c *Cluster) waitState(t testing.TB, want string, done func(map[string]string) bool, runningOnly bool) {
-	t.Helper()
+// each satisfies done, or returns after clusterSettle what each last said.
+func (c *Cluster) waitState(want string, done func(map[string]string) bool, runningOnly bool) error {
 	deadline := time.Now().Add(clusterSettle)
 	for {
 		var last []string
@@ -378,10 +417,10 @@ func (c *Cluster) waitState(t testing.TB, want string, done func(map[string]stri
 			}
 		}
 		if len(last) == 0 {
-			return
+			return nil
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("redistest: cluster not %s within %v: %s", want, clusterSettle, strings.Join(last, "; "))
+			return fmt.Errorf("redistest: cluster not %s within %v: %s", want, clusterSettle, strings.Join(last, "; "))
 		}
 		time.Sleep(pollInterval)
 	}

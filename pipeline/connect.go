@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -103,7 +104,12 @@ func (p *pipeline) connectRedis(ctx context.Context) error {
 	err := p.retry(ctx, "redis", "connect to redis", func() error {
 		c, err := rueidis.NewClient(opt)
 		if err != nil {
-			return explain(fmt.Errorf("connect to redis %v: %w", opt.InitAddress, err))
+			err = explain(fmt.Errorf("connect to redis %v: %w", opt.InitAddress, err))
+			if strings.Contains(err.Error(), "SELECT is not allowed in cluster mode") {
+				// REDIS_DB is not 0 on a cluster: no retry will change that.
+				return backoff.Permanent(fmt.Errorf("REDIS_DB is %d: %w", cfg.RedisDB, err))
+			}
+			return err
 		}
 		if ctx.Err() != nil {
 			c.Close() // retry already returned: nobody would close it

@@ -210,8 +210,9 @@ func (v *View) shardsOf(l Layout) *shards {
 	for r, count := range []int{l.Users, l.Hotels} {
 		s.prefix[r] = make([]string, count)
 		for p := range count {
-			// User shard p takes point 2p of the 2n, hotel shard p point 2p+1 (with n = max of the
-			// two counts when they differ, each role spread over the whole range on its own).
+			// With as many hotel as user shards, user shard p takes point 2p of the n = 2 × count
+			// points and hotel shard p point 2p+1. With counts that differ, each role is spread
+			// over the whole slot range on its own.
 			var point, of int
 			if l.Users == l.Hotels {
 				point, of = 2*p+r, n

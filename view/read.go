@@ -41,7 +41,7 @@ func (v *View) Counts(ctx context.Context, kind Kind, offset, limit int) (int64,
 			rueidis.CT(v.client.B().Zcard().Key(key).Cache(), cacheTTL),
 			rueidis.CT(v.client.B().Zrange().Key(key).Min("0").Max(strconv.Itoa(offset+limit-1)).Withscores().Cache(), cacheTTL))
 	}
-	total, lists, err := v.readShards(ctx, kind, cmds)
+	total, lists, err := v.readShards(ctx, string(kind), cmds, true)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -53,9 +53,9 @@ func (v *View) Counts(ctx context.Context, kind Kind, offset, limit int) (int64,
 	return total, entries, nil
 }
 
-// readShards runs a ZCARD and a ZRANGE per shard (cmds, in pairs) and returns the sum of the
-// cardinalities and each shard's members.
-func (v *View) readShards(ctx context.Context, what Kind, cmds []rueidis.CacheableTTL) (int64, [][]rueidis.ZScore, error) {
+// readShards runs a ZCARD and a ZRANGE per shard (cmds, in pairs; the ZRANGEs WITHSCORES when
+// scored) and returns the sum of the cardinalities and each shard's members.
+func (v *View) readShards(ctx context.Context, what string, cmds []rueidis.CacheableTTL, scored bool) (int64, [][]rueidis.ZScore, error) {
 	resps := v.client.DoMultiCache(ctx, cmds...)
 	var total int64
 	lists := make([][]rueidis.ZScore, 0, len(resps)/2)
@@ -65,7 +65,7 @@ func (v *View) readShards(ctx context.Context, what Kind, cmds []rueidis.Cacheab
 			return 0, nil, fmt.Errorf("view: count %s: %w", what, err)
 		}
 		var list []rueidis.ZScore
-		if what == minPriceHotelsKey {
+		if !scored {
 			var ids []string
 			ids, err = resps[i+1].AsStrSlice()
 			for _, id := range ids {
@@ -133,7 +133,7 @@ func (v *View) MinPrices(ctx context.Context, offset, limit int) (int64, []Hotel
 			rueidis.CT(v.client.B().Zcard().Key(key).Cache(), cacheTTL),
 			rueidis.CT(v.client.B().Zrange().Key(key).Min("0").Max(strconv.Itoa(offset+limit-1)).Cache(), cacheTTL))
 	}
-	total, lists, err := v.readShards(ctx, minPriceHotelsKey, cmds)
+	total, lists, err := v.readShards(ctx, "hotels with prices", cmds, false)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -31,6 +31,25 @@ type Keys struct {
 	User, Hotel string
 }
 
+// AppendRecords is AppendProcessed that also writes the event's compact hotel document (see
+// ParseHotel), after the processed one in the same buffer: processed and byHotel share dst's
+// array, processed capped so that appending to it cannot overwrite byHotel.
+func (l Limits) AppendRecords(dst, value []byte) (processed, byHotel []byte, keys Keys, err error) {
+	d, err := decode(value, l)
+	if err != nil {
+		return nil, nil, Keys{}, err
+	}
+	v, err := d.judge()
+	if err != nil {
+		return nil, nil, Keys{}, err
+	}
+	start := len(dst)
+	dst = v.appendJSON(dst)
+	mid := len(dst)
+	dst = v.appendHotelJSON(dst)
+	return dst[start:mid:mid], dst[mid:], Keys{User: v.user, Hotel: v.hotel}, nil
+}
+
 // AppendProcessed is the package's AppendProcessed under the limits l.
 func (l Limits) AppendProcessed(dst, value []byte) ([]byte, Keys, error) {
 	d, err := decode(value, l)

@@ -33,6 +33,9 @@ func checkAgainstReference(t *testing.T, raw []byte) {
 	case err == nil && (string(fast) != string(encode(t, got)) || keys != event.Keys{User: got.UserID, Hotel: got.HotelID}):
 		t.Fatalf("AppendProcessed(%q) = %s %+v, want %s %q %q", raw, fast, keys, encode(t, got), got.UserID, got.HotelID)
 	}
+	if err == nil {
+		checkHotelRecord(t, raw, fast, got)
+	}
 	want, refErr := eventref.Transform(raw)
 	var ve, refVE *event.ValidationError
 	if err != nil && !errors.As(err, &ve) {
@@ -86,4 +89,33 @@ func FuzzTransform(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		checkAgainstReference(t, raw)
 	})
+}
+
+// checkHotelRecord: AppendRecords writes the same processed document as AppendProcessed and,
+// after it, the compact hotel document: the hotel and the advertisers' minimums, as encoding/json
+// writes them, which ParseHotel reads back to the facts ParseProcessed reads from the processed one.
+func checkHotelRecord(t *testing.T, raw, processed []byte, got event.Processed) {
+	t.Helper()
+	proc, hotel, _, err := event.DefaultLimits().AppendRecords([]byte("prefix"), raw)
+	if err != nil || string(proc) != string(processed) {
+		t.Fatalf("AppendRecords(%q) = %s (%v), want the processed document %s", raw, proc, err, processed)
+	}
+	want, _ := json.Marshal(struct {
+		HotelID string           `json:"hotel_id"`
+		Prices  map[string]int64 `json:"advertiser_min_prices"`
+	}{got.HotelID, got.AdvertiserMinPrices})
+	if string(hotel) != string(want) {
+		t.Fatalf("AppendRecords(%q) hotel record %s, want %s", raw, hotel, want)
+	}
+	var fromProc, fromHotel event.ProcessedFacts
+	if err := event.ParseProcessed(processed, &fromProc); err != nil {
+		t.Fatalf("ParseProcessed(%s): %v", processed, err)
+	}
+	if err := event.ParseHotel(hotel, &fromHotel); err != nil {
+		t.Fatalf("ParseHotel(%s): %v", hotel, err)
+	}
+	fromProc.UserID = ""
+	if !reflect.DeepEqual(fromProc, fromHotel) && !(len(fromProc.Prices) == 0 && len(fromHotel.Prices) == 0) {
+		t.Fatalf("the hotel record reads as %+v, the processed one as %+v", fromHotel, fromProc)
+	}
 }

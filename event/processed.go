@@ -38,6 +38,24 @@ func (v *verdict) appendJSON(dst []byte) []byte {
 	return append(dst, "}}"...)
 }
 
+// appendHotelJSON writes the event's compact document for the hotel topic: only what the hotel
+// aggregator counts, {"hotel_id":...,"advertiser_min_prices":{...}}, the processed document's
+// own fields and order, so it stays readable by anything that reads processed events.
+func (v *verdict) appendHotelJSON(dst []byte) []byte {
+	dst = append(dst, `{"hotel_id":`...)
+	dst = jsonw.AppendString(dst, v.hotel)
+	dst = append(dst, `,"advertiser_min_prices":{`...)
+	for i, a := range v.advertisers {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = jsonw.AppendString(dst, a.name)
+		dst = append(dst, ':')
+		dst = strconv.AppendInt(dst, a.low, 10)
+	}
+	return append(dst, "}}"...)
+}
+
 // AdvertiserPrice is one advertiser's lowest price in a processed event.
 type AdvertiserPrice struct {
 	Advertiser string
@@ -53,7 +71,13 @@ type ProcessedFacts struct {
 
 // ParseProcessed reads the facts the aggregator counts from a processed event: user_id,
 // hotel_id and advertiser_min_prices; other fields are checked for syntax and skipped.
-func ParseProcessed(value []byte, f *ProcessedFacts) error {
+func ParseProcessed(value []byte, f *ProcessedFacts) error { return parseFacts(value, f, true) }
+
+// ParseHotel reads a record of the hotel topic — the compact document AppendRecords writes, or a
+// whole processed event — as ParseProcessed does, but needs no user_id.
+func ParseHotel(value []byte, f *ProcessedFacts) error { return parseFacts(value, f, false) }
+
+func parseFacts(value []byte, f *ProcessedFacts, needUser bool) error {
 	s := scanner{b: value}
 	f.UserID, f.HotelID, f.Prices = "", "", f.Prices[:0]
 	s.object(func(key []byte, esc bool) {
@@ -84,7 +108,10 @@ func ParseProcessed(value []byte, f *ProcessedFacts) error {
 	if s.err != nil {
 		return fmt.Errorf("processed event: %w", s.err)
 	}
-	if f.UserID == "" || f.HotelID == "" {
+	if (needUser && f.UserID == "") || f.HotelID == "" {
+		if !needUser {
+			return fmt.Errorf("hotel record: hotel_id missing")
+		}
 		return fmt.Errorf("processed event: user_id or hotel_id missing")
 	}
 	return nil

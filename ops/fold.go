@@ -73,7 +73,7 @@ func (f *shardFold) add(r *kgo.Record, deadLettered bool) {
 		f.deadLettered++
 		return
 	}
-	ev, err := decodeProcessed(r.Value)
+	ev, err := decodeProcessed(r.Value, f.role == view.UserShards)
 	if err != nil {
 		f.unread = append(f.unread, unreadRecord{offset: r.Offset, err: err})
 		return
@@ -123,13 +123,13 @@ type processed struct {
 	prices      map[string]int64
 }
 
-// decodeProcessed reads a processed document with encoding/json: an object with a non-empty
-// string user_id and hotel_id, and advertiser_min_prices (when present) an object of integer
-// prices in 1..2^53. Other fields need only be valid JSON, and bytes after the object are not
-// read.
-func decodeProcessed(value []byte) (processed, error) {
+// decodeProcessed reads a processed document, or a hotel record (needUser false: its user_id may
+// be absent), with encoding/json: an object with a non-empty string user_id and hotel_id, and
+// advertiser_min_prices (when present) an object of integer prices in 1..2^53. Other fields need
+// only be valid JSON, and bytes after the object are not read.
+func decodeProcessed(value []byte, needUser bool) (processed, error) {
 	var doc struct {
-		UserID  *string         `json:"user_id"`
+		UserID  json.RawMessage `json:"user_id"`
 		HotelID *string         `json:"hotel_id"`
 		Prices  json.RawMessage `json:"advertiser_min_prices"`
 	}
@@ -140,7 +140,14 @@ func decodeProcessed(value []byte) (processed, error) {
 	if err := json.NewDecoder(bytes.NewReader(value)).Decode(&doc); err != nil {
 		return processed{}, err
 	}
-	if doc.UserID == nil || *doc.UserID == "" || doc.HotelID == nil || *doc.HotelID == "" {
+	var user string
+	if len(doc.UserID) > 0 {
+		// Present, it must be a string (null included: the aggregator's parser refuses it too).
+		if string(doc.UserID) == "null" || json.Unmarshal(doc.UserID, &user) != nil {
+			return processed{}, errors.New("user_id is not a string")
+		}
+	}
+	if (needUser && user == "") || doc.HotelID == nil || *doc.HotelID == "" {
 		return processed{}, errors.New("user_id or hotel_id missing or empty")
 	}
 	var prices map[string]json.RawMessage
@@ -153,7 +160,7 @@ func decodeProcessed(value []byte) (processed, error) {
 			return processed{}, fmt.Errorf("advertiser_min_prices: %w", err)
 		}
 	}
-	ev := processed{user: *doc.UserID, hotel: *doc.HotelID, prices: make(map[string]int64, len(prices))}
+	ev := processed{user: user, hotel: *doc.HotelID, prices: make(map[string]int64, len(prices))}
 	for adv, raw := range prices {
 		price, err := strconv.ParseInt(string(raw), 10, 64)
 		if err != nil || price < 1 || price > maxPrice {

@@ -105,28 +105,36 @@ func TestDecodeProcessedAgreesWithTheAggregator(t *testing.T) {
 		`{"user_id":null,"hotel_id":"h"}`,
 		`{"user_id":7,"hotel_id":"h"}`,
 		`{"user_id":"u"}`,
+		`{"hotel_id":"h","advertiser_min_prices":{"a":5}}`,
+		`{"hotel_id":"","advertiser_min_prices":{"a":5}}`,
+		`{"advertiser_min_prices":{"a":5}}`,
 		`{"user_id":"u","hotel_id":"h"`,
 		`{"user_id":"u","hotel_id":"h"} x`,
 		`["u","h"]`,
 		`null`,
 		``,
 	} {
-		var facts event.ProcessedFacts
-		theirs := event.ParseProcessed([]byte(doc), &facts)
-		ev, ours := decodeProcessed([]byte(doc))
-		if (theirs == nil) != (ours == nil) {
-			t.Errorf("%s: the aggregator says %v, verify says %v", doc, theirs, ours)
-			continue
-		}
-		if ours != nil {
-			continue
-		}
-		prices := map[string]int64{}
-		for _, p := range facts.Prices {
-			prices[p.Advertiser] = p.Price
-		}
-		if ev.user != facts.UserID || ev.hotel != facts.HotelID || !reflect.DeepEqual(ev.prices, prices) {
-			t.Errorf("%s: verify reads %+v, the aggregator %+v", doc, ev, facts)
+		for _, needUser := range []bool{true, false} { // a processed event, and a hotel record
+			var facts event.ProcessedFacts
+			theirs := event.ParseProcessed([]byte(doc), &facts)
+			if !needUser {
+				theirs = event.ParseHotel([]byte(doc), &facts)
+			}
+			ev, ours := decodeProcessed([]byte(doc), needUser)
+			if (theirs == nil) != (ours == nil) {
+				t.Errorf("%s (user needed %v): the aggregator says %v, verify says %v", doc, needUser, theirs, ours)
+				continue
+			}
+			if ours != nil {
+				continue
+			}
+			prices := map[string]int64{}
+			for _, p := range facts.Prices {
+				prices[p.Advertiser] = p.Price
+			}
+			if ev.user != facts.UserID || ev.hotel != facts.HotelID || !reflect.DeepEqual(ev.prices, prices) {
+				t.Errorf("%s: verify reads %+v, the aggregator %+v", doc, ev, facts)
+			}
 		}
 	}
 }

@@ -31,7 +31,7 @@ func (a *Aggregator) deadLetterUndecodable(ctx context.Context, recs []*kgo.Reco
 	}
 	if n, ok := a.undecodableLog.allow(time.Now(), len(recs)); ok {
 		var facts event.ProcessedFacts
-		err := event.ParseProcessed(recs[0].Value, &facts)
+		err := parse(a.cfg.Role, recs[0].Value, &facts)
 		a.log.Error("aggregator: dead-lettered processed records that cannot be read", zap.String("topic", recs[0].Topic),
 			zap.Int32("partition", recs[0].Partition), zap.Int64("offset", recs[0].Offset), zap.Int("n", n),
 			zap.Int64("total", a.undecodable.Load()), zap.Error(err))
@@ -90,7 +90,7 @@ func (a *Aggregator) deadLetters(recs []*kgo.Record, reason event.Reason, detail
 	for i, r := range recs {
 		why := detail
 		if why == "" {
-			if err := event.ParseProcessed(r.Value, &facts); err != nil {
+			if err := parse(a.cfg.Role, r.Value, &facts); err != nil {
 				why = err.Error()
 			}
 		}

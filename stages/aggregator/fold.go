@@ -59,7 +59,7 @@ func fold(records []*kgo.Record, held snapshot, bounds priceBounds, role view.Ro
 		case deadLettered:
 			continue
 		}
-		if err := event.ParseProcessed(r.Value, &facts); err != nil {
+		if err := parse(role, r.Value, &facts); err != nil {
 			// Only the transformer writes this topic; anything else is dead-lettered before the
 			// batch that moves past it is applied.
 			f.undecodable = append(f.undecodable, r)
@@ -76,6 +76,14 @@ func fold(records []*kgo.Record, held snapshot, bounds priceBounds, role view.Ro
 		f.byPart[r.Partition] = t
 	}
 	return f
+}
+
+// parse reads a record of role's topic: a processed event (users), or a hotel record.
+func parse(role view.Role, value []byte, f *event.ProcessedFacts) error {
+	if role == view.HotelShards {
+		return event.ParseHotel(value, f)
+	}
+	return event.ParseProcessed(value, f)
 }
 
 // foldHotel counts an event's hotel and advertisers in partition p's part of b, and offers its

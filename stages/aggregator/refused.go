@@ -181,7 +181,7 @@ func (a *Aggregator) ofHotel(run []*kgo.Record, hotel string) []*kgo.Record {
 	var out []*kgo.Record
 	var facts event.ProcessedFacts
 	for _, r := range held.outstanding(run) {
-		if event.ParseProcessed(r.Value, &facts) == nil && facts.HotelID == hotel && !held.isCopy(r) {
+		if parse(a.cfg.Role, r.Value, &facts) == nil && facts.HotelID == hotel && !held.isCopy(r) {
 			out = append(out, r)
 		}
 	}

@@ -29,9 +29,9 @@ import (
 // Config is the transformer's slice of the configuration.
 type Config struct {
 	RawTopic, ProcessedTopic, DeadLetterTopic string
-	// HotelTopic receives every processed event a second time, keyed by hotel id, in the same
-	// transaction: the hotel aggregator folds it, so that each hotel is counted by one partition's
-	// consumer (README, Scaling out).
+	// HotelTopic receives every valid event a second time, as a compact document (hotel and
+	// prices) keyed by hotel id, in the same transaction: the hotel aggregator folds it, so that
+	// each hotel is counted by one partition's consumer (README, The Redis view).
 	HotelTopic      string
 	Group           string
 	BatchMaxRecords int
@@ -413,7 +413,7 @@ func (t *Transformer) committedBatch(fetches kgo.Fetches, n, dl int64, reasons m
 }
 
 // transform returns the records to produce for r — its processed event in the processed topic
-// and in the hotel topic, or its dead letter alone — and the dead-letter reason ("" for a
+// and its compact hotel document in the hotel topic, or its dead letter alone — and the dead-letter reason ("" for a
 // processed event). It never panics: a panic would be a bug in the decoder, and it makes the
 // record poison rather than the stage dead.
 func (t *Transformer) transform(r *kgo.Record) (out, byHotel *kgo.Record, reason event.Reason) {
@@ -425,7 +425,9 @@ func (t *Transformer) transform(r *kgo.Record) (out, byHotel *kgo.Record, reason
 	if v, ok := t.verdictOf(r); ok {
 		return t.deadLetter(r, v.reason, v.detail), nil, v.reason
 	}
-	value, keys, err := t.cfg.Limits.AppendProcessed(make([]byte, 0, len(r.Value)/2+128), r.Value)
+	// One buffer for both documents: the processed one is about 60 % of the raw event, the hotel
+	// one about 30 %.
+	value, compact, keys, err := t.cfg.Limits.AppendRecords(make([]byte, 0, len(r.Value)+192), r.Value)
 	if err == nil {
 		// The source position lets the aggregator drop an event that a crash made us produce twice.
 		headers := []kgo.RecordHeader{
@@ -433,7 +435,7 @@ func (t *Transformer) transform(r *kgo.Record) (out, byHotel *kgo.Record, reason
 			{Key: event.HeaderSourceOffset, Value: strconv.AppendInt(nil, r.Offset, 10)},
 		}
 		out := &kgo.Record{Topic: t.cfg.ProcessedTopic, Key: []byte(keys.User), Value: value, Timestamp: r.Timestamp, Headers: headers}
-		byHotel := &kgo.Record{Topic: t.cfg.HotelTopic, Key: []byte(keys.Hotel), Value: value, Timestamp: r.Timestamp, Headers: headers}
+		byHotel := &kgo.Record{Topic: t.cfg.HotelTopic, Key: []byte(keys.Hotel), Value: compact, Timestamp: r.Timestamp, Headers: headers}
 		if size := max(deadletter.Size(out), deadletter.Size(byHotel)); size > t.cfg.MaxRecordBytes {
 			return t.deadLetter(r, event.ReasonProcessedTooLarge, fmt.Sprintf(
 				"the processed record is %d bytes, over the %d byte producer limit", size, t.cfg.MaxRecordBytes)), nil, event.ReasonProcessedTooLarge

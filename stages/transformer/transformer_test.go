@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"strconv"
 	"testing"
 	"time"
@@ -91,6 +92,7 @@ func TestTransformerRoutesValidAndInvalid(t *testing.T) {
 			t.Errorf("processed %s off by %d", v, n)
 		}
 	}
+	checkHotelTopic(t, addr, processed)
 	for _, r := range dead {
 		want, ok := invalid[string(r.Value)]
 		if !ok {
@@ -250,5 +252,36 @@ func TestTransformerDeadLettersTheCorpus(t *testing.T) {
 		} else if string(r.Value) != c.Raw {
 			t.Errorf("%s: dead letter value %q, want the original bytes", c.Name, r.Value)
 		}
+	}
+}
+
+// checkHotelTopic: every processed event has its compact hotel record in the hotel topic, keyed
+// by its hotel, under the same raw position, holding its hotel and its advertisers' minimums.
+func checkHotelTopic(t *testing.T, addr string, processed []*kgo.Record) {
+	t.Helper()
+	want := map[string]event.Processed{}
+	for _, r := range processed {
+		var p event.Processed
+		if err := json.Unmarshal(r.Value, &p); err != nil {
+			t.Fatal(err)
+		}
+		want[kafkatest.Header(r, event.HeaderSourcePartition)+"/"+kafkatest.Header(r, event.HeaderSourceOffset)] = p
+	}
+	hotels := kafkatest.ReadCommittedToEnd(t, addr, "hotels")
+	if len(hotels) != len(processed) {
+		t.Errorf("%d hotel records for %d processed events", len(hotels), len(processed))
+	}
+	for _, r := range hotels {
+		pos := kafkatest.Header(r, event.HeaderSourcePartition) + "/" + kafkatest.Header(r, event.HeaderSourceOffset)
+		p, ok := want[pos]
+		var h struct {
+			HotelID string           `json:"hotel_id"`
+			Prices  map[string]int64 `json:"advertiser_min_prices"`
+		}
+		err := json.Unmarshal(r.Value, &h)
+		if !ok || err != nil || string(r.Key) != p.HotelID || h.HotelID != p.HotelID || !reflect.DeepEqual(h.Prices, p.AdvertiserMinPrices) {
+			t.Errorf("hotel record %s (key %q, raw position %s, err %v), want hotel %q with %v", r.Value, r.Key, pos, err, p.HotelID, p.AdvertiserMinPrices)
+		}
+		delete(want, pos)
 	}
 }

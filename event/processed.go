@@ -27,15 +27,7 @@ func (v *verdict) appendJSON(dst []byte) []byte {
 	dst = append(dst, `,"advertiser":`...)
 	dst = jsonw.AppendString(dst, v.min.name)
 	dst = append(dst, `},"advertiser_min_prices":{`...)
-	for i, a := range v.advertisers {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = jsonw.AppendString(dst, a.name)
-		dst = append(dst, ':')
-		dst = strconv.AppendInt(dst, a.low, 10)
-	}
-	return append(dst, "}}"...)
+	return v.appendPrices(dst)
 }
 
 // appendHotelJSON writes the event's compact document for the hotel topic: only what the hotel
@@ -45,6 +37,12 @@ func (v *verdict) appendHotelJSON(dst []byte) []byte {
 	dst = append(dst, `{"hotel_id":`...)
 	dst = jsonw.AppendString(dst, v.hotel)
 	dst = append(dst, `,"advertiser_min_prices":{`...)
+	return v.appendPrices(dst)
+}
+
+// appendPrices writes the advertisers' minimums, the members of advertiser_min_prices, and closes
+// that object and the document.
+func (v *verdict) appendPrices(dst []byte) []byte {
 	for i, a := range v.advertisers {
 		if i > 0 {
 			dst = append(dst, ',')

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -65,6 +66,7 @@ func run(args []string) int {
 	}
 	defer func() { _ = log.Sync() }()
 
+	defaultGC(os.Getenv)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {
@@ -78,6 +80,25 @@ func run(args []string) int {
 		return exitFailed
 	}
 	return exitOK
+}
+
+// GC defaults of the daemon, unless GOGC or GOMEMLIMIT set the Go runtime's own (README,
+// Performance): collect at 400 % heap growth instead of 100 %, within a 250 MiB soft limit, so
+// that a small heap is collected seldom and a large one (1,000,000 users) stays under the
+// 300 MB RSS goal. make bench-cpu: 10.6 -> 9.4 µs of CPU per event.
+const (
+	defaultGCPercent   = 400
+	defaultMemoryLimit = 250 << 20
+)
+
+// defaultGC applies the GC defaults the environment leaves unset.
+func defaultGC(getenv func(string) string) {
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGCPercent)
+	}
+	if getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 }
 
 func newLogger(level, format string) (*zap.Logger, error) {

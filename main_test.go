@@ -7,12 +7,14 @@ import (
 	"errors"
 	"io"
 	"maps"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -315,4 +317,25 @@ func TestStartDaemonSkipsATakenPort(t *testing.T) {
 		t.Fatalf("the daemon is taken to serve on %s, which another process holds", taken)
 	}
 	d.Terminate()
+}
+
+// TestDefaultGC: the daemon's GC defaults apply only where GOGC and GOMEMLIMIT leave them to it.
+func TestDefaultGC(t *testing.T) {
+	percent, limit := debug.SetGCPercent(100), debug.SetMemoryLimit(math.MaxInt64)
+	t.Cleanup(func() { debug.SetGCPercent(percent); debug.SetMemoryLimit(limit) })
+	defaultGC(func(string) string { return "" })
+	if got := debug.SetGCPercent(100); got != defaultGCPercent {
+		t.Errorf("GOGC unset: GC percent %d, want %d", got, defaultGCPercent)
+	}
+	if got := debug.SetMemoryLimit(math.MaxInt64); got != defaultMemoryLimit {
+		t.Errorf("GOMEMLIMIT unset: memory limit %d, want %d", got, defaultMemoryLimit)
+	}
+	set := map[string]string{"GOGC": "100", "GOMEMLIMIT": "1GiB"}
+	defaultGC(func(k string) string { return set[k] })
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("GOGC set: GC percent changed to %d", got)
+	}
+	if got := debug.SetMemoryLimit(math.MaxInt64); got != math.MaxInt64 {
+		t.Errorf("GOMEMLIMIT set: memory limit changed to %d", got)
+	}
 }

@@ -54,6 +54,18 @@ func (v *verdict) appendPrices(dst []byte) []byte {
 	return append(dst, "}}"...)
 }
 
+// userPrefix is how every processed document begins.
+const userPrefix = `{"user_id":"`
+
+// BeginsWithUser reports whether a processed document begins with user as its user_id, written
+// without escapes: {"user_id":"<user>". AppendProcessed writes every document that way, so a
+// reader that needs only the user can take it from the record's key after this check.
+func BeginsWithUser(doc, user []byte) bool {
+	n := len(userPrefix)
+	return len(doc) > n+len(user) && string(doc[:n]) == userPrefix &&
+		string(doc[n:n+len(user)]) == string(user) && doc[n+len(user)] == '"'
+}
+
 // AdvertiserPrice is one advertiser's lowest price in a processed event.
 type AdvertiserPrice struct {
 	Advertiser string

@@ -84,3 +84,27 @@ func BenchmarkAppendProcessed(b *testing.B) {
 		}
 	}
 }
+
+func TestBeginsWithUser(t *testing.T) {
+	doc, keys, err := event.AppendProcessed(nil, []byte(`{"user_id":"u-1","hotel_id":2,"search_timestamp":1,"hotel_advertisers":{"a":[{"eurocents":5}]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		doc, user string
+		want      bool
+	}{
+		{string(doc), keys.User, true},
+		{string(doc), "u-", false},
+		{string(doc), "u-12", false},
+		{`{"user_id":"u-1"`, "u-1", true},
+		{`{"user_id":"u-1`, "u-1", false},
+		{`not json`, "u-1", false},
+		{`{"hotel_id":"2","user_id":"u-1"}`, "u-1", false},
+		{`{"user_id":"a\"b","hotel_id":"h"}`, `a"b`, false},
+	} {
+		if got := event.BeginsWithUser([]byte(tt.doc), []byte(tt.user)); got != tt.want {
+			t.Errorf("BeginsWithUser(%s, %q) = %v, want %v", tt.doc, tt.user, got, tt.want)
+		}
+	}
+}

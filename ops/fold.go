@@ -62,7 +62,8 @@ func roleKinds(role view.Role) []view.Kind {
 // dead-lettered is then passed over; any other is counted.
 func (f *shardFold) add(r *kgo.Record, deadLettered bool) {
 	f.records++
-	if sp, so, ok := rawPosition(r); ok {
+	sp, so, positioned := rawPosition(r)
+	if positioned {
 		if high, seen := f.marks[sp]; seen && so <= high {
 			f.copies++
 			return
@@ -71,6 +72,12 @@ func (f *shardFold) add(r *kgo.Record, deadLettered bool) {
 	}
 	if deadLettered {
 		f.deadLettered++
+		return
+	}
+	// The transformer's records (a source position, keyed by the user id the document begins
+	// with, unescaped) count their key's user: the user shards need nothing else of them.
+	if f.role == view.UserShards && positioned && len(r.Key) > 0 && beginsWithUser(r.Value, r.Key) {
+		f.counts[view.Users][string(r.Key)]++
 		return
 	}
 	ev, err := decodeProcessed(r.Value, f.role == view.UserShards)
@@ -94,6 +101,13 @@ func (f *shardFold) add(r *kgo.Record, deadLettered bool) {
 			prices[adv] = price
 		}
 	}
+}
+
+// beginsWithUser reports whether doc begins {"user_id":"<key>" (the aggregator's rule, written
+// again here).
+func beginsWithUser(doc, key []byte) bool {
+	prefix := append([]byte(`{"user_id":"`), key...)
+	return len(doc) > len(prefix) && bytes.HasPrefix(doc, prefix) && doc[len(prefix)] == '"'
 }
 
 // rawPosition reads the raw partition and offset the transformer stamps on a processed record

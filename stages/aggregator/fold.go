@@ -59,15 +59,21 @@ func fold(records []*kgo.Record, held snapshot, bounds priceBounds, role view.Ro
 		case deadLettered:
 			continue
 		}
-		if err := parse(role, r.Value, &facts); err != nil {
+		user, keyed := "", false
+		if role == view.UserShards {
+			user, keyed = transformersUser(r)
+		}
+		switch {
+		case keyed:
+			b.Count(r.Partition, view.Users, user)
+		case parse(role, r.Value, &facts) != nil:
 			// Only the transformer writes this topic; anything else is dead-lettered before the
 			// batch that moves past it is applied.
 			f.undecodable = append(f.undecodable, r)
 			continue
-		}
-		if role == view.UserShards {
+		case role == view.UserShards:
 			b.Count(r.Partition, view.Users, facts.UserID)
-		} else {
+		default:
 			foldHotel(b, r.Partition, &facts, bounds)
 		}
 		f.events++
@@ -76,6 +82,21 @@ func fold(records []*kgo.Record, held snapshot, bounds priceBounds, role view.Ro
 		f.byPart[r.Partition] = t
 	}
 	return f
+}
+
+// transformersUser returns the user of a processed record the transformer wrote without parsing
+// the document — the user shards count nothing else. Such a record carries a source position and
+// is keyed by its user id, and its document begins with that user id ({"user_id":"<key>", the
+// transformer's order). Anything else (another writer, an id the document had to escape) is
+// parsed, and dead-lettered if it cannot be read.
+func transformersUser(r *kgo.Record) (string, bool) {
+	if len(r.Key) == 0 || !event.BeginsWithUser(r.Value, r.Key) {
+		return "", false
+	}
+	if _, _, ok := sourcePosition(r); !ok {
+		return "", false
+	}
+	return string(r.Key), true
 }
 
 // parse reads a record of role's topic: a processed event (users), or a hotel record.

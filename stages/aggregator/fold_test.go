@@ -255,3 +255,37 @@ func TestThrottle(t *testing.T) {
 		}
 	}
 }
+
+// TestUserShardsTakeTheTransformersKey: a record the transformer wrote — a source position, keyed
+// by the user id its document begins with — counts its key's user without the rest of its
+// document being parsed; any other record is parsed, and dead-lettered when it cannot be read.
+// The hotel shards always parse.
+func TestUserShardsTakeTheTransformersKey(t *testing.T) {
+	withSource := func(r *kgo.Record) *kgo.Record {
+		r.Headers = append(r.Headers, kgo.RecordHeader{Key: event.HeaderSourcePartition, Value: []byte("0")},
+			kgo.RecordHeader{Key: event.HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))})
+		return r
+	}
+	records := []*kgo.Record{
+		withSource(&kgo.Record{Offset: 0, Key: []byte("u1"), Value: []byte(`{"user_id":"u1","hotel_id":"h"}`)}),
+		withSource(&kgo.Record{Offset: 1, Key: []byte("u2"), Value: []byte(`{"user_id":"u2","hotel_id":`)}), // not parsed
+		{Offset: 2, Key: []byte("u3"), Value: []byte(`not json`)},
+		{Offset: 3, Value: []byte(`{"user_id":"u4","hotel_id":"h"}`)},
+		withSource(&kgo.Record{Offset: 4, Key: []byte("u5"), Value: []byte(`not json`)}),
+	}
+	offsets := func(recs []*kgo.Record) []int64 {
+		var out []int64
+		for _, r := range recs {
+			out = append(out, r.Offset)
+		}
+		return out
+	}
+	f := fold(records, snapshot{0: {next: 0}}, bounds{}, view.UserShards)
+	if got := offsets(f.undecodable); f.events != 3 || !reflect.DeepEqual(got, []int64{2, 4}) {
+		t.Errorf("users: %d events, undecodable at %v; want 3, and 2 and 4", f.events, got)
+	}
+	f = fold(records, snapshot{0: {next: 0}}, bounds{}, view.HotelShards)
+	if got := offsets(f.undecodable); f.events != 2 || !reflect.DeepEqual(got, []int64{1, 2, 4}) {
+		t.Errorf("hotels: %d events, undecodable at %v; want 2, and 1, 2 and 4", f.events, got)
+	}
+}

@@ -3,7 +3,7 @@ package event
 import (
 	"bytes"
 	"encoding/json"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf16"
@@ -35,8 +35,23 @@ type Keys struct {
 // ParseHotel), after the processed one in the same buffer: processed and byHotel share dst's
 // array, processed capped so that appending to it cannot overwrite byHotel.
 func (l Limits) AppendRecords(dst, value []byte) (processed, byHotel []byte, keys Keys, err error) {
-	d, err := decode(value, l)
-	if err != nil {
+	return l.NewDecoder().AppendRecords(dst, value)
+}
+
+// Decoder is Limits.AppendRecords for a stream of events: it reuses its memory from one call to
+// the next. It is not safe for concurrent use.
+type Decoder struct {
+	lim Limits
+	d   decoder
+}
+
+// NewDecoder returns a decoder of events under the limits l.
+func (l Limits) NewDecoder() *Decoder { return &Decoder{lim: l} }
+
+// AppendRecords is Limits.AppendRecords.
+func (x *Decoder) AppendRecords(dst, value []byte) (processed, byHotel []byte, keys Keys, err error) {
+	d := &x.d
+	if err := decodeInto(d, value, x.lim); err != nil {
 		return nil, nil, Keys{}, err
 	}
 	v, err := d.judge()
@@ -66,19 +81,28 @@ func (l Limits) AppendProcessed(dst, value []byte) ([]byte, Keys, error) {
 // decode runs the single pass over value: size, encoding and syntax errors come back here,
 // field errors from judge.
 func decode(value []byte, lim Limits) (*decoder, error) {
+	d := &decoder{}
+	if err := decodeInto(d, value, lim); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// decodeInto is decode into d, which it resets first (keeping the memory of its advertisers).
+func decodeInto(d *decoder, value []byte, lim Limits) error {
+	*d = decoder{s: scanner{b: value}, lim: lim, advertisers: d.advertisers[:0]}
 	if len(value) > MaxRawBytes {
-		return nil, invalid(ReasonTooLarge, "record is %d bytes, over the %d byte limit", len(value), MaxRawBytes)
+		return invalid(ReasonTooLarge, "record is %d bytes, over the %d byte limit", len(value), MaxRawBytes)
 	}
 	if !utf8.Valid(value) {
-		return nil, invalid(ReasonInvalidUTF8, "record is not valid UTF-8")
+		return invalid(ReasonInvalidUTF8, "record is not valid UTF-8")
 	}
-	d := &decoder{s: scanner{b: value}, lim: lim}
 	d.s.ws()
 	if d.s.peek() != '{' {
 		if json.Valid(value) {
-			return nil, invalid(ReasonNotObject, "record is JSON but not an object")
+			return invalid(ReasonNotObject, "record is JSON but not an object")
 		}
-		return nil, invalid(ReasonNotJSON, "record is not JSON")
+		return invalid(ReasonNotJSON, "record is not JSON")
 	}
 	d.top()
 	if d.s.err == nil {
@@ -89,11 +113,11 @@ func decode(value []byte, lim Limits) (*decoder, error) {
 	}
 	if d.s.err != nil {
 		if d.s.tooDeep {
-			return nil, invalid(ReasonTooDeep, "nesting deeper than %d", MaxDepth)
+			return invalid(ReasonTooDeep, "nesting deeper than %d", MaxDepth)
 		}
-		return nil, invalid(ReasonNotJSON, "%s", d.s.err.Error())
+		return invalid(ReasonNotJSON, "%s", d.s.err.Error())
 	}
-	return d, nil
+	return nil
 }
 
 // field is what the decoder saw of one known top-level key.
@@ -354,7 +378,7 @@ func (d *decoder) judge() (verdict, error) {
 	}
 	// JSON objects carry no order that survives decoding; sorted names make the output and the
 	// choice between equally cheap advertisers deterministic.
-	sort.Slice(d.advertisers, func(i, j int) bool { return d.advertisers[i].name < d.advertisers[j].name })
+	slices.SortFunc(d.advertisers, func(a, b advertiser) int { return strings.Compare(a.name, b.name) })
 	v.advertisers = d.advertisers
 	for i, a := range d.advertisers {
 		if i == 0 || a.low < v.min.low {

@@ -3,6 +3,7 @@ package event_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"github.com/searchflow/searchflow/event"
 	"github.com/searchflow/searchflow/internal/eventref"
 	"reflect"
@@ -63,14 +64,17 @@ func checkAgainstReference(t *testing.T, raw []byte) {
 }
 
 func TestTransformMatchesReference(t *testing.T) {
+	reused := event.DefaultLimits().NewDecoder()
 	for _, raw := range corpus.Valid() {
 		if _, err := transform([]byte(raw)); err != nil {
 			t.Errorf("valid corpus record rejected: %v\n%s", err, raw)
 		}
 		checkAgainstReference(t, []byte(raw))
+		checkReusedDecoder(t, reused, []byte(raw))
 	}
 	for _, c := range corpus.Malformed() {
 		checkAgainstReference(t, []byte(c.Raw))
+		checkReusedDecoder(t, reused, []byte(c.Raw))
 	}
 }
 
@@ -86,9 +90,23 @@ func FuzzTransform(f *testing.F) {
 		}
 	}
 	f.Add([]byte(strings.Repeat("[", 600)))
+	// One decoder for every input, as the transformer keeps one: nothing of an event may leak
+	// into the next.
+	reused := event.DefaultLimits().NewDecoder()
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		checkAgainstReference(t, raw)
+		checkReusedDecoder(t, reused, raw)
 	})
+}
+
+// checkReusedDecoder: a decoder that has seen other events writes what a fresh one writes.
+func checkReusedDecoder(t *testing.T, reused *event.Decoder, raw []byte) {
+	t.Helper()
+	p1, h1, k1, err1 := event.DefaultLimits().AppendRecords(nil, raw)
+	p2, h2, k2, err2 := reused.AppendRecords(nil, raw)
+	if string(p1) != string(p2) || string(h1) != string(h2) || k1 != k2 || fmt.Sprint(err1) != fmt.Sprint(err2) {
+		t.Fatalf("reused decoder on %q: %s %s %v %v, a fresh one: %s %s %v %v", raw, p2, h2, k2, err2, p1, h1, k1, err1)
+	}
 }
 
 // checkHotelRecord: AppendRecords writes the same processed document as AppendProcessed and,

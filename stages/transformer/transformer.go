@@ -76,9 +76,10 @@ type Transformer struct {
 	consumed, produced, deadLettered, aborted, fetchErrors, isolated *counters.Counter
 	abortsInRow                                                      atomic.Int64
 	lastAbort, sessionProblem                                        atomic.Pointer[string]
-	lastAbortLog                                                     time.Time  // owned by the session goroutine
-	failures                                                         failureLog // the current transaction's failed records
-	judged                                                           bool       // isolation holds verdicts: look records up (session goroutine only)
+	lastAbortLog                                                     time.Time      // owned by the session goroutine
+	failures                                                         failureLog     // the current transaction's failed records
+	decoder                                                          *event.Decoder // reused event after event (session goroutine only)
+	judged                                                           bool           // isolation holds verdicts: look records up (session goroutine only)
 }
 
 // New returns a transformer whose clients start from kafkaOpts (seed brokers, logger).
@@ -92,7 +93,7 @@ func New(cfg Config, kafkaOpts []kgo.Opt, log *zap.Logger) *Transformer {
 	if cfg.TransactionTimeout <= 0 {
 		cfg.TransactionTimeout = DefaultTransactionTimeout
 	}
-	t := &Transformer{cfg: cfg, kafkaOpts: kafkaOpts, log: log, iso: newIsolator(cfg.BatchMaxRecords)}
+	t := &Transformer{cfg: cfg, kafkaOpts: kafkaOpts, log: log, iso: newIsolator(cfg.BatchMaxRecords), decoder: cfg.Limits.NewDecoder()}
 	t.consumed, t.produced = t.counts.New(counters.Consumed), t.counts.New(counters.Produced)
 	t.deadLettered, t.aborted = t.counts.New(counters.DeadLettered), t.counts.New("aborted_batches")
 	t.fetchErrors, t.isolated = t.counts.New(counters.FetchErrors), t.counts.New("isolated")
@@ -427,7 +428,7 @@ func (t *Transformer) transform(r *kgo.Record) (out, byHotel *kgo.Record, reason
 	}
 	// One buffer for both documents: the processed one is about 60 % of the raw event, the hotel
 	// one about 30 %.
-	value, compact, keys, err := t.cfg.Limits.AppendRecords(make([]byte, 0, len(r.Value)+192), r.Value)
+	value, compact, keys, err := t.decoder.AppendRecords(make([]byte, 0, len(r.Value)+192), r.Value)
 	if err == nil {
 		// The source position lets the aggregator drop an event that a crash made us produce twice.
 		headers := []kgo.RecordHeader{

@@ -137,3 +137,25 @@ func checkHotelRecord(t *testing.T, raw, processed []byte, got event.Processed) 
 		t.Fatalf("the hotel record reads as %+v, the processed one as %+v", fromHotel, fromProc)
 	}
 }
+
+// TestCompactOffersMatchReference: offers in the compact form the decoder reads on its fast path,
+// and forms just beside it that it must leave to the general parse, judged as the reference does.
+func TestCompactOffersMatchReference(t *testing.T) {
+	reused := event.DefaultLimits().NewDecoder()
+	for _, offer := range []string{
+		`{"eurocents":5}`, `{"eurocents":05}`, `{"eurocents":0}`, `{"eurocents":-5}`, `{"eurocents":5.5}`, `{"eurocents":5e2}`,
+		`{"eurocents":999999999999999}`, `{"eurocents":1000000000000000}`, `{"eurocents":9007199254740993}`,
+		`{"eurocents":5,"breakfast":true}`, `{"eurocents":5,"breakfast":false}`, `{"eurocents":5,"breakfast":null}`,
+		`{"eurocents":5,"breakfast":tru}`, `{"eurocents":5,"breakfast":true,"x":1}`, `{"eurocents":5,"breakfast":1}`,
+		`{"eurocents":5,"eurocents":6}`, `{"eurocents":5,"breakfast":true,"breakfast":false}`, `{"eurocents":5 }`,
+		`{"eurocents":5}}`, `{"eurocents":5`, `{"eurocents":"5"}`, `{"eurocents":}`, `{"eurocents":5,}`,
+	} {
+		for _, raw := range []string{
+			`{"user_id":"u","hotel_id":1,"search_timestamp":1,"hotel_advertisers":{"a":[` + offer + `]}}`,
+			`{"user_id":"u","hotel_id":1,"search_timestamp":1,"hotel_advertisers":{"a":[{"eurocents":7},` + offer + `,{"eurocents":8}]}}`,
+		} {
+			checkAgainstReference(t, []byte(raw))
+			checkReusedDecoder(t, reused, []byte(raw))
+		}
+	}
+}

@@ -19,9 +19,11 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+	"go.uber.org/zap"
 
 	"github.com/searchflow/searchflow/internal/counters"
 	"github.com/searchflow/searchflow/internal/redistest"
+	"github.com/searchflow/searchflow/stages/generator"
 )
 
 // CPU per event of the real binary (`make bench-cpu`): the generator fills the raw topic of a
@@ -38,6 +40,7 @@ type CPUResults struct {
 	MedianProcessUS   float64   `json:"median_process_us_per_event"`
 	MedianRedisUS     float64   `json:"median_redis_us_per_event"`
 	MedianEventsPerS  float64   `json:"median_events_per_sec"`
+	MedianRatio       float64   `json:"median_ratio_to_passthrough"`
 	GoVersion         string    `json:"go_version"`
 	Date              time.Time `json:"date"`
 	GeneratorUsers    int       `json:"generator_users"`
@@ -51,6 +54,9 @@ type CPURun struct {
 	RedisUS     float64 `json:"redis_us_per_event"`
 	EventsPerS  float64 `json:"events_per_sec"`
 	WallSeconds float64 `json:"wall_seconds"`
+	// The two-hop passthrough on the same broker in the same run, and the drain's share of it.
+	PassthroughPerS float64 `json:"passthrough_events_per_sec"`
+	Ratio           float64 `json:"ratio_to_passthrough"`
 }
 
 func runCPU(out string) error {
@@ -82,8 +88,8 @@ func runCPU(out string) error {
 		if err != nil {
 			return fmt.Errorf("run %d: %w", i+1, err)
 		}
-		fmt.Fprintf(os.Stderr, "bench: run %d: searchflow %.2f µs/event, redis-server %.2f µs/event, %.0f events/s\n",
-			i+1, r.ProcessUS, r.RedisUS, r.EventsPerS)
+		fmt.Fprintf(os.Stderr, "bench: run %d: searchflow %.2f µs/event, redis-server %.2f µs/event, %.0f events/s (passthrough %.0f, ratio %.2f)\n",
+			i+1, r.ProcessUS, r.RedisUS, r.EventsPerS, r.PassthroughPerS, r.Ratio)
 		res.Runs = append(res.Runs, r)
 	}
 	median := func(get func(CPURun) float64) float64 {
@@ -97,10 +103,12 @@ func runCPU(out string) error {
 	res.MedianProcessUS = median(func(r CPURun) float64 { return r.ProcessUS })
 	res.MedianRedisUS = median(func(r CPURun) float64 { return r.RedisUS })
 	res.MedianEventsPerS = median(func(r CPURun) float64 { return r.EventsPerS })
+	res.MedianRatio = median(func(r CPURun) float64 { return r.Ratio })
 	fmt.Printf("searchflow CPU per event (real binary, %d events, median of %d runs)\n", events, runs)
 	fmt.Printf("  searchflow process (transformer + aggregator + embedded broker + API): %.2f µs\n", res.MedianProcessUS)
 	fmt.Printf("  redis-server:                                                          %.2f µs\n", res.MedianRedisUS)
 	fmt.Printf("  throughput:                                                            %.0f events/s\n", res.MedianEventsPerS)
+	fmt.Printf("  ratio to the two-hop passthrough of the same broker, same run:         %.2f\n", res.MedianRatio)
 	b, _ := json.MarshalIndent(res, "", "  ")
 	return os.WriteFile(out, append(b, '\n'), 0o644)
 }
@@ -114,8 +122,15 @@ func cpuRun(bin, dataDir string, events int) (CPURun, error) {
 		return CPURun{}, err
 	}
 	// "generator stopped" comes after its flush: every event is in the topic (a signal before
-	// would cancel the records still buffered).
-	_, err = gen.waitLog("generator stopped", 10*time.Minute)
+	// would cancel the records still buffered). Then the same broker carries the passthrough.
+	var passthrough float64
+	brokerLine, err := gen.waitLog("embedded kafka broker started", time.Minute)
+	if err == nil {
+		_, err = gen.waitLog("generator stopped", 10*time.Minute)
+	}
+	if err == nil {
+		passthrough, err = passthroughOn(brokerLine, events)
+	}
 	if stopErr := gen.stop(); err == nil {
 		err = stopErr
 	}
@@ -170,8 +185,28 @@ func cpuRun(bin, dataDir string, events int) (CPURun, error) {
 	if err != nil {
 		return CPURun{}, err
 	}
+	rate := float64(events) / wall.Seconds()
 	return CPURun{ProcessUS: (procCPU - procCPU0) / float64(events) * 1e6, RedisUS: (redisCPU - redisCPU0) / float64(events) * 1e6,
-		EventsPerS: float64(events) / wall.Seconds(), WallSeconds: wall.Seconds()}, nil
+		EventsPerS: rate, WallSeconds: wall.Seconds(), PassthroughPerS: passthrough, Ratio: rate / passthrough}, nil
+}
+
+// passthroughOn measures the two-hop passthrough (produce, copy topic to topic, consume) on the
+// embedded broker whose start brokerLine logged, with records of the generator's average size.
+func passthroughOn(brokerLine string, events int) (float64, error) {
+	var started struct{ Addr string }
+	if err := json.Unmarshal([]byte(brokerLine), &started); err != nil || started.Addr == "" {
+		return 0, fmt.Errorf("read the broker's address from %q: %v", brokerLine, err)
+	}
+	synth, size := generator.NewSynth(1, 10_000, 1000), 0
+	for i := range int64(1000) {
+		v, err := generator.Encode(synth.Event(i, time.Now()))
+		if err != nil {
+			return 0, err
+		}
+		size += len(v)
+	}
+	pb := &bench{ctx: context.Background(), log: zap.NewNop(), addr: started.Addr, partitions: 6, batch: 10_000}
+	return pb.passthrough(int64(events), size/1000)
 }
 
 // daemon is one searchflow process whose log lines can be waited for.

@@ -16,8 +16,9 @@ test: test-deps
 	$(GO) vet ./...
 	$(GO) test -race -shuffle=on -count=1 -timeout 12m ./...
 
-# The tests start real redis-servers (Debian's, built with TLS). Installed here when missing and
-# running as root (as .ci/run does); otherwise stop at once with the one command to run.
+# The tests start real redis-servers (Debian's, built with TLS) and Redis Clusters (redis-cli).
+# Installed here when missing and running as root (as .ci/run does); otherwise stop at once with
+# the one command to run.
 # promtool (Debian's prometheus package) checks the alert rules: installed the same way, but its
 # test skips without it, so a developer's machine only hears what to install.
 test-deps:
@@ -27,6 +28,13 @@ test-deps:
 	    DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; \
 	  else \
 	    echo "make test: redis-server is missing; run: sudo apt-get install -y redis-server" >&2; exit 1; \
+	  fi; }
+	@command -v redis-cli >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make test: installing redis-tools (redis-cli creates the Redis Clusters)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-tools; \
+	  else \
+	    echo "make test: redis-cli is missing; run: sudo apt-get install -y redis-tools" >&2; exit 1; \
 	  fi; }
 	@command -v promtool >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -1,8 +1,10 @@
-// Package aggregator is the third stage: it folds processed events into the Redis view. Each
-// polled batch is coalesced in memory and applied in one atomic step together with the next
-// offset of every partition it covers, so the view itself records how far it has read: on
-// assignment the aggregator resumes from the offsets in Redis, never from the group's commits,
-// and a batch the view already holds can never be applied twice.
+// Package aggregator is the third stage: it folds processed events into the Redis view. Two run
+// side by side (Config.Role): one folds the processed topic into the user shards, the other the
+// hotel topic into the hotel shards. Each polled batch is coalesced in memory and applied in one
+// atomic step per partition — one script in that partition's shard — together with the
+// partition's next offset, so the view itself records how far it has read: on assignment the
+// aggregator resumes from the offsets in Redis, never from the group's commits, and a batch the
+// view already holds can never be applied twice.
 //
 // Files: progress.go keeps what the view holds of each owned partition (next offset, source
 // marks, dead-lettered offsets) and the rules of the offset protocol; fold.go turns records into

@@ -22,19 +22,12 @@ test: test-deps
 # promtool (Debian's prometheus package) checks the alert rules: installed the same way, but its
 # test skips without it, so a developer's machine only hears what to install.
 test-deps:
-	@command -v redis-server >/dev/null 2>&1 || { \
+	@{ command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "make test: installing redis-server"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; \
+	    echo "make test: installing redis-server and redis-tools"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server redis-tools; \
 	  else \
-	    echo "make test: redis-server is missing; run: sudo apt-get install -y redis-server" >&2; exit 1; \
-	  fi; }
-	@command -v redis-cli >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "make test: installing redis-tools (redis-cli creates the Redis Clusters)"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-tools; \
-	  else \
-	    echo "make test: redis-cli is missing; run: sudo apt-get install -y redis-tools" >&2; exit 1; \
+	    echo "make test: redis-server or redis-cli is missing; run: sudo apt-get install -y redis-server redis-tools" >&2; exit 1; \
 	  fi; }
 	@command -v promtool >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

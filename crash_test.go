@@ -19,18 +19,6 @@ import (
 	"github.com/searchflow/searchflow/internal/redistest"
 )
 
-// badRaw are invalid raw records the test slips into the raw topic between generated ones.
-var badRaw = []string{`not json`, `{"user_id":"u","hotel_id":1,"search_timestamp":1,"hotel_advertisers":{}}`,
-	`{"user_id":"u","hotel_id":1,"search_timestamp":1,"hotel_advertisers":{"a":[{"eurocents":-1}]}}`}
-
-func injectBad(t *testing.T, kafkaAddr string, round int) {
-	recs := make([]*kgo.Record, 0, len(badRaw))
-	for i, v := range badRaw {
-		recs = append(recs, &kgo.Record{Topic: "raw_events", Key: []byte(fmt.Sprintf("bad-%d-%d", round, i)), Value: []byte(v)})
-	}
-	kafkatest.Produce(t, kafkaAddr, recs...)
-}
-
 // crashSeed replays a run of TestCrashRecoveryExactlyOnce, e.g.
 // go test -run '^TestCrashRecoveryExactlyOnce$' -seed=N . (or SEARCHFLOW_CRASH_SEED=N).
 var crashSeed = flag.Uint64("seed", 0, "TestCrashRecoveryExactlyOnce: the seed of the crash moments, as a run logged it (0: a new one; SEARCHFLOW_CRASH_SEED sets it too)")
@@ -78,10 +66,11 @@ func TestCrashRecoveryExactlyOnce(t *testing.T) {
 		"TOPIC_PARTITIONS": "3", "BATCH_MAX_RECORDS": "400", "LOG_LEVEL": "warn",
 	}
 	const kills = 4
+	bad := 0 // invalid raw records slipped in
 	for round := 0; round < kills; round++ {
 		env["GENERATOR_SEED"] = strconv.Itoa(round)
 		d := daemontest.Start(t, bin, env, "EMBEDDED_KAFKA_ADDR")
-		injectBad(t, env["EMBEDDED_KAFKA_ADDR"], round)
+		bad += kafkatest.ProduceInvalidRaw(t, env["EMBEDDED_KAFKA_ADDR"], "raw_events", round)
 		wait := time.Duration(200+rng.IntN(1800)) * time.Millisecond
 		time.Sleep(wait) // the random moment of the crash, not a synchronisation
 		d.Kill()
@@ -97,9 +86,9 @@ func TestCrashRecoveryExactlyOnce(t *testing.T) {
 		want.AddRaw(r.Value)
 	}
 	t.Logf("raw topic: %d records, %d valid, %d invalid", len(raw), want.Events, want.Invalid)
-	if want.Events == 0 || want.Invalid != int64(kills*len(badRaw)) {
+	if want.Events == 0 || want.Invalid != int64(bad) {
 		t.Fatalf("raw topic holds %d valid and %d invalid records; want some valid and %d invalid",
-			want.Events, want.Invalid, kills*len(badRaw))
+			want.Events, want.Invalid, bad)
 	}
 	want.WaitEqual(t, d.Base, 120*time.Second)
 

@@ -85,20 +85,6 @@ func BenchmarkAppendProcessed(b *testing.B) {
 	}
 }
 
-// BenchmarkDecoderAppendRecords is the transformer's path: one decoder reused, both documents.
-func BenchmarkDecoderAppendRecords(b *testing.B) {
-	raw := []byte(corpus.Valid()[0])
-	dec := event.DefaultLimits().NewDecoder()
-	var buf []byte
-	b.ReportAllocs()
-	for b.Loop() {
-		var err error
-		if buf, _, _, err = dec.AppendRecords(buf[:0], raw); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 func TestBeginsWithUser(t *testing.T) {
 	doc, keys, err := event.AppendProcessed(nil, []byte(`{"user_id":"u-1","hotel_id":2,"search_timestamp":1,"hotel_advertisers":{"a":[{"eurocents":5}]}}`))
 	if err != nil {

@@ -83,18 +83,6 @@ func dumpOnFailure(t *testing.T, name string, d *daemontest.Daemon) {
 	t.Logf("%s: last log lines:\n%s", name, strings.Join(logs[max(0, len(logs)-80):], "\n"))
 }
 
-// badRaw are invalid raw records slipped in between generated ones.
-var badRaw = []string{`not json`, `{"user_id":"u","hotel_id":1,"search_timestamp":1,"hotel_advertisers":{}}`,
-	`{"user_id":"u","hotel_id":1,"search_timestamp":1,"hotel_advertisers":{"a":[{"eurocents":-1}]}}`}
-
-func injectBad(t *testing.T, broker string, round int) {
-	recs := make([]*kgo.Record, 0, len(badRaw))
-	for i, v := range badRaw {
-		recs = append(recs, &kgo.Record{Topic: "raw_events", Key: []byte(fmt.Sprintf("bad-%d-%d", round, i)), Value: []byte(v)})
-	}
-	kafkatest.Produce(t, broker, recs...)
-}
-
 // testSeed is SEARCHFLOW_SCALEOUT_SEED, else a new seed; logged so that a failure can be replayed.
 func testSeed(t *testing.T) uint64 {
 	seed := rand.Uint64()
@@ -130,20 +118,20 @@ func TestThreeDaemonsKilledAtRandom(t *testing.T) {
 		"INSTANCE_ID": "generator", "GENERATOR_MAX_EVENTS": strconv.Itoa(events), "GENERATOR_RATE": "4000",
 		"GENERATOR_USERS": "500", "GENERATOR_HOTELS": "60", "TOPIC_PARTITIONS": "6", "LOG_LEVEL": "warn"})
 
-	injectBad(t, s.broker, 0)
+	bad := kafkatest.ProduceInvalidRaw(t, s.broker, "raw_events", 0)
 	wait := time.Duration(500+rng.IntN(1500)) * time.Millisecond
 	time.Sleep(wait) // the random moment of the first crash, not a synchronisation
 	a.Kill()
 	t.Logf("SIGKILL searchflow-0 after %v", wait)
-	injectBad(t, s.broker, 1)
+	bad += kafkatest.ProduceInvalidRaw(t, s.broker, "raw_events", 1)
 	a, _ = s.worker(t, bin, "searchflow-0", map[string]string{"HTTP_ADDR": aEnv["HTTP_ADDR"]})
 	wait = time.Duration(100+rng.IntN(900)) * time.Millisecond
 	time.Sleep(wait) // while the group takes the replacement in
 	b.Kill()
 	t.Logf("replacement of searchflow-0 started; SIGKILL searchflow-1 %v later", wait)
-	injectBad(t, s.broker, 2)
+	bad += kafkatest.ProduceInvalidRaw(t, s.broker, "raw_events", 2)
 
-	raw := waitRaw(t, s.broker, events+3*len(badRaw))
+	raw := waitRaw(t, s.broker, events+bad)
 	gen.Terminate()
 	want := apitest.New()
 	for _, r := range raw {

@@ -264,3 +264,17 @@ func Header(r *kgo.Record, key string) string {
 	}
 	return v
 }
+
+// ProduceInvalidRaw slips raw records the transformer must dead-letter (not JSON, no
+// advertisers, a negative price) into topic, keyed by round, and returns how many it wrote.
+func ProduceInvalidRaw(t testing.TB, addr, topic string, round int) int {
+	t.Helper()
+	invalidRaw := [...]string{`not json`, `{"user_id":"u","hotel_id":1,"search_timestamp":1,"hotel_advertisers":{}}`,
+		`{"user_id":"u","hotel_id":1,"search_timestamp":1,"hotel_advertisers":{"a":[{"eurocents":-1}]}}`}
+	recs := make([]*kgo.Record, 0, len(invalidRaw))
+	for i, v := range invalidRaw {
+		recs = append(recs, &kgo.Record{Topic: topic, Key: []byte(fmt.Sprintf("bad-%d-%d", round, i)), Value: []byte(v)})
+	}
+	Produce(t, addr, recs...)
+	return len(recs)
+}

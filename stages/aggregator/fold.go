@@ -47,7 +47,8 @@ func fold(records []*kgo.Record, held snapshot, bounds priceBounds, role view.Ro
 			f.used = i
 			break
 		}
-		switch held.claim(b, r) {
+		src := sourceOf(r)
+		switch held.claim(b, r, src) {
 		case alreadyHeld:
 			continue
 		case copied:
@@ -61,7 +62,7 @@ func fold(records []*kgo.Record, held snapshot, bounds priceBounds, role view.Ro
 		}
 		user, keyed := "", false
 		if role == view.UserShards {
-			user, keyed = transformersUser(r)
+			user, keyed = transformersUser(r, src)
 		}
 		switch {
 		case keyed:
@@ -89,11 +90,8 @@ func fold(records []*kgo.Record, held snapshot, bounds priceBounds, role view.Ro
 // is keyed by its user id, and its document begins with that user id ({"user_id":"<key>", the
 // transformer's order). Anything else (another writer, an id the document had to escape) is
 // parsed, and dead-lettered if it cannot be read.
-func transformersUser(r *kgo.Record) (string, bool) {
-	if len(r.Key) == 0 || !event.BeginsWithUser(r.Value, r.Key) {
-		return "", false
-	}
-	if _, _, ok := sourcePosition(r); !ok {
+func transformersUser(r *kgo.Record, src source) (string, bool) {
+	if !src.ok || len(r.Key) == 0 || !event.BeginsWithUser(r.Value, r.Key) {
 		return "", false
 	}
 	return string(r.Key), true
@@ -119,6 +117,19 @@ func foldHotel(b *view.Batch, p int32, facts *event.ProcessedFacts, bounds price
 		}
 		b.OfferPrice(p, facts.HotelID, ap.Advertiser, ap.Price)
 	}
+}
+
+// source is the raw position a processed record carries; ok is false when it carries none.
+type source struct {
+	partition int32
+	offset    int64
+	ok        bool
+}
+
+// sourceOf reads r's raw position once, for claim and for transformersUser.
+func sourceOf(r *kgo.Record) source {
+	p, o, ok := sourcePosition(r)
+	return source{partition: p, offset: o, ok: ok}
 }
 
 // sourcePosition reads the raw partition and offset a processed record carries.

@@ -60,12 +60,12 @@ const (
 )
 
 // claim says what r is to batch b, folded from s, and moves b's offsets past it unless the view
-// already holds it. A batch expects of each partition the offset s holds and ends after its last
-// record. Records of one raw partition reach a processed partition in raw-offset order, so a
-// source position at or below the highest one applied — by the view or earlier in b — is a copy
-// (the embedded broker can commit part of a transaction and roll back its raw offsets when it
-// dies in the middle of the commit); any other raises b's mark.
-func (s snapshot) claim(b *view.Batch, r *kgo.Record) verdict {
+// already holds it; src is r's raw position (sourceOf). A batch expects of each partition the
+// offset s holds and ends after its last record. Records of one raw partition reach a processed
+// partition in raw-offset order, so a source position at or below the highest one applied — by
+// the view or earlier in b — is a copy (the embedded broker can commit part of a transaction and
+// roll back its raw offsets when it dies in the middle of the commit); any other raises b's mark.
+func (s snapshot) claim(b *view.Batch, r *kgo.Record, src source) verdict {
 	pos, owned := s[r.Partition]
 	if !owned || !pos.expects(r.Offset) {
 		return alreadyHeld
@@ -76,7 +76,7 @@ func (s snapshot) claim(b *view.Batch, r *kgo.Record) verdict {
 	}
 	o.Next = r.Offset + 1
 	b.Offsets[r.Partition] = o
-	if sp, so, ok := sourcePosition(r); ok {
+	if sp, so := src.partition, src.offset; src.ok {
 		marks := b.Sources[r.Partition]
 		high, seen := marks[sp]
 		if (seen && so <= high) || (!seen && pos.isCopy(sp, so)) {

@@ -56,6 +56,7 @@ bench:
 bench-cpu:
 	$(GO) run ./cmd/bench -cpu -out bench-cpu-results.json
 
-# HTTP API under load (wrk when installed, else a Go load generator); BENCH_API_USERS (default 1,000,000).
+# HTTP API under load (wrk when installed, else a Go load generator); BENCH_API_USERS (default
+# 1,000,000), BENCH_API_CONNECTIONS (default 64).
 bench-api:
 	$(GO) run ./cmd/bench -api -out bench-api-results.json

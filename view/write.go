@@ -244,6 +244,8 @@ type Batch struct {
 	parts   map[int32]*part
 	applied map[int32]bool // partitions the view took (see Apply)
 	bytes   int            // about the size of the scripts' arguments
+	last    *part          // the part of lastP, the partition the latest call named
+	lastP   int32
 }
 
 // part is one partition's counts and prices.
@@ -270,6 +272,9 @@ func NewBatch() *Batch {
 }
 
 func (b *Batch) part(p int32) *part {
+	if b.last != nil && b.lastP == p {
+		return b.last // a fold calls several times per event, for the same partition
+	}
 	pt := b.parts[p]
 	if pt == nil {
 		pt = &part{minPrices: map[string]map[string]int64{}}
@@ -278,6 +283,7 @@ func (b *Batch) part(p int32) *part {
 		}
 		b.parts[p] = pt
 	}
+	b.last, b.lastP = pt, p
 	return pt
 }
 
@@ -289,10 +295,11 @@ const entryBytes = 24
 // advertisers in hotel shards: Apply sends only the kinds of its role.
 func (b *Batch) Count(p int32, kind Kind, id string) {
 	c := b.part(p).counts[kindIndex(kind)]
-	if _, ok := c[id]; !ok {
+	n := len(c)
+	c[id]++ // one map access: a new id shows in the length
+	if len(c) > n {
 		b.bytes += len(id) + entryBytes
 	}
-	c[id]++
 }
 
 // OfferPrice lets price, from an event of partition p, compete for the hotel's minimum of adv.

@@ -54,7 +54,10 @@ func runAPI(out string) error {
 	if err != nil {
 		return err
 	}
-	const conns = 64
+	conns, err := envInt("BENCH_API_CONNECTIONS", 64)
+	if err != nil {
+		return err
+	}
 	ctx := context.Background()
 
 	addr := os.Getenv("REDIS_ADDR")

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -41,6 +42,7 @@ type CPUResults struct {
 	MedianRedisUS     float64   `json:"median_redis_us_per_event"`
 	MedianEventsPerS  float64   `json:"median_events_per_sec"`
 	MedianRatio       float64   `json:"median_ratio_to_passthrough"`
+	MedianPeakRSSMB   float64   `json:"median_peak_rss_mb"`
 	GoVersion         string    `json:"go_version"`
 	Date              time.Time `json:"date"`
 	GeneratorUsers    int       `json:"generator_users"`
@@ -57,6 +59,8 @@ type CPURun struct {
 	// The two-hop passthrough on the same broker in the same run, and the drain's share of it.
 	PassthroughPerS float64 `json:"passthrough_events_per_sec"`
 	Ratio           float64 `json:"ratio_to_passthrough"`
+	// The draining process's peak resident set (VmHWM), broker included.
+	PeakRSSMB float64 `json:"peak_rss_mb"`
 }
 
 func runCPU(out string) error {
@@ -65,6 +69,10 @@ func runCPU(out string) error {
 		return err
 	}
 	runs, err := envInt("BENCH_CPU_RUNS", 3)
+	if err != nil {
+		return err
+	}
+	users, err := envInt("BENCH_CPU_USERS", 10_000)
 	if err != nil {
 		return err
 	}
@@ -79,17 +87,17 @@ func runCPU(out string) error {
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("build searchflow: %w", err)
 	}
-	res := CPUResults{Events: events, GoVersion: runtime.Version(), Date: time.Now().UTC(), GeneratorUsers: 10_000, GeneratorHotels: 1000}
+	res := CPUResults{Events: events, GoVersion: runtime.Version(), Date: time.Now().UTC(), GeneratorUsers: users, GeneratorHotels: 1000}
 	if commit, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
 		res.SearchflowVersion = strings.TrimSpace(string(commit))
 	}
 	for i := 0; i < runs; i++ {
-		r, err := cpuRun(bin, filepath.Join(tmp, fmt.Sprintf("run%d", i)), events)
+		r, err := cpuRun(bin, filepath.Join(tmp, fmt.Sprintf("run%d", i)), events, users, "")
 		if err != nil {
 			return fmt.Errorf("run %d: %w", i+1, err)
 		}
-		fmt.Fprintf(os.Stderr, "bench: run %d: searchflow %.2f µs/event, redis-server %.2f µs/event, %.0f events/s (passthrough %.0f, ratio %.2f)\n",
-			i+1, r.ProcessUS, r.RedisUS, r.EventsPerS, r.PassthroughPerS, r.Ratio)
+		fmt.Fprintf(os.Stderr, "bench: run %d: searchflow %.2f µs/event, redis-server %.2f µs/event, %.0f events/s (passthrough %.0f, ratio %.2f), peak RSS %.0f MB\n",
+			i+1, r.ProcessUS, r.RedisUS, r.EventsPerS, r.PassthroughPerS, r.Ratio, r.PeakRSSMB)
 		res.Runs = append(res.Runs, r)
 	}
 	median := func(get func(CPURun) float64) float64 {
@@ -104,18 +112,64 @@ func runCPU(out string) error {
 	res.MedianRedisUS = median(func(r CPURun) float64 { return r.RedisUS })
 	res.MedianEventsPerS = median(func(r CPURun) float64 { return r.EventsPerS })
 	res.MedianRatio = median(func(r CPURun) float64 { return r.Ratio })
-	fmt.Printf("searchflow CPU per event (real binary, %d events, median of %d runs)\n", events, runs)
+	res.MedianPeakRSSMB = median(func(r CPURun) float64 { return r.PeakRSSMB })
+	fmt.Printf("searchflow CPU per event (real binary, %d events, %d users, median of %d runs)\n", events, users, runs)
 	fmt.Printf("  searchflow process (transformer + aggregator + embedded broker + API): %.2f µs\n", res.MedianProcessUS)
 	fmt.Printf("  redis-server:                                                          %.2f µs\n", res.MedianRedisUS)
 	fmt.Printf("  throughput:                                                            %.0f events/s\n", res.MedianEventsPerS)
 	fmt.Printf("  ratio to the two-hop passthrough of the same broker, same run:         %.2f\n", res.MedianRatio)
+	fmt.Printf("  peak RSS of the searchflow process (embedded broker included):         %.0f MB\n", res.MedianPeakRSSMB)
 	b, _ := json.MarshalIndent(res, "", "  ")
-	return os.WriteFile(out, append(b, '\n'), 0o644)
+	if err := os.WriteFile(out, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	if prof := os.Getenv("BENCH_CPU_PROFILE"); prof != "" {
+		return profileRun(bin, filepath.Join(tmp, "profile"), events, users, prof)
+	}
+	return nil
+}
+
+// profileRun is one more drain, not counted in the figures (profiling costs CPU itself), with a
+// CPU profile of the whole drain written to path and its top 15 functions printed.
+func profileRun(bin, dataDir string, events, users int, path string) error {
+	fmt.Fprintf(os.Stderr, "bench: profile run (not counted) -> %s\n", path)
+	if _, err := cpuRun(bin, dataDir, events, users, path); err != nil {
+		return fmt.Errorf("profile run: %w", err)
+	}
+	top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=15", bin, path).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("go tool pprof: %v\n%s", err, top)
+	}
+	fmt.Printf("\nCPU profile of the drain (%s), top 15 by own time:\n%s", path, top)
+	return nil
+}
+
+// fetchProfile asks the daemon's admin server for a CPU profile of the next secs seconds and
+// writes it to path. The drain's tail, if it ends first, adds few samples: the daemon idles.
+func fetchProfile(admin string, secs int, path string) error {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", admin, secs))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profile: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // cpuRun fills a fresh raw topic with events, then drains it and measures.
-func cpuRun(bin, dataDir string, events int) (CPURun, error) {
-	env := []string{"DATA_DIR=" + dataDir, "EMBEDDED_KAFKA_ADDR=127.0.0.1:0", "HTTP_ADDR=127.0.0.1:0", "LOG_LEVEL=info",
+// With a non-empty profile path, the drain is also profiled into it.
+func cpuRun(bin, dataDir string, events, users int, profile string) (CPURun, error) {
+	env := []string{"GENERATOR_USERS=" + strconv.Itoa(users), "DATA_DIR=" + dataDir, "EMBEDDED_KAFKA_ADDR=127.0.0.1:0", "HTTP_ADDR=127.0.0.1:0", "LOG_LEVEL=info",
 		"GENERATOR_RATE=0", "GENERATOR_MAX_EVENTS=" + strconv.Itoa(events)}
 	gen, err := startDaemon(bin, append(env, "STAGES=generator"))
 	if err != nil {
@@ -143,7 +197,15 @@ func cpuRun(bin, dataDir string, events int) (CPURun, error) {
 		return CPURun{}, err
 	}
 	defer redis.Stop()
-	d, err := startDaemon(bin, append(env, "STAGES=transformer,aggregator,api", "REDIS_ADDR="+redis.Addr))
+	drainEnv := append(env, "STAGES=transformer,aggregator,api", "REDIS_ADDR="+redis.Addr)
+	admin := ""
+	if profile != "" {
+		if admin, err = freeAddr(); err != nil {
+			return CPURun{}, err
+		}
+		drainEnv = append(drainEnv, "ADMIN_ADDR="+admin)
+	}
+	d, err := startDaemon(bin, drainEnv)
 	if err != nil {
 		return CPURun{}, err
 	}
@@ -173,11 +235,25 @@ func cpuRun(bin, dataDir string, events int) (CPURun, error) {
 		return CPURun{}, err
 	}
 	start := time.Now()
+	profiled := make(chan error, 1)
+	if profile != "" {
+		// The drain runs at 150,000–200,000 events/s here: cover it whole.
+		go func() { profiled <- fetchProfile(admin, events/100_000+2, profile) }()
+	}
 	if err := waitApplied("http://"+listening.Addr, int64(events), 10*time.Minute); err != nil {
 		return CPURun{}, err
 	}
 	wall := time.Since(start)
+	if profile != "" {
+		if err := <-profiled; err != nil {
+			return CPURun{}, fmt.Errorf("profile the drain: %w", err)
+		}
+	}
 	procCPU, err := cpuSeconds(d.cmd.Process.Pid)
+	if err != nil {
+		return CPURun{}, err
+	}
+	peak, err := peakRSS(d.cmd.Process.Pid)
 	if err != nil {
 		return CPURun{}, err
 	}
@@ -187,7 +263,7 @@ func cpuRun(bin, dataDir string, events int) (CPURun, error) {
 	}
 	rate := float64(events) / wall.Seconds()
 	return CPURun{ProcessUS: (procCPU - procCPU0) / float64(events) * 1e6, RedisUS: (redisCPU - redisCPU0) / float64(events) * 1e6,
-		EventsPerS: rate, WallSeconds: wall.Seconds(), PassthroughPerS: passthrough, Ratio: rate / passthrough}, nil
+		EventsPerS: rate, WallSeconds: wall.Seconds(), PassthroughPerS: passthrough, Ratio: rate / passthrough, PeakRSSMB: peak}, nil
 }
 
 // passthroughOn measures the two-hop passthrough (produce, copy topic to topic, consume) on the
@@ -301,6 +377,16 @@ func waitApplied(base string, n int64, within time.Duration) error {
 	}
 }
 
+// freeAddr is a loopback address with a port free a moment ago.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
 // serverPid asks a redis-server for its process id.
 func serverPid(addr string) (int, error) {
 	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true})
@@ -318,6 +404,24 @@ func serverPid(addr string) (int, error) {
 		}
 	}
 	return 0, errors.New("redis INFO has no process_id")
+}
+
+// peakRSS is a process's peak resident set in MB (VmHWM of /proc/<pid>/status).
+func peakRSS(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read the memory of pid %d: %w", pid, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 64)
+			if err != nil {
+				return 0, fmt.Errorf("/proc/%d/status: VmHWM %q: %w", pid, rest, err)
+			}
+			return kb / 1024, nil
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status: no VmHWM", pid)
 }
 
 // cpuSeconds is a process's user and system CPU time so far, from /proc.

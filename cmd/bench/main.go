@@ -9,7 +9,7 @@
 //
 // With -api it measures the HTTP API instead (`make bench-api`): it fills a real redis-server
 // with BENCH_API_USERS users (default 1,000,000), serves the API in process and drives
-// /advertisers and /users?limit=100 with 64 connections — with wrk when it is installed, else with
+// /advertisers and /users?limit=100 with BENCH_API_CONNECTIONS connections (default 64) — with wrk when it is installed, else with
 // a Go load generator — and writes bench-api-results.json.
 package main
 

@@ -3,7 +3,7 @@ BINARY ?= searchflow
 GO     ?= go
 IMAGE  ?= searchflow:latest
 
-.PHONY: build run test lint docker bench bench-api bench-cpu clean test-deps
+.PHONY: build run test lint docker bench bench-api bench-cpu soak clean test-deps
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BINARY) .
@@ -60,3 +60,11 @@ bench-cpu:
 # 1,000,000), BENCH_API_CONNECTIONS (default 64).
 bench-api:
 	$(GO) run ./cmd/bench -api -out bench-api-results.json
+
+# Soak of the real binary on embedded defaults: its RSS, the DATA_DIR size and the lag, sampled
+# every SOAK_INTERVAL seconds (default 30) for SOAK_SECONDS (default 600) with the generator at
+# SOAK_RATE events/s (default 20,000). SOAK_MODE=external runs the broker (a second searchflow)
+# and Redis (a redis-server) outside the measured process. EMBEDDED_* variables reach the daemon;
+# DATA_DIR is under $TMPDIR (default /tmp).
+soak:
+	$(GO) run ./cmd/bench -soak -out soak-results.json

@@ -28,12 +28,18 @@ const usage = `usage: searchflow                       run the daemon, configure
        searchflow healthcheck [-ready]  exit 0 if /healthz (-ready: /readyz) answers 200 on HTTP_ADDR
                                         (on ADMIN_ADDR when STAGES has no api)
        searchflow verify [-max-diffs N] [-timeout D]
-                                        compare the Redis view with its Kafka topics folded again;
-                                        exit 0 equal, 1 differences, 2 cannot run
+                                        compare the Redis view with its Kafka topics folded again
+                                        from offset 0; exit 0 equal, 1 differences, 2 cannot run
+                                        (also when retention trimmed a processed topic)
        searchflow rebuild --all | --slot N
                                         reset the whole view (every shard, then its layout) or the
                                         shard in hash slot N, for the aggregators to rebuild from
                                         Kafka; exit 0 done, 1 failed, 2 bad usage or configuration
+       On embedded defaults (REDIS_ADDR empty) the daemon trims its topics below the view's
+       snapshot, DATA_DIR/view.snapshot: there both start from the snapshot, not from offset 0 —
+       verify folds the topics from its offsets on top of it, rebuild resets shards to it (the
+       layout stays). Run them with the daemon's DATA_DIR and a fixed EMBEDDED_REDIS_ADDR that the
+       daemon was started with.
 `
 
 func main() {

@@ -8,6 +8,7 @@ package config
 
 import (
 	"errors"
+	"path/filepath"
 	"reflect"
 	"time"
 )
@@ -52,18 +53,24 @@ type Config struct {
 
 	KafkaBrokers      []string `env:"KAFKA_BROKERS" parse:"hostports" accepts:"comma list of host:port" help:"Kafka seed brokers; empty starts the embedded broker"`
 	EmbeddedKafkaAddr string   `env:"EMBEDDED_KAFKA_ADDR" default:"127.0.0.1:9092" parse:"hostport" accepts:"host:port" help:"where the embedded broker listens (kcat can connect)"`
-	DataDir           string   `env:"DATA_DIR" default:"./data" accepts:"directory path" help:"where the embedded broker persists its log"`
+	DataDir           string   `env:"DATA_DIR" default:"./data" accepts:"directory path" help:"where the embedded broker persists its log, and the embedded store its view (view.snapshot)"`
+
+	// What embedded mode keeps (see README "Long runs on embedded defaults").
+	EmbeddedRetention        time.Duration `env:"EMBEDDED_RETENTION" default:"1h" accepts:"Go duration 1s..8760h" help:"embedded broker: records are kept this long, then deleted once nothing needs them (the transformer committed past them; the view's snapshot holds them)"`
+	EmbeddedRetentionMB      int           `env:"EMBEDDED_RETENTION_MB" default:"256" range:"1..1_000_000" accepts:"integer 1..1000000 (MiB)" help:"embedded broker: each topic's disk budget; past it the oldest records are deleted sooner, once nothing needs them"`
+	EmbeddedSnapshotInterval time.Duration `env:"EMBEDDED_SNAPSHOT_INTERVAL" default:"30s" accepts:"Go duration 100ms..1h" help:"embedded mode: how often the embedded store's view is written to DATA_DIR/view.snapshot and the embedded broker's topics are trimmed"`
 
 	// Kafka credentials and TLS (external brokers only).
 	KafkaSASL SASL `env:"KAFKA_SASL"`
 	KafkaTLS  TLS  `env:"KAFKA_TLS" with:"addr=KAFKA_BROKERS;server=the brokers;certs=the brokers' certificates;host=each address"`
 
-	RedisAddrs    []string `env:"REDIS_ADDR" parse:"hostports" accepts:"comma list of host:port" help:"Redis server, or seed nodes of a Redis Cluster; empty starts the embedded in-memory store"`
-	RedisCluster  string   `env:"REDIS_CLUSTER" default:"auto" oneof:"auto on off" accepts:"auto, on, off" help:"Redis Cluster mode: auto asks the server; on requires a cluster; off talks to one server even if it answers CLUSTER SLOTS"`
-	RedisUsername string   `env:"REDIS_USERNAME" accepts:"string" help:"Redis ACL user; empty: the default user"`
-	RedisPassword string   `env:"REDIS_PASSWORD" secret:"true" help:"Redis password"`
-	RedisDB       int      `env:"REDIS_DB" default:"0" range:"0..15" accepts:"integer 0..15" help:"Redis database number; 0 on Redis Cluster, which has no other"`
-	RedisTLS      TLS      `env:"REDIS_TLS" with:"addr=REDIS_ADDR;server=Redis;certs=Redis's certificate;host=REDIS_ADDR"`
+	RedisAddrs        []string `env:"REDIS_ADDR" parse:"hostports" accepts:"comma list of host:port" help:"Redis server, or seed nodes of a Redis Cluster; empty starts the embedded in-memory store"`
+	EmbeddedRedisAddr string   `env:"EMBEDDED_REDIS_ADDR" default:"127.0.0.1:0" parse:"hostport" accepts:"host:port" help:"where the embedded store listens; port 0 picks a free one. Give it a fixed port for searchflow verify and rebuild to reach it"`
+	RedisCluster      string   `env:"REDIS_CLUSTER" default:"auto" oneof:"auto on off" accepts:"auto, on, off" help:"Redis Cluster mode: auto asks the server; on requires a cluster; off talks to one server even if it answers CLUSTER SLOTS"`
+	RedisUsername     string   `env:"REDIS_USERNAME" accepts:"string" help:"Redis ACL user; empty: the default user"`
+	RedisPassword     string   `env:"REDIS_PASSWORD" secret:"true" help:"Redis password"`
+	RedisDB           int      `env:"REDIS_DB" default:"0" range:"0..15" accepts:"integer 0..15" help:"Redis database number; 0 on Redis Cluster, which has no other"`
+	RedisTLS          TLS      `env:"REDIS_TLS" with:"addr=REDIS_ADDR;server=Redis;certs=Redis's certificate;host=REDIS_ADDR"`
 
 	RawTopic           string        `env:"RAW_TOPIC" default:"raw_events" parse:"topic" accepts:"Kafka topic name" help:"topic the generator writes and the transformer reads"`
 	ProcessedTopic     string        `env:"PROCESSED_TOPIC" default:"processed_events" parse:"topic" accepts:"Kafka topic name" help:"topic the transformer writes (keyed by user) and the aggregator reads"`
@@ -145,6 +152,9 @@ func (c Config) EmbeddedKafka() bool { return len(c.KafkaBrokers) == 0 }
 // EmbeddedRedis reports whether the in-process Redis-protocol store serves this process.
 func (c Config) EmbeddedRedis() bool { return len(c.RedisAddrs) == 0 }
 
+// SnapshotPath is the file the embedded store's view is kept in between runs.
+func (c Config) SnapshotPath() string { return filepath.Join(c.DataDir, "view.snapshot") }
+
 // Var describes one environment variable: its name, default and what it accepts.
 type Var struct {
 	Name    string
@@ -183,6 +193,12 @@ func (c Config) check(p *parser, _ string) {
 	}
 	if c.TransactionTimeout != 0 && (c.TransactionTimeout < time.Second || c.TransactionTimeout > 15*time.Minute) {
 		p.fail("TRANSACTION_TIMEOUT", "is %s: must be between 1s and 15m (the broker's transaction.max.timeout.ms is 15m by default)", c.TransactionTimeout)
+	}
+	if c.EmbeddedRetention != 0 && (c.EmbeddedRetention < time.Second || c.EmbeddedRetention > 8760*time.Hour) {
+		p.fail("EMBEDDED_RETENTION", "is %s: must be between 1s and 8760h", c.EmbeddedRetention)
+	}
+	if c.EmbeddedSnapshotInterval != 0 && (c.EmbeddedSnapshotInterval < 100*time.Millisecond || c.EmbeddedSnapshotInterval > time.Hour) {
+		p.fail("EMBEDDED_SNAPSHOT_INTERVAL", "is %s: must be between 100ms and 1h", c.EmbeddedSnapshotInterval)
 	}
 }
 

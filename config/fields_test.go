@@ -159,6 +159,9 @@ func sampleValue(t *testing.T, v Var, readers []setting) string {
 		}
 		return strconv.FormatInt(s.lo, 10)
 	case kinds["duration"]:
+		if v.Default == "1h" {
+			return "2h"
+		}
 		return "1h"
 	case kinds["oneof"]:
 		if s.oneOf[0] == v.Default {

@@ -21,8 +21,10 @@ type Kafka struct {
 }
 
 // StartKafka starts a broker listening on addr (host:port; port 0 picks one) that keeps its log
-// under dataDir/kafka, reloading what an earlier run left there.
-func StartKafka(addr, dataDir string, log *zap.Logger) (*Kafka, error) {
+// under dataDir/kafka, reloading what an earlier run left there, in segment files of at most
+// segmentBytes. It never deletes records on its own: kfake's retention would delete records no
+// one has read yet, so what goes is searchflow's choice (package keeper).
+func StartKafka(addr, dataDir string, segmentBytes int64, log *zap.Logger) (*Kafka, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("embedded kafka: address %q: %w", addr, err)
@@ -41,6 +43,12 @@ func StartKafka(addr, dataDir string, log *zap.Logger) (*Kafka, error) {
 			return net.Listen(network, net.JoinHostPort(host, p))
 		}),
 		kfake.DataDir(dir),
+		// A trim frees disk a whole segment at a time: small segments keep the budget close.
+		kfake.BrokerConfigs(map[string]string{
+			"log.retention.ms":    "-1",
+			"log.retention.bytes": "-1",
+			"log.segment.bytes":   strconv.FormatInt(segmentBytes, 10),
+		}),
 		kfake.WithLogger(kfakeLogger{log.Named("kfake")}),
 	)
 	if err != nil {
@@ -73,18 +81,19 @@ func (l kfakeLogger) Logf(level kfake.LogLevel, msg string, args ...any) {
 	}
 }
 
-// Redis is an in-process Redis-protocol store; everything it holds is lost when it stops.
+// Redis is an in-process Redis-protocol store; everything it holds is lost when it stops (the
+// pipeline keeps the view in a snapshot file: package keeper).
 type Redis struct {
 	server *miniredis.Miniredis
 }
 
-// StartRedis starts the store on a free loopback port.
-func StartRedis(log *zap.Logger) (*Redis, error) {
+// StartRedis starts the store listening on addr (host:port; port 0 picks a free one).
+func StartRedis(addr string, log *zap.Logger) (*Redis, error) {
 	s := miniredis.NewMiniRedis()
-	if err := s.Start(); err != nil {
-		return nil, fmt.Errorf("embedded redis: start: %w", err)
+	if err := s.StartAddr(addr); err != nil {
+		return nil, fmt.Errorf("embedded redis: start on %s: %w", addr, err)
 	}
-	log.Warn("embedded redis store started: metrics live in memory only and are rebuilt from Kafka after a restart",
+	log.Info("embedded redis store started: the view lives in memory, and in DATA_DIR/view.snapshot between runs",
 		zap.String("addr", s.Addr()))
 	return &Redis{server: s}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -46,6 +47,25 @@ func newShardFold(role view.Role) *shardFold {
 		f.counts[k] = map[string]int64{}
 	}
 	return f
+}
+
+// seed starts the fold from a snapshot of the shard: what it counted, its minimum prices and
+// its raw watermarks.
+func (f *shardFold) seed(st view.ShardState) {
+	for k, counts := range st.Counts {
+		if f.counts[k] == nil {
+			continue
+		}
+		for id, n := range counts {
+			f.counts[k][id] = n
+		}
+	}
+	for hotel, prices := range st.MinPrices {
+		f.minPrices[hotel] = maps.Clone(prices)
+	}
+	for p, o := range st.Sources {
+		f.marks[p] = o
+	}
 }
 
 // roleKinds are the kinds role's shards count.

@@ -34,21 +34,25 @@ type position struct {
 // deadLetters are the records of the view's topics that an aggregator dead-lettered.
 type deadLetters map[position]bool
 
-// readTo reads each partition of ends from its start up to its end offset (exclusive) with
-// read_committed isolation and calls fn with every committed record below it; a partition with
-// an end of 0 or less is not read. The consumer keeps control records, so that a partition whose
+// readTo reads each partition of ends from its offset in from (its start when from has none) up
+// to its end offset (exclusive) with read_committed isolation and calls fn with every committed
+// record in between; a partition with nothing in between is not read. The consumer keeps control records, so that a partition whose
 // last offsets are a commit marker or an aborted batch is known to be read to its end all the
 // same; fn sees no control record. It returns when every partition is read, or with ctx's error.
-func readTo(ctx context.Context, opts []kgo.Opt, ends map[string]map[int32]int64, fn func(*kgo.Record)) error {
+func readTo(ctx context.Context, opts []kgo.Opt, from, ends map[string]map[int32]int64, fn func(*kgo.Record)) error {
 	parts := map[string]map[int32]kgo.Offset{}
 	left := 0
 	for topic, ps := range ends {
 		for p, end := range ps {
-			if end > 0 {
+			start, ok := from[topic][p]
+			if end > start {
 				if parts[topic] == nil {
 					parts[topic] = map[int32]kgo.Offset{}
 				}
 				parts[topic][p] = kgo.NewOffset().AtStart()
+				if ok {
+					parts[topic][p] = kgo.NewOffset().At(start)
+				}
 				left++
 			}
 		}
@@ -124,7 +128,7 @@ func (k *kafkaConn) readDeadLetters(ctx context.Context, topic string, l view.La
 	})
 	dead := deadLetters{}
 	var n int64
-	err = readTo(ctx, k.opts, want, func(r *kgo.Record) {
+	err = readTo(ctx, k.opts, nil, want, func(r *kgo.Record) {
 		n++
 		if at, ok := deadLettered(r, l); ok {
 			dead[at] = true

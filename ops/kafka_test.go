@@ -45,7 +45,7 @@ func TestReadToStopsAtATransactionMarker(t *testing.T) {
 	}
 	end, _ := ends.Lookup("t", 0)
 	var got []string
-	err = readTo(ctx, []kgo.Opt{kgo.SeedBrokers(addr)}, map[string]map[int32]int64{"t": {0: end.Offset}}, func(r *kgo.Record) {
+	err = readTo(ctx, []kgo.Opt{kgo.SeedBrokers(addr)}, nil, map[string]map[int32]int64{"t": {0: end.Offset}}, func(r *kgo.Record) {
 		got = append(got, string(r.Value))
 	})
 	if err != nil || len(got) != 3 || got[0] != "a" || got[1] != "b" || got[2] != "d" {

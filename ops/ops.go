@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -41,8 +42,7 @@ type redisConn struct {
 // REDIS_CLUSTER), without the client-side cache.
 func connectRedis(cfg config.Config) (*redisConn, error) {
 	if cfg.EmbeddedRedis() {
-		return nil, usageError("REDIS_ADDR is empty: the embedded store lives inside the daemon's process, " +
-			"so no other process can reach it; operator commands need the daemon's external Redis in REDIS_ADDR")
+		return connectEmbedded(cfg)
 	}
 	rt, err := transport.NewRedis(cfg.RedisAddrs, cfg.RedisUsername, cfg.RedisPassword, cfg.RedisDB, cfg.RedisTLS)
 	if err != nil {
@@ -65,6 +65,23 @@ func connectRedis(cfg config.Config) (*redisConn, error) {
 		return nil, usageError("REDIS_DB is %d but %v is a Redis Cluster, which has only database 0", cfg.RedisDB, cfg.RedisAddrs)
 	}
 	return &redisConn{client: client, explain: rt.Explain}, nil
+}
+
+// connectEmbedded reaches the running daemon's embedded store, which listens on
+// EMBEDDED_REDIS_ADDR when the daemon was given a fixed port there.
+func connectEmbedded(cfg config.Config) (*redisConn, error) {
+	if _, port, _ := net.SplitHostPort(cfg.EmbeddedRedisAddr); port == "0" {
+		return nil, usageError("REDIS_ADDR is empty and EMBEDDED_REDIS_ADDR is %s: the embedded store lives inside the daemon's "+
+			"process on a port it picked; run the daemon and this command with the same fixed EMBEDDED_REDIS_ADDR "+
+			"(e.g. 127.0.0.1:6380), or with the daemon's external Redis in REDIS_ADDR", cfg.EmbeddedRedisAddr)
+	}
+	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{cfg.EmbeddedRedisAddr},
+		ForceSingleClient: true, DisableCache: true})
+	if err != nil {
+		return nil, fmt.Errorf("connect to the daemon's embedded store at EMBEDDED_REDIS_ADDR %s (is the daemon running?): %w",
+			cfg.EmbeddedRedisAddr, err)
+	}
+	return &redisConn{client: client, explain: func(err error) error { return err }}, nil
 }
 
 // kafkaConn is the options of the operator's Kafka clients, an admin client made with them,

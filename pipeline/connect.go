@@ -28,7 +28,7 @@ func (p *pipeline) connect(ctx context.Context, onKafka func([]string)) error {
 	cfg := p.cfg
 	brokers := cfg.KafkaBrokers
 	if cfg.EmbeddedKafka() {
-		k, err := embedded.StartKafka(cfg.EmbeddedKafkaAddr, cfg.DataDir, p.log)
+		k, err := embedded.StartKafka(cfg.EmbeddedKafkaAddr, cfg.DataDir, segmentBytes(cfg), p.log)
 		if err != nil {
 			return fmt.Errorf("pipeline: %w", err)
 		}
@@ -72,6 +72,11 @@ func (p *pipeline) connect(ctx context.Context, onKafka func([]string)) error {
 	if err := p.connectRedis(ctx); err != nil {
 		return err
 	}
+	if cfg.EmbeddedRedis() {
+		if err := p.restoreView(ctx, admin); err != nil {
+			return err
+		}
+	}
 	if !cfg.Enabled(config.StageAggregator) {
 		return nil // readers find the layout in the view
 	}
@@ -84,7 +89,7 @@ func (p *pipeline) connectRedis(ctx context.Context) error {
 	var opt rueidis.ClientOption
 	explain := func(err error) error { return err }
 	if cfg.EmbeddedRedis() {
-		r, err := embedded.StartRedis(p.log)
+		r, err := embedded.StartRedis(cfg.EmbeddedRedisAddr, p.log)
 		if err != nil {
 			return fmt.Errorf("pipeline: %w", err)
 		}

@@ -255,6 +255,10 @@ func (p *pipeline) run(ctx context.Context) error {
 		p.launch(g, gctx, s, &workers)
 	}
 	g.Go(func() error { p.logStats(gctx, stages); return nil })
+	keep := p.newKeeper()
+	if keep != nil {
+		g.Go(func() error { return keep.Run(gctx) })
+	}
 	g.Go(func() error {
 		p.track.run(gctx, p.admin, p.groups(), p.cfg.StallTimeout, p.newLagProbe, p.metrics, p.log)
 		return nil
@@ -267,7 +271,17 @@ func (p *pipeline) run(ctx context.Context) error {
 		p.log.Info("draining", zap.Duration("timeout", p.cfg.ShutdownTimeout))
 		return nil
 	})
-	return p.wait(g, gctx, stages)
+	err = p.wait(g, gctx, stages)
+	if err == nil && keep != nil && keep.Snapshots() {
+		// The stages have stopped: a snapshot now is the whole view, and the next start replays
+		// nothing.
+		sctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownTimeout)
+		defer cancel()
+		if err := keep.Snapshot(sctx); err != nil {
+			p.log.Warn("no final snapshot of the view: the next start replays from the last one", zap.Error(err))
+		}
+	}
+	return err
 }
 
 // servers are the HTTP servers as stages.

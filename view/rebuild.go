@@ -49,6 +49,20 @@ func (v *View) Shards(ctx context.Context) ([]Shard, Layout, error) {
 // the number of keys deleted.
 func (v *View) ResetShard(ctx context.Context, sh Shard) (int, error) {
 	state := sh.prefix + stateKey
+	deleted, err := v.markAndEmpty(ctx, sh)
+	if err != nil {
+		return deleted, err
+	}
+	if err := v.client.Do(ctx, v.client.B().Del().Key(state).Build()).Error(); err != nil {
+		return deleted, fmt.Errorf("view: end the rebuild of shard %v: %w", sh, err)
+	}
+	return deleted + 1, nil
+}
+
+// markAndEmpty marks a shard as being rebuilt (its state's "rebuilding"; the apply script refuses
+// its batches from then on) and deletes every other key of it. It returns the keys deleted.
+func (v *View) markAndEmpty(ctx context.Context, sh Shard) (int, error) {
+	state := sh.prefix + stateKey
 	if err := v.client.Do(ctx, v.client.B().Hset().Key(state).FieldValue().FieldValue("rebuilding", "1").Build()).Error(); err != nil {
 		return 0, fmt.Errorf("view: mark shard %v as being rebuilt: %w", sh, err)
 	}
@@ -62,10 +76,7 @@ func (v *View) ResetShard(ctx context.Context, sh Shard) (int, error) {
 			return deleted, fmt.Errorf("view: empty shard %v: %w", sh, err)
 		}
 	}
-	if err := v.client.Do(ctx, v.client.B().Del().Key(state).Build()).Error(); err != nil {
-		return deleted, fmt.Errorf("view: end the rebuild of shard %v: %w", sh, err)
-	}
-	return deleted + 1, nil
+	return deleted, nil
 }
 
 // deleteMatching deletes, with del, the keys under prefix that node lists, but keep. (del goes

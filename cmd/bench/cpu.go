@@ -406,22 +406,25 @@ func serverPid(addr string) (int, error) {
 	return 0, errors.New("redis INFO has no process_id")
 }
 
-// peakRSS is a process's peak resident set in MB (VmHWM of /proc/<pid>/status).
-func peakRSS(pid int) (float64, error) {
+// peakRSS is a process's peak resident set in MB.
+func peakRSS(pid int) (float64, error) { return procStatusMB(pid, "VmHWM") }
+
+// procStatusMB reads one memory field of /proc/<pid>/status (given in kB there), in MB.
+func procStatusMB(pid int, field string) (float64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, fmt.Errorf("read the memory of pid %d: %w", pid, err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 64)
 			if err != nil {
-				return 0, fmt.Errorf("/proc/%d/status: VmHWM %q: %w", pid, rest, err)
+				return 0, fmt.Errorf("/proc/%d/status: %s %q: %w", pid, field, rest, err)
 			}
 			return kb / 1024, nil
 		}
 	}
-	return 0, fmt.Errorf("/proc/%d/status: no VmHWM", pid)
+	return 0, fmt.Errorf("/proc/%d/status: no %s", pid, field)
 }
 
 // cpuSeconds is a process's user and system CPU time so far, from /proc.

@@ -11,6 +11,12 @@
 // with BENCH_API_USERS users (default 1,000,000), serves the API in process and drives
 // /advertisers and /users?limit=100 with BENCH_API_CONNECTIONS connections (default 64) — with wrk when it is installed, else with
 // a Go load generator — and writes bench-api-results.json.
+//
+// With -soak it runs the real binary for SOAK_SECONDS (default 600) with the generator at
+// SOAK_RATE events/s (default 20,000) and samples, every SOAK_INTERVAL seconds (default 30), the
+// process's RSS, the size of the embedded broker's DATA_DIR and the lag (`make soak`);
+// SOAK_MODE=external runs the broker and Redis outside the measured process. It writes
+// soak-results.json.
 package main
 
 import (
@@ -110,8 +116,11 @@ func run() error {
 	profilePhase := flag.String("profile-phase", "e2e", "phase the CPU profile covers: transformer, aggregator or e2e")
 	api := flag.Bool("api", false, "benchmark the HTTP API instead (make bench-api)")
 	cpu := flag.Bool("cpu", false, "measure the real binary's CPU per event instead (make bench-cpu)")
+	soak := flag.Bool("soak", false, "run the real binary for SOAK_SECONDS and sample its memory and DATA_DIR instead (make soak)")
 	flag.Parse()
 	switch {
+	case *soak:
+		return runSoak(*out)
 	case *cpu:
 		return runCPU(*out)
 	case *api:

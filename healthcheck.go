@@ -41,6 +41,7 @@ func healthcheck(args []string, getenv func(string) string, stderr io.Writer) in
 		return fail("unexpected argument %q (usage: searchflow healthcheck [-ready])", fs.Arg(0))
 	}
 
+	getenv, _ = config.WithLegacyNames(getenv) // the daemon warns about them
 	cfg, err := config.Load(getenv)
 	if err != nil {
 		return fail("invalid configuration: %s", strings.ReplaceAll(err.Error(), "\n", "; "))

@@ -60,7 +60,8 @@ func run(args []string) int {
 		return exitConfig
 	}
 
-	cfg, err := config.Load(os.Getenv)
+	getenv, legacy := config.WithLegacyNames(os.Getenv)
+	cfg, err := config.Load(getenv)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "searchflow: invalid configuration:\n%v\n", err)
 		return exitConfig
@@ -71,6 +72,9 @@ func run(args []string) int {
 		return exitConfig
 	}
 	defer func() { _ = log.Sync() }()
+	for _, w := range legacy {
+		log.Warn(w)
+	}
 
 	defaultGC(os.Getenv)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

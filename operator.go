@@ -95,6 +95,10 @@ func commandFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, 
 
 // commandConfig loads the configuration for an operator command, saying on stderr what is wrong.
 func commandConfig(command string, getenv func(string) string, stderr io.Writer) (config.Config, bool) {
+	getenv, legacy := config.WithLegacyNames(getenv)
+	for _, w := range legacy {
+		fmt.Fprintf(stderr, "searchflow %s: warning: %s\n", command, w)
+	}
 	cfg, err := config.Load(getenv)
 	if err != nil {
 		fmt.Fprintf(stderr, "searchflow %s: invalid configuration:\n%v\n", command, err)

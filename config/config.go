@@ -60,6 +60,8 @@ type Config struct {
 	EmbeddedRetentionMB      int           `env:"EMBEDDED_RETENTION_MB" default:"256" range:"1..1_000_000" accepts:"integer 1..1000000 (MiB)" help:"embedded broker: each topic's disk budget; past it the oldest records are deleted sooner, once nothing needs them"`
 	EmbeddedSnapshotInterval time.Duration `env:"EMBEDDED_SNAPSHOT_INTERVAL" default:"30s" accepts:"Go duration 100ms..1h" help:"embedded mode: how often the embedded store's view is written to DATA_DIR/view.snapshot and the embedded broker's topics are trimmed"`
 
+	KafkaCompression string `env:"KAFKA_COMPRESSION" default:"snappy" oneof:"none gzip snappy lz4 zstd" accepts:"none, gzip, snappy, lz4, zstd" help:"codec of the record batches searchflow produces; its consumers need it (README: Migrating from the original)"`
+
 	// Kafka credentials and TLS (external brokers only).
 	KafkaSASL SASL `env:"KAFKA_SASL"`
 	KafkaTLS  TLS  `env:"KAFKA_TLS" with:"addr=KAFKA_BROKERS;server=the brokers;certs=the brokers' certificates;host=each address"`

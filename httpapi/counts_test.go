@@ -108,10 +108,24 @@ func TestCountsDefaultLimit(t *testing.T) {
 		}
 	}
 
-	// The next page starts where the first ended and holds the rest.
-	_, rest := decodeCounts(t, get(t, f, "/users?offset="+strconv.Itoa(DefaultLimit)).body)
+	// A page that does not end the list says so, and links the next one.
+	next := fmt.Sprintf(`</users?offset=%d>; rel="next"`, DefaultLimit)
+	if r.header.Get("X-Truncated") != "true" || r.header.Get("Link") != next {
+		t.Errorf("X-Truncated %q, Link %q; want true and %s", r.header.Get("X-Truncated"), r.header.Get("Link"), next)
+	}
+
+	// The next page starts where the first ended and holds the rest; it is the last.
+	second := get(t, f, "/users?offset="+strconv.Itoa(DefaultLimit))
+	_, rest := decodeCounts(t, second.body)
 	if len(rest) != n-DefaultLimit {
 		t.Fatalf("second page has %d entries, want %d", len(rest), n-DefaultLimit)
+	}
+	if second.header.Get("X-Truncated") != "" || second.header.Get("Link") != "" {
+		t.Errorf("the last page: X-Truncated %q, Link %q; want neither", second.header.Get("X-Truncated"), second.header.Get("Link"))
+	}
+	// The link keeps the other parameters.
+	if link := get(t, f, "/users?limit=10&offset=20").header.Get("Link"); link != `</users?limit=10&offset=30>; rel="next"` {
+		t.Errorf("Link %q, want the same limit and offset 30", link)
 	}
 	last, first := data[len(data)-1], rest[0]
 	if last.n < first.n || last.n == first.n && last.id >= first.id {

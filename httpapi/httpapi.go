@@ -131,7 +131,7 @@ func New(v *view.View, ready Readiness, log *zap.Logger, opts ...Option) *Server
 		// headers for the browser to show it to the page.
 		e.Use(middleware.CORSWithConfig(middleware.CORSConfig{AllowOrigins: s.opts.corsOrigins,
 			AllowMethods:  []string{http.MethodGet, http.MethodHead, http.MethodOptions},
-			ExposeHeaders: []string{"X-Total-Count", echo.HeaderXRequestID}}))
+			ExposeHeaders: []string{"X-Total-Count", "X-Truncated", "Link", echo.HeaderXRequestID}}))
 	}
 	if s.tokens.enabled() {
 		e.Use(s.requireToken)
@@ -267,6 +267,24 @@ func page(c echo.Context) (offset, limit int, err error) {
 	return offset, limit, nil
 }
 
+// pageHeaders tells the size of the whole list (X-Total-Count), and, when the page of n entries
+// from offset does not end it, says so (X-Truncated: true) with the next page's link (Link,
+// rel="next": this request with offset moved past the page). A client written for the original
+// project, which answered every entry, then sees that it got a part.
+func pageHeaders(c echo.Context, total int64, offset, n int) {
+	h := c.Response().Header()
+	h.Set("X-Total-Count", strconv.FormatInt(total, 10))
+	if int64(offset+n) >= total || n == 0 {
+		return
+	}
+	next := *c.Request().URL
+	q := next.Query()
+	q.Set("offset", strconv.Itoa(offset+n))
+	next.RawQuery = q.Encode()
+	h.Set("X-Truncated", "true")
+	h.Set("Link", "<"+next.RequestURI()+`>; rel="next"`)
+}
+
 func (s *Server) counts(kind view.Kind) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		offset, limit, err := page(c)
@@ -297,7 +315,7 @@ func (s *Server) counts(kind view.Kind) echo.HandlerFunc {
 			buf = strconv.AppendInt(buf, e.Count, 10)
 		}
 		buf = append(buf, "}}"...)
-		c.Response().Header().Set("X-Total-Count", strconv.FormatInt(total, 10))
+		pageHeaders(c, total, offset, len(entries))
 		return c.JSONBlob(http.StatusOK, buf)
 	}
 }
@@ -342,7 +360,7 @@ func (s *Server) minPrices(c echo.Context) error {
 		buf = append(buf, '}')
 	}
 	buf = append(buf, '}')
-	c.Response().Header().Set("X-Total-Count", strconv.FormatInt(total, 10))
+	pageHeaders(c, total, offset, len(hotels))
 	return c.JSONBlob(http.StatusOK, buf)
 }
 

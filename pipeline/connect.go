@@ -83,6 +83,21 @@ func (p *pipeline) connect(ctx context.Context, onKafka func([]string)) error {
 	return p.claimLayout(ctx, admin)
 }
 
+// compression is the codec KAFKA_COMPRESSION names (config accepts only these).
+func compression(name string) kgo.CompressionCodec {
+	switch name {
+	case "none":
+		return kgo.NoCompression()
+	case "gzip":
+		return kgo.GzipCompression()
+	case "lz4":
+		return kgo.Lz4Compression()
+	case "zstd":
+		return kgo.ZstdCompression()
+	}
+	return kgo.SnappyCompression()
+}
+
 // connectRedis starts or reaches Redis and makes the view.
 func (p *pipeline) connectRedis(ctx context.Context) error {
 	cfg := p.cfg

@@ -223,7 +223,10 @@ func (p *pipeline) groupOpts(name string) []kgo.Opt {
 
 // clientOpts are the Kafka options of one client, named for the franz-go metrics' client label.
 func (p *pipeline) clientOpts(name string) []kgo.Opt {
-	return append([]kgo.Opt{kgo.ClientID("searchflow-" + name), kgo.WithHooks(p.metrics.KafkaHooks(name))}, p.kafkaOpts...)
+	return append([]kgo.Opt{kgo.ClientID("searchflow-" + name), kgo.WithHooks(p.metrics.KafkaHooks(name)),
+		// One option per client: franz-go's DefaultCompressor rewrites the option's codec slice
+		// in place, a data race when clients made concurrently share one (franz-go v1.22.3).
+		kgo.ProducerBatchCompression(compression(p.cfg.KafkaCompression))}, p.kafkaOpts...)
 }
 
 // run runs the stages and the HTTP servers under one errgroup until ctx ends (then drains them,

@@ -234,7 +234,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 func (s *Server) welcome(c echo.Context) error {
 	return c.String(http.StatusOK, "Welcome to searchflow: live hotel-search metrics. "+
-		"Try /users, /hotels, /advertisers and /hotel_min_offer_per_advertiser (?limit=&offset=); "+
+		"Try /users, /hotels, /advertisers and /hotel_min_offer_per_advertiser (?limit=&offset=&format=list); "+
 		"watch it live on /dashboard; the API is described at /openapi.json.\n")
 }
 
@@ -285,9 +285,27 @@ func pageHeaders(c echo.Context, total int64, offset, n int) {
 	h.Set("Link", "<"+next.RequestURI()+`>; rel="next"`)
 }
 
+// listForm reads ?format=: "object" (the default, the original project's form) or "list", an
+// array whose order survives clients that reorder an object's members (JavaScript puts
+// integer-like keys first; Go maps have no order).
+func listForm(c echo.Context) (bool, error) {
+	switch v := c.QueryParam("format"); v {
+	case "", "object":
+		return false, nil
+	case "list":
+		return true, nil
+	default:
+		return false, echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("format must be object or list, got %q", v))
+	}
+}
+
 func (s *Server) counts(kind view.Kind) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		offset, limit, err := page(c)
+		if err != nil {
+			return err
+		}
+		list, err := listForm(c)
 		if err != nil {
 			return err
 		}
@@ -301,27 +319,47 @@ func (s *Server) counts(kind view.Kind) echo.HandlerFunc {
 		if err != nil {
 			return readError(ctx, fmt.Errorf("read %s: %w", kind, err))
 		}
-		// Built by hand: a Go map would lose the count-descending order.
-		buf := make([]byte, 0, 64+len(entries)*48)
-		buf = append(buf, `{"count":`...)
-		buf = strconv.AppendInt(buf, total, 10)
-		buf = append(buf, `,"data":{`...)
-		for i, e := range entries {
-			if i > 0 {
-				buf = append(buf, ',')
-			}
-			buf = jsonw.AppendString(buf, e.ID)
-			buf = append(buf, ':')
-			buf = strconv.AppendInt(buf, e.Count, 10)
-		}
-		buf = append(buf, "}}"...)
 		pageHeaders(c, total, offset, len(entries))
-		return c.JSONBlob(http.StatusOK, buf)
+		return c.JSONBlob(http.StatusOK, appendCounts(make([]byte, 0, 64+len(entries)*48), total, entries, list))
 	}
+}
+
+// appendCounts writes a page of counts: {"count":N,"data":{"<id>":n,...}}, or with list
+// {"count":N,"data":[{"id":"<id>","count":n},...]}. Built by hand: a Go map would lose the
+// count-descending order.
+func appendCounts(buf []byte, total int64, entries []view.Entry, list bool) []byte {
+	open, close := `,"data":{`, "}}"
+	if list {
+		open, close = `,"data":[`, "]}"
+	}
+	buf = append(buf, `{"count":`...)
+	buf = strconv.AppendInt(buf, total, 10)
+	buf = append(buf, open...)
+	for i, e := range entries {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		if list {
+			buf = append(buf, `{"id":`...)
+			buf = jsonw.AppendString(buf, e.ID)
+			buf = append(buf, `,"count":`...)
+			buf = strconv.AppendInt(buf, e.Count, 10)
+			buf = append(buf, '}')
+			continue
+		}
+		buf = jsonw.AppendString(buf, e.ID)
+		buf = append(buf, ':')
+		buf = strconv.AppendInt(buf, e.Count, 10)
+	}
+	return append(buf, close...)
 }
 
 func (s *Server) minPrices(c echo.Context) error {
 	offset, limit, err := page(c)
+	if err != nil {
+		return err
+	}
+	list, err := listForm(c)
 	if err != nil {
 		return err
 	}
@@ -336,6 +374,18 @@ func (s *Server) minPrices(c echo.Context) error {
 		return readError(ctx, fmt.Errorf("read min prices: %w", err))
 	}
 	buf := make([]byte, 0, 64+len(hotels)*128)
+	if list {
+		buf = appendMinPricesList(buf, hotels)
+	} else {
+		buf = appendMinPrices(buf, hotels)
+	}
+	pageHeaders(c, total, offset, len(hotels))
+	return c.JSONBlob(http.StatusOK, buf)
+}
+
+// appendMinPrices writes the original project's form: {"<hotel>":{"<advertiser>":price,...},...},
+// hotels in page order, advertisers by name.
+func appendMinPrices(buf []byte, hotels []view.HotelPrices) []byte {
 	buf = append(buf, '{')
 	names := make([]string, 0, 16)
 	for i, h := range hotels {
@@ -344,10 +394,7 @@ func (s *Server) minPrices(c echo.Context) error {
 		}
 		buf = jsonw.AppendString(buf, h.HotelID)
 		buf = append(buf, ":{"...)
-		names = names[:0]
-		for adv := range h.Prices {
-			names = append(names, adv)
-		}
+		names = advertiserNames(names, h.Prices)
 		sort.Strings(names)
 		for j, adv := range names {
 			if j > 0 {
@@ -359,9 +406,49 @@ func (s *Server) minPrices(c echo.Context) error {
 		}
 		buf = append(buf, '}')
 	}
-	buf = append(buf, '}')
-	pageHeaders(c, total, offset, len(hotels))
-	return c.JSONBlob(http.StatusOK, buf)
+	return append(buf, '}')
+}
+
+// advertiserNames refills names with the advertisers of prices, in no order.
+func advertiserNames(names []string, prices map[string]int64) []string {
+	names = names[:0]
+	for adv := range prices {
+		names = append(names, adv)
+	}
+	return names
+}
+
+// appendMinPricesList writes the list form:
+// [{"hotel_id":"<hotel>","advertisers":[{"advertiser":"<name>","eurocents":n},...]},...], hotels in
+// page order, each hotel's advertisers cheapest first (ties by name).
+func appendMinPricesList(buf []byte, hotels []view.HotelPrices) []byte {
+	buf = append(buf, '[')
+	names := make([]string, 0, 16)
+	for i, h := range hotels {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, `{"hotel_id":`...)
+		buf = jsonw.AppendString(buf, h.HotelID)
+		buf = append(buf, `,"advertisers":[`...)
+		names = advertiserNames(names, h.Prices)
+		sort.Slice(names, func(a, b int) bool {
+			pa, pb := h.Prices[names[a]], h.Prices[names[b]]
+			return pa < pb || pa == pb && names[a] < names[b]
+		})
+		for j, adv := range names {
+			if j > 0 {
+				buf = append(buf, ',')
+			}
+			buf = append(buf, `{"advertiser":`...)
+			buf = jsonw.AppendString(buf, adv)
+			buf = append(buf, `,"eurocents":`...)
+			buf = strconv.AppendInt(buf, h.Prices[adv], 10)
+			buf = append(buf, '}')
+		}
+		buf = append(buf, "]}"...)
+	}
+	return append(buf, ']')
 }
 
 // readError answers 503 (cause logged) when Redis cannot serve the read now: it cannot be

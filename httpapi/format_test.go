@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"reflect"
@@ -76,5 +77,41 @@ func TestListFormMatchesObjectForm(t *testing.T) {
 	}
 	if r := get(t, f, "/hotels?format=csv"); r.code != http.StatusBadRequest {
 		t.Errorf("format=csv: %d, want 400", r.code)
+	}
+}
+
+// TestCheapestPerSearchScope: ?scope=cheapest_per_search answers each advertiser's lowest price
+// among the searches it won (worked out by hand from fixedBatches below), the default scope
+// every offer; an unknown scope is a 400, and a view that predates the scope a 409.
+func TestCheapestPerSearchScope(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil, nil)
+	load(t, f, fixedBatches)
+	// Winners: h2: a2 300, a1 400, a2 350; h1: a1 450, a2 700, a2 650, a1 460; h3: a1 999;
+	// h10: a4 1. a3 never wins.
+	want := []hotelPrices{
+		{"h1", []entry{{"a1", 450}, {"a2", 650}}},
+		{"h10", []entry{{"a4", 1}}},
+		{"h2", []entry{{"a1", 400}, {"a2", 300}}},
+		{"h3", []entry{{"a1", 999}}},
+	}
+	r := get(t, f, "/hotel_min_offer_per_advertiser?scope=cheapest_per_search")
+	if got := decodeMinPrices(t, r.body); r.code != http.StatusOK || !reflect.DeepEqual(got, want) {
+		t.Errorf("cheapest per search: %d %v, want %v", r.code, got, want)
+	}
+	every := decodeMinPrices(t, get(t, f, "/hotel_min_offer_per_advertiser?scope=every_offer").body)
+	if !reflect.DeepEqual(every, decodeMinPrices(t, get(t, f, "/hotel_min_offer_per_advertiser").body)) || len(every[0].prices) != 3 {
+		t.Errorf("every_offer is not the default: %v", every)
+	}
+	if r := get(t, f, "/hotel_min_offer_per_advertiser?scope=winners"); r.code != http.StatusBadRequest {
+		t.Errorf("scope=winners: %d, want 400", r.code)
+	}
+
+	c := f.redis.Client(t)
+	if err := c.Do(context.Background(), c.B().Hdel().Key("searchflow:layout").Field("cheapest").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if r := get(t, f, "/hotel_min_offer_per_advertiser?scope=cheapest_per_search"); r.code != http.StatusConflict {
+		t.Errorf("a view that predates the scope: %d %s, want 409", r.code, r.body)
 	}
 }

@@ -299,6 +299,20 @@ func listForm(c echo.Context) (bool, error) {
 	}
 }
 
+// priceScope reads ?scope= of /hotel_min_offer_per_advertiser: every_offer (the default: each
+// advertiser's lowest price over all its offers, what the endpoint is documented to mean) or
+// cheapest_per_search (its lowest price among the searches it won, the original project's numbers).
+func priceScope(c echo.Context) (view.PriceScope, error) {
+	switch v := c.QueryParam("scope"); v {
+	case "", "every_offer":
+		return view.EveryOffer, nil
+	case "cheapest_per_search":
+		return view.CheapestPerSearch, nil
+	default:
+		return 0, echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("scope must be every_offer or cheapest_per_search, got %q", v))
+	}
+}
+
 func (s *Server) counts(kind view.Kind) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		offset, limit, err := page(c)
@@ -363,13 +377,20 @@ func (s *Server) minPrices(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	scope, err := priceScope(c)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), readTimeout)
 	defer cancel()
 	v, err := s.view()
 	if err != nil {
 		return err
 	}
-	total, hotels, err := v.MinPrices(ctx, offset, limit)
+	total, hotels, err := v.ScopedMinPrices(ctx, scope, offset, limit)
+	if errors.Is(err, view.ErrScopeUnavailable) {
+		return echo.NewHTTPError(http.StatusConflict, err.Error())
+	}
 	if err != nil {
 		return readError(ctx, fmt.Errorf("read min prices: %w", err))
 	}

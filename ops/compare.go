@@ -101,6 +101,14 @@ func (c *shardCheck) compare(r *report) {
 				add(fmt.Sprintf("min price of hotel %q for advertiser %q", h, adv), v, k)
 			})
 		}
+		for _, h := range sortedUnion(c.dump.Cheapest, f.cheapest) {
+			if !c.cheapest {
+				break // a view claimed before it kept them: they are not compared
+			}
+			compareCounts(c.dump.Cheapest[h], f.cheapest[h], func(adv string, v, k string) {
+				add(fmt.Sprintf("cheapest-per-search price of hotel %q for advertiser %q", h, adv), v, k)
+			})
+		}
 	}
 	for _, u := range f.unread {
 		add(fmt.Sprintf("record at offset %d", u.offset), "no dead letter", "cannot be read ("+u.err.Error()+")")

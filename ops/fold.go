@@ -29,6 +29,9 @@ type shardFold struct {
 	marks     map[int32]int64
 	counts    map[view.Kind]map[string]int64
 	minPrices map[string]map[string]int64 // hotel -> advertiser -> lowest price
+	// cheapest is, per hotel, each advertiser's lowest price among the records whose cheapest
+	// offer was its (the lowest price; of two, the first name).
+	cheapest map[string]map[string]int64
 
 	records, copies, deadLettered int64
 	unread                        []unreadRecord // neither readable nor dead-lettered
@@ -42,7 +45,7 @@ type unreadRecord struct {
 
 func newShardFold(role view.Role) *shardFold {
 	f := &shardFold{role: role, marks: map[int32]int64{}, counts: map[view.Kind]map[string]int64{},
-		minPrices: map[string]map[string]int64{}}
+		minPrices: map[string]map[string]int64{}, cheapest: map[string]map[string]int64{}}
 	for _, k := range roleKinds(role) {
 		f.counts[k] = map[string]int64{}
 	}
@@ -62,6 +65,9 @@ func (f *shardFold) seed(st view.ShardState) {
 	}
 	for hotel, prices := range st.MinPrices {
 		f.minPrices[hotel] = maps.Clone(prices)
+	}
+	for hotel, prices := range st.Cheapest {
+		f.cheapest[hotel] = maps.Clone(prices)
 	}
 	for p, o := range st.Sources {
 		f.marks[p] = o
@@ -110,6 +116,7 @@ func (f *shardFold) add(r *kgo.Record, deadLettered bool) {
 		return
 	}
 	f.counts[view.Hotels][ev.hotel]++
+	f.win(ev)
 	prices := f.minPrices[ev.hotel]
 	for adv, price := range ev.prices {
 		f.counts[view.Advertisers][adv]++
@@ -120,6 +127,27 @@ func (f *shardFold) add(r *kgo.Record, deadLettered bool) {
 		if low, ok := prices[adv]; !ok || price < low {
 			prices[adv] = price
 		}
+	}
+}
+
+// win lets the record's cheapest offer lower its advertiser's cheapest-per-search price.
+func (f *shardFold) win(ev processed) {
+	winner, low := "", int64(0)
+	for adv, price := range ev.prices {
+		if winner == "" || price < low || price == low && adv < winner {
+			winner, low = adv, price
+		}
+	}
+	if winner == "" {
+		return
+	}
+	wins := f.cheapest[ev.hotel]
+	if wins == nil {
+		wins = map[string]int64{}
+		f.cheapest[ev.hotel] = wins
+	}
+	if cur, ok := wins[winner]; !ok || low < cur {
+		wins[winner] = low
 	}
 }
 

@@ -57,6 +57,13 @@ func Verify(ctx context.Context, cfg config.Config, out io.Writer, maxDiffs int)
 	if base != nil {
 		startFrom(checks, base)
 	}
+	cheapest, err := v.KeepsCheapest(ctx)
+	if err != nil {
+		return false, rc.explain(fmt.Errorf("ops: %w", err))
+	}
+	for _, c := range checks {
+		c.cheapest = cheapest
+	}
 	kc, err := connectKafka(cfg)
 	if err != nil {
 		return false, err
@@ -85,6 +92,8 @@ type shardCheck struct {
 	dump view.ShardDump
 	// from is the offset the fold starts at: 0, or the offset of the snapshot it starts from.
 	from int64
+	// cheapest is set when the view keeps the cheapest-per-search prices (view.KeepsCheapest).
+	cheapest bool
 	// problem, when set, is why the shard cannot be compared record by record (damaged, being
 	// rebuilt, ahead of its topic): itself a difference.
 	problem string

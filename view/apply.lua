@@ -9,11 +9,13 @@
 --
 -- KEYS: 1 state hash ("next"), 2 sources hash, 3 .. 2+k the shard's count sorted sets
 --       (score = -count); hotel shards then: 3+k index of hotels with min prices, 4+k .. one
---       min-price sorted set per hotel of the mins section, in its order.
+--       min-price sorted set per hotel of the mins section, in its order, then one
+--       cheapest-per-search sorted set per hotel of the wins section, in its order.
 -- ARGV: 1 expected stored offset (-1: none), 2 next offset, 3 k,
 --       4 .. 3+k increments for the count sets, each a JSON [member, increment, ...],
 --       4+k minimum prices: JSON [hotel, [price, advertiser, ...], hotel, [...], ...],
---       5+k source watermarks: JSON [source partition, highest source offset, ...].
+--       5+k minimum winning prices (each search's cheapest offer), the same shape,
+--       6+k source watermarks: JSON [source partition, highest source offset, ...].
 -- Returns an empty array when applied, or {stored offset or -1} when the stored offset is not the
 -- expected one; then nothing is written.
 -- Errors (nothing written): "VIEWKEY <type> <key>" when a key every batch writes has the wrong
@@ -30,7 +32,10 @@ for i = 1, k do
   incs[i] = cjson.decode(ARGV[3 + i])
 end
 local mins = cjson.decode(ARGV[4 + k])
-local marks = cjson.decode(ARGV[5 + k])
+local wins = cjson.decode(ARGV[5 + k])
+local marks = cjson.decode(ARGV[6 + k])
+-- The first key of the wins section's hotels.
+local winKeys = 4 + k + #mins / 2
 
 local function typeof(key)
   local t = redis.call('TYPE', key)
@@ -66,12 +71,16 @@ for i = 1, k do
   if e then return e end
 end
 local index = KEYS[3 + k]
-if #mins > 0 then
+if #mins > 0 or #wins > 0 then
   e = check(index, 'zset', 'VIEWKEY', index)
   if e then return e end
 end
 for h = 1, #mins, 2 do
   e = check(KEYS[3 + k + (h + 1) / 2], 'zset', 'HOTELKEY', mins[h])
+  if e then return e end
+end
+for h = 1, #wins, 2 do
+  e = check(KEYS[winKeys + (h - 1) / 2], 'zset', 'HOTELKEY', wins[h])
   if e then return e end
 end
 
@@ -104,25 +113,30 @@ end
 for _, w in ipairs(writes) do
   redis.call('ZADD', w[1], unpack(w[2]))
 end
--- Minimum prices: ZADD LT only ever lowers a score.
+-- Minimum prices, of every offer and of each search's cheapest: ZADD LT only ever lowers a
+-- score. Every hotel with either is in the index.
 local listed = {}
-for h = 1, #mins, 2 do
-  local prices = mins[h + 1]
-  local key = KEYS[3 + k + (h + 1) / 2]
-  for c = 1, #prices, 2 * chunk do
-    local part = {}
-    for i = c, math.min(c + 2 * chunk - 1, #prices) do
-      part[#part + 1] = prices[i]
+local function lower(section, firstKey)
+  for h = 1, #section, 2 do
+    local prices = section[h + 1]
+    local key = KEYS[firstKey + (h - 1) / 2]
+    for c = 1, #prices, 2 * chunk do
+      local part = {}
+      for i = c, math.min(c + 2 * chunk - 1, #prices) do
+        part[#part + 1] = prices[i]
+      end
+      redis.call('ZADD', key, 'LT', unpack(part))
     end
-    redis.call('ZADD', key, 'LT', unpack(part))
-  end
-  listed[#listed + 1] = 0
-  listed[#listed + 1] = mins[h]
-  if #listed >= 2 * chunk then
-    redis.call('ZADD', index, unpack(listed))
-    listed = {}
+    listed[#listed + 1] = 0
+    listed[#listed + 1] = section[h]
+    if #listed >= 2 * chunk then
+      redis.call('ZADD', index, unpack(listed))
+      listed = {}
+    end
   end
 end
+lower(mins, 4 + k)
+lower(wins, winKeys)
 if #listed > 0 then
   redis.call('ZADD', index, unpack(listed))
 end

@@ -21,10 +21,11 @@ import (
 // names a hotel the caller did not declare.
 //
 // KEYS: 1 state, 2 sources, 3 .. 2+k the count sets; hotel shards then: 3+k the price index,
-// 4+k .. one min-price key per hotel of ARGV, in its order.
+// 4+k .. one min-price key per hotel of ARGV, in its order, then one cheapest-per-search key per
+// hotel of ARGV, in its order.
 // ARGV: 1 k, 2 "1" when the shard has a price index, 3 .. the declared hotels.
 // Returns {"stale", index} or {"ok", state, sources, index, count set 1 .. k, min prices of each
-// declared hotel}: hashes as flat field/value lists, sorted sets as flat member/score lists
+// declared hotel, cheapest-per-search prices of each declared hotel}: hashes as flat field/value lists, sorted sets as flat member/score lists
 // (the index as members only). No call spreads a list over arguments (no unpack), so no list is
 // too long for it.
 // Errors: "VIEWKEY <type> <key>" when a key holds another type than the view writes there.
@@ -56,11 +57,10 @@ for i = 1, k do
   if e then return e end
   out[#out + 1] = redis.call('ZRANGE', KEYS[2 + i], 0, -1, 'WITHSCORES')
 end
-for i = 3, #ARGV do
-  local key = KEYS[4 + k + i - 3]
-  e = check(key, 'zset')
+for i = 4 + k, #KEYS do
+  e = check(KEYS[i], 'zset')
   if e then return e end
-  out[#out + 1] = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  out[#out + 1] = redis.call('ZRANGE', KEYS[i], 0, -1, 'WITHSCORES')
 end
 return out
 `
@@ -85,8 +85,9 @@ type ShardDump struct {
 	// PricedHotels is the hotel shard's index of hotels with prices, in id order.
 	PricedHotels []string
 	// MinPrices is each indexed hotel's lowest price per advertiser (a hotel whose key is empty
-	// or missing is left out).
+	// or missing is left out); Cheapest the same over each search's cheapest offer.
 	MinPrices map[string]map[string]int64
+	Cheapest  map[string]map[string]int64
 }
 
 // DamagedError reports a shard key that holds what the view never writes: another type, a
@@ -130,8 +131,10 @@ func (v *View) ReadShard(ctx context.Context, sh Shard) (ShardDump, error) {
 		if sh.Role == HotelShards {
 			keys = append(keys, sh.Key(minPriceHotelsKey))
 			args[1] = "1"
-			for _, h := range hotels {
-				keys = append(keys, sh.Key(minPriceKeyPrefix+h))
+			for _, scope := range []PriceScope{EveryOffer, CheapestPerSearch} {
+				for _, h := range hotels {
+					keys = append(keys, sh.Key(scope.keyPrefix()+h))
+				}
 			}
 			args = append(args, hotels...)
 		}
@@ -164,12 +167,12 @@ func dumpError(sh Shard, err error) error {
 }
 
 // decodeDump reads the script's "ok" reply: state, sources, index, the count sets of kinds,
-// then the min prices of hotels.
+// then the min prices of hotels, then their cheapest-per-search prices.
 func decodeDump(sh Shard, kinds []Kind, hotels []string, reply []rueidis.RedisMessage) (ShardDump, error) {
 	d := ShardDump{Shard: sh, Next: NoOffset, Sources: map[int32]int64{}, Counts: map[Kind]map[string]int64{},
-		MinPrices: map[string]map[string]int64{}}
-	if len(reply) != 4+len(kinds)+len(hotels) {
-		return d, fmt.Errorf("view: read shard %v: %d parts in the script's reply, want %d", sh, len(reply), 4+len(kinds)+len(hotels))
+		MinPrices: map[string]map[string]int64{}, Cheapest: map[string]map[string]int64{}}
+	if want := 4 + len(kinds) + 2*len(hotels); len(reply) != want {
+		return d, fmt.Errorf("view: read shard %v: %d parts in the script's reply, want %d", sh, len(reply), want)
 	}
 	lists := make([][]string, len(reply)-1)
 	for i := range lists {
@@ -190,13 +193,16 @@ func decodeDump(sh Shard, kinds []Kind, hotels []string, reply []rueidis.RedisMe
 		}
 		d.Counts[k] = counts
 	}
-	for i, h := range hotels {
-		prices, err := scores(sh, sh.Key(minPriceKeyPrefix+h), lists[3+len(kinds)+i], false)
-		if err != nil {
-			return d, err
-		}
-		if len(prices) > 0 {
-			d.MinPrices[h] = prices
+	for s, byHotel := range []map[string]map[string]int64{d.MinPrices, d.Cheapest} {
+		scope := PriceScope(s)
+		for i, h := range hotels {
+			prices, err := scores(sh, sh.Key(scope.keyPrefix()+h), lists[3+len(kinds)+s*len(hotels)+i], false)
+			if err != nil {
+				return d, err
+			}
+			if len(prices) > 0 {
+				byHotel[h] = prices
+			}
 		}
 	}
 	return d, nil

@@ -79,6 +79,9 @@ func (l Layout) String() string {
 const (
 	keyPrefix = "searchflow:"
 	layoutKey = keyPrefix + "layout"
+	// cheapestField, in the layout, says the view has kept the cheapest-per-search minimums
+	// since it was claimed: a view claimed before they existed lacks it.
+	cheapestField = "cheapest"
 	// legacyOffsetsPrefix is where layout 1 kept its offsets, per topic.
 	legacyOffsetsPrefix = "{searchflow}:offsets:"
 )
@@ -117,7 +120,8 @@ func (v *View) Claim(ctx context.Context, l Layout) error {
 		cmd := v.client.B().Hset().Key(layoutKey).FieldValue().
 			FieldValue("version", strconv.Itoa(layoutVersion)).
 			FieldValue("users_topic", l.UsersTopic).FieldValue("users", strconv.Itoa(l.Users)).
-			FieldValue("hotels_topic", l.HotelsTopic).FieldValue("hotels", strconv.Itoa(l.Hotels)).Build()
+			FieldValue("hotels_topic", l.HotelsTopic).FieldValue("hotels", strconv.Itoa(l.Hotels)).
+			FieldValue(cheapestField, "1").Build()
 		if err := v.client.Do(ctx, cmd).Error(); err != nil {
 			return fmt.Errorf("view: store the layout: %w", err)
 		}

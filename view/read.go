@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"container/heap"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -119,11 +120,30 @@ type HotelPrices struct {
 }
 
 // MinPrices returns the number of hotels with prices and the page [offset, offset+limit) of them
-// in hotel id order.
+// in hotel id order, each advertiser's lowest price over every offer (EveryOffer).
 func (v *View) MinPrices(ctx context.Context, offset, limit int) (int64, []HotelPrices, error) {
+	return v.ScopedMinPrices(ctx, EveryOffer, offset, limit)
+}
+
+// ErrScopeUnavailable: the view has not kept the cheapest-per-search minimums since its first
+// batch (a version before them claimed it), so it cannot answer them exactly until it is rebuilt.
+var ErrScopeUnavailable = errors.New("view: this view was built before it kept each search's cheapest offer " +
+	"(scope=cheapest_per_search); rebuild it to have them (searchflow rebuild --all)")
+
+// ScopedMinPrices is MinPrices over the offers scope takes.
+func (v *View) ScopedMinPrices(ctx context.Context, scope PriceScope, offset, limit int) (int64, []HotelPrices, error) {
 	s, ok, err := v.currentLayout(ctx)
 	if err != nil || !ok {
 		return 0, nil, err
+	}
+	if scope == CheapestPerSearch {
+		kept, err := v.KeepsCheapest(ctx)
+		if err != nil {
+			return 0, nil, err
+		}
+		if !kept {
+			return 0, nil, ErrScopeUnavailable
+		}
 	}
 	prefixes := s.prefix[HotelShards]
 	cmds := make([]rueidis.CacheableTTL, 0, 2*len(prefixes))
@@ -144,7 +164,7 @@ func (v *View) MinPrices(ctx context.Context, offset, limit int) (int64, []Hotel
 	}
 	prices := make([]rueidis.CacheableTTL, len(merged))
 	for i, m := range merged {
-		key := prefixes[m.shard] + minPriceKeyPrefix + m.Member
+		key := prefixes[m.shard] + scope.keyPrefix() + m.Member
 		prices[i] = rueidis.CT(v.client.B().Zrange().Key(key).Min("0").Max("-1").Withscores().Cache(), cacheTTL)
 	}
 	out := make([]HotelPrices, len(merged))
@@ -161,6 +181,16 @@ func (v *View) MinPrices(ctx context.Context, offset, limit int) (int64, []Hotel
 		out[i] = HotelPrices{HotelID: merged[i].Member, Prices: m}
 	}
 	return total, out, nil
+}
+
+// KeepsCheapest reports whether the view has kept the cheapest-per-search minimums since it was
+// claimed (the layout's "cheapest" field).
+func (v *View) KeepsCheapest(ctx context.Context) (bool, error) {
+	n, err := v.client.DoCache(ctx, v.client.B().Hexists().Key(layoutKey).Field(cheapestField).Cache(), cacheTTL).AsInt64()
+	if err != nil {
+		return false, fmt.Errorf("view: read the layout: %w", err)
+	}
+	return n == 1, nil
 }
 
 // merged is a member taken from one shard's list.

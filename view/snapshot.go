@@ -30,10 +30,13 @@ type Snapshot struct {
 	Format int `json:"format"`
 	// LayoutVersion is the key layout the shards were read from; a snapshot of another layout
 	// is refused.
-	LayoutVersion int          `json:"layout_version"`
-	Layout        Layout       `json:"layout"`
-	Taken         time.Time    `json:"taken"`
-	Shards        []ShardState `json:"shards"`
+	LayoutVersion int    `json:"layout_version"`
+	Layout        Layout `json:"layout"`
+	// Cheapest is set when the view had kept the cheapest-per-search minimums since it was
+	// claimed; a view restored without it does not answer them.
+	Cheapest bool         `json:"cheapest"`
+	Taken    time.Time    `json:"taken"`
+	Shards   []ShardState `json:"shards"`
 }
 
 // ShardState is one shard in a snapshot.
@@ -44,6 +47,7 @@ type ShardState struct {
 	Sources   map[int32]int64             `json:"sources,omitempty"`
 	Counts    map[Kind]map[string]int64   `json:"counts,omitempty"`
 	MinPrices map[string]map[string]int64 `json:"min_prices,omitempty"`
+	Cheapest  map[string]map[string]int64 `json:"cheapest,omitempty"`
 }
 
 // Next returns, per partition of role's topic, the first offset the snapshot does not hold
@@ -79,7 +83,11 @@ func (v *View) TakeSnapshot(ctx context.Context) (*Snapshot, error) {
 	if len(shards) == 0 {
 		return nil, nil
 	}
-	s := &Snapshot{Format: snapshotFormat, LayoutVersion: layoutVersion, Layout: layout, Taken: time.Now().UTC()}
+	cheapest, err := v.KeepsCheapest(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("view: snapshot: %w", err)
+	}
+	s := &Snapshot{Format: snapshotFormat, LayoutVersion: layoutVersion, Layout: layout, Cheapest: cheapest, Taken: time.Now().UTC()}
 	for _, sh := range shards {
 		d, err := v.ReadShard(ctx, sh)
 		if err != nil {
@@ -89,7 +97,7 @@ func (v *View) TakeSnapshot(ctx context.Context) (*Snapshot, error) {
 			return nil, fmt.Errorf("view: snapshot: shard %v is being rebuilt", sh)
 		}
 		s.Shards = append(s.Shards, ShardState{Role: sh.Role, Partition: sh.Partition, Next: d.Next,
-			Sources: d.Sources, Counts: d.Counts, MinPrices: d.MinPrices})
+			Sources: d.Sources, Counts: d.Counts, MinPrices: d.MinPrices, Cheapest: d.Cheapest})
 	}
 	return s, nil
 }
@@ -113,6 +121,11 @@ func (v *View) RestoreSnapshot(ctx context.Context, s *Snapshot) error {
 	}
 	if err := v.Claim(ctx, s.Layout); err != nil {
 		return fmt.Errorf("view: restore a snapshot: %w", err)
+	}
+	if !s.Cheapest {
+		if err := v.client.Do(ctx, v.client.B().Hdel().Key(layoutKey).Field(cheapestField).Build()).Error(); err != nil {
+			return fmt.Errorf("view: restore a snapshot: %w", err)
+		}
 	}
 	shards, _, err := v.Shards(ctx)
 	if err != nil {
@@ -187,11 +200,13 @@ func (v *View) restoreContents(ctx context.Context, sh Shard, st ShardState) err
 		}
 	}
 	index := map[string]int64{}
-	for hotel, prices := range st.MinPrices {
-		if err := v.zadd(ctx, sh.Key(minPriceKeyPrefix+hotel), prices, 1); err != nil {
-			return err
+	for s, byHotel := range []map[string]map[string]int64{st.MinPrices, st.Cheapest} {
+		for hotel, prices := range byHotel {
+			if err := v.zadd(ctx, sh.Key(PriceScope(s).keyPrefix()+hotel), prices, 1); err != nil {
+				return err
+			}
+			index[hotel] = 0
 		}
-		index[hotel] = 0
 	}
 	if err := v.zadd(ctx, sh.Key(minPriceHotelsKey), index, 1); err != nil {
 		return err

@@ -55,8 +55,28 @@ const (
 	stateKey          = "state"
 	sourcesKey        = "sources"
 	minPriceKeyPrefix = "minprice:"
+	cheapestKeyPrefix = "cheapest:"
 	minPriceHotelsKey = "minprice_hotels"
 )
+
+// PriceScope is which offers a hotel's minimum price per advertiser is taken over.
+type PriceScope int
+
+const (
+	// EveryOffer: each advertiser's lowest price over every offer it made for the hotel.
+	EveryOffer PriceScope = iota
+	// CheapestPerSearch: each advertiser's lowest price among the searches it won — whose
+	// cheapest offer (ties to the first name) was its. The original project's numbers.
+	CheapestPerSearch
+)
+
+// keyPrefix is the name of a hotel's key of the scope, before the hotel id.
+func (s PriceScope) keyPrefix() string {
+	if s == CheapestPerSearch {
+		return cheapestKeyPrefix
+	}
+	return minPriceKeyPrefix
+}
 
 // cacheTTL bounds how long rueidis keeps a read in its client-side cache. Redis invalidates a
 // cached key as soon as it changes (RESP3 client tracking), so the TTL is only a safety net; the

@@ -70,9 +70,16 @@ func (b *testBatch) batches() (users, hotels *Batch) {
 	for _, e := range b.events {
 		users.Count(first, Users, e.user)
 		hotels.Count(first, Hotels, e.hotel)
+		win, low := "", int64(0)
 		for adv, price := range e.prices {
 			hotels.Count(first, Advertisers, adv)
 			hotels.OfferPrice(first, e.hotel, adv, price)
+			if win == "" || price < low || price == low && adv < win {
+				win, low = adv, price
+			}
+		}
+		if win != "" {
+			hotels.OfferWin(first, e.hotel, win, low)
 		}
 	}
 	return users, hotels
@@ -281,5 +288,59 @@ func TestCachedReadsSeeNewWrites(t *testing.T) {
 			t.Fatalf("cached reads still stale after 10s: users %d, prices %v", total, prices)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestCheapestPerSearch: besides each advertiser's lowest price over every offer, the view keeps
+// its lowest price among the searches it won (each search's cheapest offer, ties to the first
+// name), the original project's numbers: an advertiser that never won is absent. A view whose
+// layout predates them answers ErrScopeUnavailable rather than a partial page. On both stores;
+// the snapshot keeps them.
+func TestCheapestPerSearch(t *testing.T) {
+	ctx := context.Background()
+	for name, c := range rawClients(t) {
+		t.Run(name, func(t *testing.T) {
+			v := claimed(t, c)
+			b := newTestBatch()
+			add(b, "u1", "h1", map[string]int64{"a": 500, "b": 300}) // b wins at 300
+			add(b, "u2", "h1", map[string]int64{"a": 200, "b": 900}) // a wins at 200
+			add(b, "u3", "h1", map[string]int64{"a": 700, "b": 250}) // b wins at 250
+			add(b, "u4", "h2", map[string]int64{"c": 100, "d": 100}) // a tie: c, the first name
+			b.at(0, PartitionOffsets{Expect: NoOffset, Next: 4})
+			if err := b.apply(ctx, v); err != nil {
+				t.Fatal(err)
+			}
+			want := []HotelPrices{{"h1", map[string]int64{"a": 200, "b": 250}}, {"h2", map[string]int64{"c": 100}}}
+			total, got, err := v.ScopedMinPrices(ctx, CheapestPerSearch, 0, 10)
+			if err != nil || total != 2 || !reflect.DeepEqual(got, want) {
+				t.Errorf("cheapest per search: %d %v (%v), want 2 %v", total, got, err, want)
+			}
+			_, every, _ := v.MinPrices(ctx, 0, 10)
+			if !reflect.DeepEqual(every[0].Prices, map[string]int64{"a": 200, "b": 250}) || !reflect.DeepEqual(every[1].Prices, map[string]int64{"c": 100, "d": 100}) {
+				t.Errorf("every offer: %v", every)
+			}
+
+			s, err := v.TakeSnapshot(ctx)
+			if err != nil || !s.Cheapest {
+				t.Fatalf("snapshot %+v, %v: want the cheapest flag", s, err)
+			}
+			if err := c.Do(ctx, c.B().Flushall().Build()).Error(); err != nil {
+				t.Fatal(err)
+			}
+			if err := New(c).RestoreSnapshot(ctx, s); err != nil {
+				t.Fatal(err)
+			}
+			if _, got, err := New(c).ScopedMinPrices(ctx, CheapestPerSearch, 0, 10); err != nil || !reflect.DeepEqual(got, want) {
+				t.Errorf("restored: %v (%v), want %v", got, err, want)
+			}
+
+			// A layout claimed before the cheapest prices were kept.
+			if err := c.Do(ctx, c.B().Hdel().Key(layoutKey).Field(cheapestField).Build()).Error(); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := New(c).ScopedMinPrices(ctx, CheapestPerSearch, 0, 10); !errors.Is(err, ErrScopeUnavailable) {
+				t.Errorf("a view that predates them: %v, want ErrScopeUnavailable", err)
+			}
+		})
 	}
 }

@@ -252,6 +252,7 @@ type Batch struct {
 type part struct {
 	counts    [3]map[string]int64         // users, hotels, advertisers
 	minPrices map[string]map[string]int64 // hotel -> advertiser -> price
+	wins      map[string]map[string]int64 // hotel -> advertiser -> its lowest winning price
 }
 
 // kindIndex orders the counted kinds in a part.
@@ -277,7 +278,7 @@ func (b *Batch) part(p int32) *part {
 	}
 	pt := b.parts[p]
 	if pt == nil {
-		pt = &part{minPrices: map[string]map[string]int64{}}
+		pt = &part{minPrices: map[string]map[string]int64{}, wins: map[string]map[string]int64{}}
 		for i := range pt.counts {
 			pt.counts[i] = map[string]int64{}
 		}
@@ -304,11 +305,21 @@ func (b *Batch) Count(p int32, kind Kind, id string) {
 
 // OfferPrice lets price, from an event of partition p, compete for the hotel's minimum of adv.
 func (b *Batch) OfferPrice(p int32, hotel, adv string, price int64) {
-	pt := b.part(p)
-	prices := pt.minPrices[hotel]
+	b.offer(b.part(p).minPrices, hotel, adv, price)
+}
+
+// OfferWin lets the price of an event's cheapest offer, adv's, compete for the hotel's
+// cheapest-per-search minimum of adv (CheapestPerSearch).
+func (b *Batch) OfferWin(p int32, hotel, adv string, price int64) {
+	b.offer(b.part(p).wins, hotel, adv, price)
+}
+
+// offer keeps the lower of price and what byHotel holds for hotel and adv.
+func (b *Batch) offer(byHotel map[string]map[string]int64, hotel, adv string, price int64) {
+	prices := byHotel[hotel]
 	if prices == nil {
 		prices = make(map[string]int64, 4)
-		pt.minPrices[hotel] = prices
+		byHotel[hotel] = prices
 		b.bytes += 2*len(hotel) + len(prefixBytes) + entryBytes // the hotel, and its key
 	}
 	if cur, ok := prices[adv]; !ok || price < cur {
@@ -326,6 +337,17 @@ const prefixBytes = "searchflow:{s00000}:minprice:"
 func (b *Batch) MinPrices(fn func(hotel, adv string, price int64)) {
 	for _, pt := range b.parts {
 		for hotel, prices := range pt.minPrices {
+			for adv, price := range prices {
+				fn(hotel, adv, price)
+			}
+		}
+	}
+}
+
+// WinPrices calls fn with every (hotel, advertiser, lowest winning price) the batch carries.
+func (b *Batch) WinPrices(fn func(hotel, adv string, price int64)) {
+	for _, pt := range b.parts {
+		for hotel, prices := range pt.wins {
 			for adv, price := range prices {
 				fn(hotel, adv, price)
 			}
@@ -367,10 +389,12 @@ func (b *Batch) check() error {
 		if _, ok := b.Offsets[p]; !ok {
 			return &RefusedError{Err: fmt.Errorf("partition %d has counts but no offsets", p)}
 		}
-		for hotel, prices := range pt.minPrices {
-			for adv, price := range prices {
-				if price < 1 || price > MaxExactScore {
-					return &RefusedError{Hotel: hotel, Err: fmt.Errorf("advertiser %q: price %d is outside 1..2^53", adv, price)}
+		for _, byHotel := range []map[string]map[string]int64{pt.minPrices, pt.wins} {
+			for hotel, prices := range byHotel {
+				for adv, price := range prices {
+					if price < 1 || price > MaxExactScore {
+						return &RefusedError{Hotel: hotel, Err: fmt.Errorf("advertiser %q: price %d is outside 1..2^53", adv, price)}
+					}
 				}
 			}
 		}
@@ -409,8 +433,17 @@ func (b *Batch) script(r Role, p int32, prefix string) rueidis.LuaExec {
 	}
 	if r == HotelShards {
 		keys = append(keys, prefix+minPriceHotelsKey)
-		for hotel, prices := range pt.minPrices {
-			keys = append(keys, prefix+minPriceKeyPrefix+hotel)
+	}
+	for _, scope := range []PriceScope{EveryOffer, CheapestPerSearch} {
+		byHotel := pt.minPrices
+		if scope == CheapestPerSearch {
+			byHotel = pt.wins
+		}
+		for hotel, prices := range byHotel {
+			if r != HotelShards {
+				break
+			}
+			keys = append(keys, prefix+scope.keyPrefix()+hotel)
 			w.str(hotel)
 			w.open()
 			for adv, price := range prices {
@@ -419,8 +452,8 @@ func (b *Batch) script(r Role, p int32, prefix string) rueidis.LuaExec {
 			}
 			w.close()
 		}
+		args = append(args, w.take())
 	}
-	args = append(args, w.take())
 	for sp, so := range b.Sources[p] {
 		w.str(strconv.Itoa(int(sp)))
 		w.str(strconv.FormatInt(so, 10))

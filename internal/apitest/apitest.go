@@ -21,12 +21,15 @@ type Expected struct {
 	Events, Invalid     int64
 	Users, Hotels, Advs map[string]int64
 	Min                 map[string]map[string]int64
+	// Cheapest is, per hotel, each advertiser's lowest price among the searches it won: whose
+	// lowest offer was its, ties to the first name (scope=cheapest_per_search).
+	Cheapest map[string]map[string]int64
 }
 
 // New returns an empty truth.
 func New() *Expected {
 	return &Expected{Users: map[string]int64{}, Hotels: map[string]int64{}, Advs: map[string]int64{},
-		Min: map[string]map[string]int64{}}
+		Min: map[string]map[string]int64{}, Cheapest: map[string]map[string]int64{}}
 }
 
 // Add folds one search: each offer list is every price the advertiser quoted.
@@ -37,13 +40,26 @@ func (e *Expected) Add(user, hotel string, offers map[string][]int64) {
 	if e.Min[hotel] == nil {
 		e.Min[hotel] = map[string]int64{}
 	}
+	winner, low := "", int64(0)
 	for adv, prices := range offers {
 		e.Advs[adv]++
 		for _, p := range prices {
 			if cur, ok := e.Min[hotel][adv]; !ok || p < cur {
 				e.Min[hotel][adv] = p
 			}
+			if winner == "" || p < low || p == low && adv < winner {
+				winner, low = adv, p
+			}
 		}
+	}
+	if winner == "" {
+		return
+	}
+	if e.Cheapest[hotel] == nil {
+		e.Cheapest[hotel] = map[string]int64{}
+	}
+	if cur, ok := e.Cheapest[hotel][winner]; !ok || low < cur {
+		e.Cheapest[hotel][winner] = low
 	}
 }
 
@@ -103,21 +119,32 @@ func (e *Expected) Diff(base string) string {
 			return fmt.Sprintf("%s: unexpected entries", path)
 		}
 	}
+	for scope, want := range map[string]map[string]map[string]int64{"every_offer": e.Min, "cheapest_per_search": e.Cheapest} {
+		if diff := diffPrices(base, scope, want); diff != "" {
+			return diff
+		}
+	}
+	return ""
+}
+
+// diffPrices compares /hotel_min_offer_per_advertiser?scope=scope with want.
+func diffPrices(base, scope string, want map[string]map[string]int64) string {
+	path := "/hotel_min_offer_per_advertiser?scope=" + scope
 	var prices map[string]map[string]int64
-	hdr, err := get(base, "/hotel_min_offer_per_advertiser?limit=100000", &prices)
+	hdr, err := get(base, path+"&limit=100000", &prices)
 	if err != nil {
 		return err.Error()
 	}
-	if hdr.Get("X-Total-Count") != strconv.Itoa(len(e.Min)) {
-		return fmt.Sprintf("/hotel_min_offer_per_advertiser: X-Total-Count %q, want %d", hdr.Get("X-Total-Count"), len(e.Min))
+	if hdr.Get("X-Total-Count") != strconv.Itoa(len(want)) {
+		return fmt.Sprintf("%s: X-Total-Count %q, want %d", path, hdr.Get("X-Total-Count"), len(want))
 	}
-	if !reflect.DeepEqual(prices, e.Min) {
-		for h, m := range e.Min {
+	if !reflect.DeepEqual(prices, want) {
+		for h, m := range want {
 			if !reflect.DeepEqual(prices[h], m) {
-				return fmt.Sprintf("/hotel_min_offer_per_advertiser: hotel %s = %v, want %v", h, prices[h], m)
+				return fmt.Sprintf("%s: hotel %s = %v, want %v", path, h, prices[h], m)
 			}
 		}
-		return "/hotel_min_offer_per_advertiser: unexpected hotels"
+		return path + ": unexpected hotels"
 	}
 	return ""
 }

@@ -52,9 +52,16 @@ func (l *Loader) Apply(t testing.TB, events []Event) {
 		users.Count(up, view.Users, e.User)
 		l.advance(users, view.UserShards, up)
 		hotels.Count(hp, view.Hotels, e.Hotel)
+		win, low := "", int64(0)
 		for adv, price := range e.Prices {
 			hotels.Count(hp, view.Advertisers, adv)
 			hotels.OfferPrice(hp, e.Hotel, adv, price)
+			if win == "" || price < low || price == low && adv < win {
+				win, low = adv, price
+			}
+		}
+		if win != "" {
+			hotels.OfferWin(hp, e.Hotel, win, low)
 		}
 		l.advance(hotels, view.HotelShards, hp)
 	}

@@ -29,8 +29,9 @@ type tally struct{ events, copies int64 }
 
 // priceBounds is what a fold reads of the minimum-price cache.
 type priceBounds interface {
-	// known returns, per advertiser of hotel, a price the view holds or beats; nil if none.
-	known(hotel string) map[string]int64
+	// known returns, per advertiser of hotel, a price the view holds or beats (nil if none): of
+	// every offer, and of the cheapest-per-search minimums.
+	known(hotel string) (every, wins map[string]int64)
 }
 
 // fold coalesces the records the view does not hold yet, as held says, into one batch for role's
@@ -107,15 +108,28 @@ func parse(role view.Role, value []byte, f *event.ProcessedFacts) error {
 
 // foldHotel counts an event's hotel and advertisers in partition p's part of b, and offers its
 // prices that may lower a minimum the view holds.
+//
+// The search's cheapest offer — the lowest price, ties to the first advertiser name, the
+// transformer's min_offer — competes for the hotel's cheapest-per-search minimum of its advertiser.
 func foldHotel(b *view.Batch, p int32, facts *event.ProcessedFacts, bounds priceBounds) {
 	b.Count(p, view.Hotels, facts.HotelID)
-	known := bounds.known(facts.HotelID)
-	for _, ap := range facts.Prices {
+	known, knownWins := bounds.known(facts.HotelID)
+	win := -1
+	for i, ap := range facts.Prices {
 		b.Count(p, view.Advertisers, ap.Advertiser)
+		if w := facts.Prices[max(win, 0)]; win < 0 || ap.Price < w.Price || ap.Price == w.Price && ap.Advertiser < w.Advertiser {
+			win = i
+		}
 		if low, ok := known[ap.Advertiser]; ok && ap.Price >= low {
 			continue
 		}
 		b.OfferPrice(p, facts.HotelID, ap.Advertiser, ap.Price)
+	}
+	if win >= 0 {
+		w := facts.Prices[win]
+		if low, ok := knownWins[w.Advertiser]; !ok || w.Price < low {
+			b.OfferWin(p, facts.HotelID, w.Advertiser, w.Price)
+		}
 	}
 }
 
@@ -155,11 +169,21 @@ const maxKnownPrices = 1 << 20
 // the view's offsets move under the aggregator (Redis lost data, or another writer). Owned by the
 // polling goroutine.
 type priceCache struct {
-	byHotel map[string]map[string]int64 // hotel -> advertiser -> a price the view holds or beats
+	byHotel map[string]*knownPrices
 	n       int
 }
 
-func (c *priceCache) known(hotel string) map[string]int64 { return c.byHotel[hotel] }
+// knownPrices is, per advertiser of one hotel, a price the view holds or beats.
+type knownPrices struct {
+	every, wins map[string]int64 // of every offer; of the cheapest-per-search minimums
+}
+
+func (c *priceCache) known(hotel string) (every, wins map[string]int64) {
+	if k := c.byHotel[hotel]; k != nil {
+		return k.every, k.wins
+	}
+	return nil, nil
+}
 
 // clear forgets everything: what Redis holds is no longer what the cache remembers.
 func (c *priceCache) clear() { c.byHotel, c.n = nil, 0 }
@@ -167,19 +191,31 @@ func (c *priceCache) clear() { c.byHotel, c.n = nil, 0 }
 // remember records the minimums of a batch the view took.
 func (c *priceCache) remember(b *view.Batch) {
 	if c.byHotel == nil || c.n > maxKnownPrices {
-		c.byHotel, c.n = map[string]map[string]int64{}, 0
+		c.byHotel, c.n = map[string]*knownPrices{}, 0
 	}
-	b.MinPrices(func(hotel, adv string, price int64) {
-		known := c.byHotel[hotel]
-		if known == nil {
-			known = make(map[string]int64, 8)
-			c.byHotel[hotel] = known
+	b.MinPrices(func(hotel, adv string, price int64) { c.keep(&c.of(hotel).every, adv, price) })
+	b.WinPrices(func(hotel, adv string, price int64) { c.keep(&c.of(hotel).wins, adv, price) })
+}
+
+// of returns hotel's entry, made when missing.
+func (c *priceCache) of(hotel string) *knownPrices {
+	k := c.byHotel[hotel]
+	if k == nil {
+		k = &knownPrices{}
+		c.byHotel[hotel] = k
+	}
+	return k
+}
+
+// keep records price for adv in *m when it is lower than what *m holds.
+func (c *priceCache) keep(m *map[string]int64, adv string, price int64) {
+	if *m == nil {
+		*m = make(map[string]int64, 8)
+	}
+	if low, ok := (*m)[adv]; !ok || price < low {
+		if !ok {
+			c.n++
 		}
-		if low, ok := known[adv]; !ok || price < low {
-			if !ok {
-				c.n++
-			}
-			known[adv] = price
-		}
-	})
+		(*m)[adv] = price
+	}
 }

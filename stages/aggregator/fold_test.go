@@ -43,7 +43,8 @@ func raw(p int32, off int64, value []byte, from ...int64) *kgo.Record {
 // bounds is a fixed minimum-price cache.
 type bounds map[string]map[string]int64
 
-func (b bounds) known(hotel string) map[string]int64 { return b[hotel] }
+// known knows no cheapest-per-search minimum: every win is sent.
+func (b bounds) known(hotel string) (every, wins map[string]int64) { return b[hotel], nil }
 
 // prices collects what a batch offers for the hotels' minimums.
 func prices(b *view.Batch) map[string]map[string]int64 {
@@ -222,12 +223,17 @@ func TestPriceCacheRemembersTheLowest(t *testing.T) {
 	b = view.NewBatch()
 	b.OfferPrice(0, "h", "a", 120) // folded before the first batch was remembered: the view keeps 100
 	b.OfferPrice(0, "h", "b", 20)
+	b.OfferWin(0, "h", "b", 20)
 	c.remember(b)
-	if got, want := c.known("h"), map[string]int64{"a": 100, "b": 20}; !reflect.DeepEqual(got, want) {
-		t.Errorf("known %v, want %v", got, want)
+	every, wins := c.known("h")
+	if want := map[string]int64{"a": 100, "b": 20}; !reflect.DeepEqual(every, want) {
+		t.Errorf("known %v, want %v", every, want)
+	}
+	if want := map[string]int64{"b": 20}; !reflect.DeepEqual(wins, want) {
+		t.Errorf("known wins %v, want %v: kept apart from the prices of every offer", wins, want)
 	}
 	c.clear()
-	if c.known("h") != nil {
+	if every, wins := c.known("h"); every != nil || wins != nil {
 		t.Error("a cleared cache still knows prices")
 	}
 }

@@ -80,6 +80,7 @@ type Config struct {
 	DeadLetterTopic    string        `env:"DEAD_LETTER_TOPIC" default:"dead_letter_events" parse:"topic" accepts:"Kafka topic name" help:"topic for records the transformer or the aggregators cannot take"`
 	TopicPartitions    int           `env:"TOPIC_PARTITIONS" default:"6" range:"1..1000" accepts:"integer 1..1000" help:"partitions of topics searchflow creates when missing"`
 	InstanceID         string        `env:"INSTANCE_ID" accepts:"string of letters, digits, '.', '_', '-'" parse:"instance" help:"this process's stable name: with external Kafka the transformer's transactional ID is <CONSUMER_GROUP>-transformer-<INSTANCE_ID>; empty: the host name"`
+	MaxFutureSkew      time.Duration `env:"MAX_FUTURE_SKEW" default:"1h" accepts:"Go duration 1s..8760h" help:"an event whose search_timestamp is further ahead of its raw record's Kafka timestamp is dead-lettered (future_timestamp)"`
 	TransactionTimeout time.Duration `env:"TRANSACTION_TIMEOUT" default:"10s" accepts:"Go duration 1s..15m" help:"Kafka transaction timeout: how long readers wait behind a crashed transformer's open transaction that no successor aborts"`
 	ConsumerGroup      string        `env:"CONSUMER_GROUP" default:"searchflow" accepts:"string" help:"prefix of the consumer groups (<prefix>-transformer, <prefix>-aggregator, <prefix>-aggregator-hotels)"`
 
@@ -195,6 +196,9 @@ func (c Config) check(p *parser, _ string) {
 	}
 	if c.TransactionTimeout != 0 && (c.TransactionTimeout < time.Second || c.TransactionTimeout > 15*time.Minute) {
 		p.fail("TRANSACTION_TIMEOUT", "is %s: must be between 1s and 15m (the broker's transaction.max.timeout.ms is 15m by default)", c.TransactionTimeout)
+	}
+	if c.MaxFutureSkew != 0 && (c.MaxFutureSkew < time.Second || c.MaxFutureSkew > 8760*time.Hour) {
+		p.fail("MAX_FUTURE_SKEW", "is %s: must be between 1s and 8760h", c.MaxFutureSkew)
 	}
 	if c.EmbeddedRetention != 0 && (c.EmbeddedRetention < time.Second || c.EmbeddedRetention > 8760*time.Hour) {
 		p.fail("EMBEDDED_RETENTION", "is %s: must be between 1s and 8760h", c.EmbeddedRetention)

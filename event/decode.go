@@ -29,6 +29,8 @@ func AppendProcessed(dst, value []byte) ([]byte, Keys, error) {
 // the hotel topic.
 type Keys struct {
 	User, Hotel string
+	// SearchTime is the event's search_timestamp, in Unix seconds.
+	SearchTime float64
 }
 
 // AppendRecords is AppendProcessed that also writes the event's compact hotel document (see
@@ -62,7 +64,7 @@ func (x *Decoder) AppendRecords(dst, value []byte) (processed, byHotel []byte, k
 	dst = v.appendJSON(dst)
 	mid := len(dst)
 	dst = v.appendHotelJSON(dst)
-	return dst[start:mid:mid], dst[mid:], Keys{User: v.user, Hotel: v.hotel}, nil
+	return dst[start:mid:mid], dst[mid:], Keys{User: v.user, Hotel: v.hotel, SearchTime: v.seconds}, nil
 }
 
 // AppendProcessed is the package's AppendProcessed under the limits l.
@@ -75,7 +77,7 @@ func (l Limits) AppendProcessed(dst, value []byte) ([]byte, Keys, error) {
 	if err != nil {
 		return dst, Keys{}, err
 	}
-	return v.appendJSON(dst), Keys{User: v.user, Hotel: v.hotel}, nil
+	return v.appendJSON(dst), Keys{User: v.user, Hotel: v.hotel, SearchTime: v.seconds}, nil
 }
 
 // decode runs the single pass over value: size, encoding and syntax errors come back here,
@@ -308,6 +310,7 @@ func (d *decoder) parseOffer(name []byte, i int) (int64, bool) {
 type verdict struct {
 	user, hotel string
 	ts          []byte
+	seconds     float64      // ts, read
 	advertisers []advertiser // sorted by name
 	min         advertiser
 }
@@ -365,7 +368,7 @@ func (d *decoder) judge() (verdict, error) {
 	if f <= 0 {
 		return v, invalid(ReasonInvalidTimestamp, "search_timestamp %s is not positive", d.ts.raw)
 	}
-	v.ts = d.ts.raw
+	v.ts, v.seconds = d.ts.raw, f
 
 	if !d.advs.seen || d.advs.kind == 'n' {
 		return v, invalid(ReasonMissingAdvertisers, "hotel_advertisers is missing")

@@ -6,6 +6,7 @@ package event
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 )
 
 // MaxRawBytes is the largest raw record the transformer accepts; larger ones are dead-lettered.
@@ -42,7 +43,19 @@ const (
 	ReasonTooManyAdvertisers  Reason = "too_many_advertisers"
 	ReasonTooManyOffers       Reason = "too_many_offers"
 	ReasonNameTooLong         Reason = "advertiser_name_too_long"
+	// ReasonFutureTimestamp: search_timestamp is more than the allowed skew ahead of its Kafka
+	// record's timestamp (the transformer decides it: the record's timestamp is not in the
+	// document).
+	ReasonFutureTimestamp Reason = "future_timestamp"
 )
+
+// Future reports whether an event whose search_timestamp is searchTime (Unix seconds) is in the
+// future: more than maxSkew ahead of its Kafka record's timestamp. Measured against the record,
+// never the wall clock, so that a rebuild decides the same; and not against the stream's highest
+// event time, since a jump after a quiet period is normal.
+func Future(searchTime float64, recordTime time.Time, maxSkew time.Duration) bool {
+	return searchTime > float64(recordTime.UnixMilli())/1000+maxSkew.Seconds()
+}
 
 // Reasons lists every reason a raw record can be rejected for, for documentation and metrics
 // labels.
@@ -52,7 +65,7 @@ func Reasons() []Reason {
 		ReasonInvalidHotelID, ReasonHotelIDTooLong, ReasonMissingTimestamp, ReasonInvalidTimestamp,
 		ReasonMissingAdvertisers, ReasonInvalidAdvertisers, ReasonNoAdvertisers, ReasonTooManyAdvertisers,
 		ReasonInvalidAdvertiser, ReasonNameTooLong, ReasonNoOffers, ReasonTooManyOffers, ReasonInvalidOffer,
-		ReasonInvalidEurocents, ReasonNonPositiveEurocent, ReasonEurocentsRange}
+		ReasonInvalidEurocents, ReasonNonPositiveEurocent, ReasonEurocentsRange, ReasonFutureTimestamp}
 }
 
 // Reasons the stages give for a record that is valid but cannot be delivered. They go in the same

@@ -65,7 +65,9 @@ func TestTransformRejects(t *testing.T) {
 	}
 	known := map[event.Reason]bool{}
 	for _, r := range event.Reasons() {
-		known[r] = true
+		// Decided by the transformer against the record's timestamp, which a document does not
+		// hold: transformer.TestFutureTimestampsAreDeadLettered covers it.
+		known[r] = r != event.ReasonFutureTimestamp
 	}
 	covered := map[event.Reason]bool{}
 	for _, c := range cases {
@@ -84,8 +86,8 @@ func TestTransformRejects(t *testing.T) {
 			}
 		})
 	}
-	for r := range known {
-		if !covered[r] {
+	for r, decoder := range known {
+		if decoder && !covered[r] {
 			t.Errorf("no corpus record is rejected for %s", r)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/searchflow/searchflow/event"
 	"github.com/searchflow/searchflow/internal/eventref"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -18,6 +19,16 @@ import (
 var advertiserReasons = map[event.Reason]bool{event.ReasonInvalidAdvertiser: true, event.ReasonNoOffers: true, event.ReasonInvalidOffer: true,
 	event.ReasonInvalidEurocents: true, event.ReasonNonPositiveEurocent: true, event.ReasonEurocentsRange: true, event.ReasonTooManyAdvertisers: true,
 	event.ReasonTooManyOffers: true, event.ReasonNameTooLong: true}
+
+// seconds reads a processed search_timestamp as the decoder's Keys hold it.
+func seconds(t *testing.T, n json.Number) float64 {
+	t.Helper()
+	f, err := strconv.ParseFloat(string(n), 64)
+	if err != nil {
+		t.Fatalf("search_timestamp %q: %v", n, err)
+	}
+	return f
+}
 
 // checkAgainstReference compares Transform with the encoding/json-based reference: the same
 // verdict, the same event, the same reason — except for what Transform is deliberately stricter
@@ -31,7 +42,7 @@ func checkAgainstReference(t *testing.T, raw []byte) {
 		t.Fatalf("AppendProcessed(%q) err %v, Transform err %v", raw, fastErr, err)
 	case err != nil && err.Error() != fastErr.Error():
 		t.Fatalf("AppendProcessed(%q) err %v, Transform err %v", raw, fastErr, err)
-	case err == nil && (string(fast) != string(encode(t, got)) || keys != event.Keys{User: got.UserID, Hotel: got.HotelID}):
+	case err == nil && (string(fast) != string(encode(t, got)) || keys != event.Keys{User: got.UserID, Hotel: got.HotelID, SearchTime: seconds(t, got.SearchTimestamp)}):
 		t.Fatalf("AppendProcessed(%q) = %s %+v, want %s %q %q", raw, fast, keys, encode(t, got), got.UserID, got.HotelID)
 	}
 	if err == nil {

@@ -192,7 +192,7 @@ func sanitizeInstance(host string) string {
 func TransformerConfig(cfg config.Config) transformer.Config {
 	tc := transformer.Config{RawTopic: cfg.RawTopic, ProcessedTopic: cfg.ProcessedTopic, HotelTopic: cfg.HotelTopic, DeadLetterTopic: cfg.DeadLetterTopic,
 		Group: cfg.ConsumerGroup + "-transformer", BatchMaxRecords: cfg.BatchMaxRecords, Limits: limits(cfg.Limits),
-		TransactionTimeout: cfg.TransactionTimeout}
+		TransactionTimeout: cfg.TransactionTimeout, MaxFutureSkew: cfg.MaxFutureSkew}
 	if !cfg.EmbeddedKafka() && cfg.InstanceID != "" {
 		// A stable ID on real Kafka: a restart aborts its predecessor's open transaction at once.
 		tc.TransactionalID = tc.Group + "-" + cfg.InstanceID

@@ -41,6 +41,9 @@ type Config struct {
 	// MaxRecordBytes is the largest processed record produced; a valid event whose processed form
 	// is larger is dead-lettered as processed_too_large. 0 means DefaultMaxRecordBytes.
 	MaxRecordBytes int
+	// MaxFutureSkew is how far an event's search_timestamp may be ahead of its raw record's
+	// timestamp; further, it is dead-lettered as future_timestamp. 0 means DefaultMaxFutureSkew.
+	MaxFutureSkew time.Duration
 	// OnBatch, if set, is called after each committed batch with its size and processing time.
 	OnBatch func(records int, took time.Duration)
 	// TransactionalID, when set, is this process's stable transactional ID: a restarted process
@@ -62,6 +65,7 @@ const DefaultTransactionTimeout = 10 * time.Second
 const (
 	maxBatchBytes         = 1 << 20
 	DefaultMaxRecordBytes = maxBatchBytes - 1<<10
+	DefaultMaxFutureSkew  = time.Hour
 	pollWait              = time.Second // a bounded poll lets a stopped partition be retried while idle
 )
 
@@ -86,6 +90,9 @@ type Transformer struct {
 func New(cfg Config, kafkaOpts []kgo.Opt, log *zap.Logger) *Transformer {
 	if cfg.MaxRecordBytes <= 0 {
 		cfg.MaxRecordBytes = DefaultMaxRecordBytes
+	}
+	if cfg.MaxFutureSkew <= 0 {
+		cfg.MaxFutureSkew = DefaultMaxFutureSkew
 	}
 	if cfg.Limits == (event.Limits{}) {
 		cfg.Limits = event.DefaultLimits()
@@ -429,6 +436,10 @@ func (t *Transformer) transform(r *kgo.Record) (out, byHotel *kgo.Record, reason
 	// One buffer for both documents: the processed one is about 60 % of the raw event, the hotel
 	// one about 30 %.
 	value, compact, keys, err := t.decoder.AppendRecords(make([]byte, 0, len(r.Value)+192), r.Value)
+	if err == nil && event.Future(keys.SearchTime, r.Timestamp, t.cfg.MaxFutureSkew) {
+		return t.deadLetter(r, event.ReasonFutureTimestamp, fmt.Sprintf("search_timestamp %.0f is more than %s ahead of the record's timestamp %s",
+			keys.SearchTime, t.cfg.MaxFutureSkew, r.Timestamp.UTC().Format(time.RFC3339))), nil, event.ReasonFutureTimestamp
+	}
 	if err == nil {
 		// The source position lets the aggregator drop an event that a crash made us produce twice.
 		headers := []kgo.RecordHeader{

@@ -15,6 +15,7 @@ package keeper
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -81,18 +82,36 @@ func (k *Keeper) Run(ctx context.Context) error {
 	}
 }
 
+// lockTTL bounds how long a round holds the snapshot lock if its process dies holding it.
+const lockTTL = 10 * time.Minute
+
 // Round is one snapshot (with an embedded view) followed by one trim; it returns the records
-// deleted per topic.
+// deleted per topic. With an embedded view the round holds the view's snapshot lock, which a
+// rebuild from the snapshot takes too; a round that finds it taken is skipped. A failed snapshot
+// does not stop the trim: it trims below the last snapshot written, which is still on disk.
 func (k *Keeper) Round(ctx context.Context) (map[string]int64, error) {
+	var snapErr error
 	if k.cfg.SnapshotPath != "" {
-		if err := k.Snapshot(ctx); err != nil {
-			return nil, err
+		release, ok, err := k.view.LockSnapshots(ctx, lockTTL)
+		if err != nil {
+			return nil, fmt.Errorf("keeper: %w", err)
 		}
+		if !ok {
+			k.log.Debug("keeper: a rebuild holds the snapshot lock; round skipped")
+			return map[string]int64{}, nil
+		}
+		defer func() {
+			if err := release(context.WithoutCancel(ctx)); err != nil {
+				k.log.Warn("keeper: release the snapshot lock", zap.Error(err))
+			}
+		}()
+		snapErr = k.Snapshot(ctx)
 	}
 	if !k.cfg.Trim {
-		return map[string]int64{}, nil
+		return map[string]int64{}, snapErr
 	}
-	return k.Trim(ctx)
+	deleted, err := k.Trim(ctx)
+	return deleted, errors.Join(snapErr, err)
 }
 
 // Snapshots reports whether the keeper writes the view's snapshot.

@@ -81,6 +81,17 @@ func Rebuild(ctx context.Context, cfg config.Config, out io.Writer, all bool, sl
 // its aggregator reads the partition again from the snapshot's offset. The layout stays: it is
 // the snapshot's.
 func rebuildFromSnapshot(ctx context.Context, cfg config.Config, rc *redisConn, out io.Writer, all bool, slot int) error {
+	// The daemon's keeper must not write a newer snapshot and trim below it between our reading
+	// the file and resetting the shards: the records in between would be lost. Its rounds take
+	// the same lock.
+	v := view.New(rc.client)
+	lctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	release, err := v.WaitLockSnapshots(lctx, 10*time.Minute, 100*time.Millisecond)
+	if err != nil {
+		return fmt.Errorf("ops: %w", err)
+	}
+	defer func() { _ = release(context.WithoutCancel(ctx)) }()
 	s, err := view.ReadSnapshot(cfg.SnapshotPath())
 	if err != nil {
 		return fmt.Errorf("ops: %w", err)
@@ -89,7 +100,6 @@ func rebuildFromSnapshot(ctx context.Context, cfg config.Config, rc *redisConn, 
 		return usageError("the embedded view has no snapshot at %s yet (the daemon writes one every EMBEDDED_SNAPSHOT_INTERVAL): "+
 			"run the command again in a moment, with the daemon's DATA_DIR", cfg.SnapshotPath())
 	}
-	v := view.New(rc.client)
 	shards, _, err := v.Shards(ctx)
 	if err != nil {
 		return fmt.Errorf("ops: read the view's layout: %w", err)

@@ -65,7 +65,9 @@ func (p *pipeline) restoreView(ctx context.Context, admin *kgo.Client) error {
 		if s == nil {
 			return nil
 		}
-		if err := p.view.RestoreSnapshot(cctx, s); err != nil {
+		// No short deadline for the restore itself: a large view takes a while to load, and a
+		// restore cut short would stop every start alike.
+		if err := p.view.RestoreSnapshot(ctx, s); err != nil {
 			return backoff.Permanent(fmt.Errorf("load %s: %w", path, err))
 		}
 		p.log.Info("view restored from its snapshot", zap.String("path", path), zap.Time("taken", s.Taken),

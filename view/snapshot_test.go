@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestSnapshotRestoresEveryShard: a view written to a file and loaded into an empty store reads
@@ -162,6 +163,44 @@ func TestResetShardToSnapshot(t *testing.T) {
 			}
 			if got := dumpAll(t, v); !reflect.DeepEqual(got, want) {
 				t.Errorf("after the reset:\n got %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+// TestSnapshotLock: the snapshot lock has one holder at a time (the keeper's round or a rebuild
+// from the snapshot), a release frees it for the next, a release by a former holder whose lock
+// expired does not free another's, and a waiter gets it once it is free. On both stores.
+func TestSnapshotLock(t *testing.T) {
+	ctx := context.Background()
+	for name, c := range rawClients(t) {
+		t.Run(name, func(t *testing.T) {
+			v := New(c)
+			release, ok, err := v.LockSnapshots(ctx, time.Minute)
+			if err != nil || !ok {
+				t.Fatalf("first lock: %v, %v", ok, err)
+			}
+			if _, ok, err := v.LockSnapshots(ctx, time.Minute); err != nil || ok {
+				t.Fatalf("a second holder: %v, %v", ok, err)
+			}
+			if err := release(ctx); err != nil {
+				t.Fatal(err)
+			}
+			next, err := v.WaitLockSnapshots(ctx, time.Minute, 10*time.Millisecond)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := release(ctx); err != nil { // the first holder's token: not the lock now
+				t.Fatal(err)
+			}
+			if _, ok, _ := v.LockSnapshots(ctx, time.Minute); ok {
+				t.Error("a stale release freed the next holder's lock")
+			}
+			if err := next(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok, _ := v.LockSnapshots(ctx, time.Minute); !ok {
+				t.Error("the lock is not free after its holder released it")
 			}
 		})
 	}

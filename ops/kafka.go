@@ -60,7 +60,8 @@ func readTo(ctx context.Context, opts []kgo.Opt, from, ends map[string]map[int32
 	if left == 0 {
 		return nil
 	}
-	cl, err := kgo.NewClient(append(slices.Clone(opts), kgo.ConsumePartitions(parts),
+	// No reset: a partition trimmed while it is read must fail the read, not skip records.
+	cl, err := kgo.NewClient(append(slices.Clone(opts), kgo.ConsumePartitions(parts), kgo.ConsumeResetOffset(kgo.NoResetOffset()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())...)
 	if err != nil {
 		return fmt.Errorf("kafka consumer: %w", err)

@@ -100,10 +100,23 @@ func TestEmbeddedViewSnapshotAndTrim(t *testing.T) {
 	starts := waitTrimmed(t, env["EMBEDDED_KAFKA_ADDR"])
 	t.Logf("%d events counted exactly; the topics start at %v", want.Events, starts)
 
+	verifyAndRebuild(t, env, want, d.Base)
+	d.Terminate()
+	if _, err := os.Stat(filepath.Join(dataDir, "view.snapshot")); err != nil {
+		t.Errorf("no snapshot after a clean stop: %v", err)
+	}
+}
+
+// verifyAndRebuild runs searchflow verify and rebuild against the daemon at base on embedded
+// defaults: verify equal having folded the records after the snapshot, then a count raised behind
+// the pipeline's back found, rebuild --all, the view equal to want again, and verify equal.
+func verifyAndRebuild(t *testing.T, env map[string]string, want *apitest.Expected, base string) {
+	t.Helper()
+	getenv := func(k string) string { return env[k] }
 	verify := func(wantCode int) {
 		t.Helper()
 		var stdout, stderr bytes.Buffer
-		code := verifyCommand(nil, func(k string) string { return env[k] }, &stdout, &stderr)
+		code := verifyCommand(nil, getenv, &stdout, &stderr)
 		if code != wantCode || !regexp.MustCompile(`checked, [1-9]\d* records read`).Match(stdout.Bytes()) {
 			t.Fatalf("verify: exit %d, want %d, having read the records after the snapshot\n%s%s", code, wantCode, stdout.String(), stderr.String())
 		}
@@ -112,16 +125,12 @@ func TestEmbeddedViewSnapshotAndTrim(t *testing.T) {
 	overCount(t, env["EMBEDDED_REDIS_ADDR"])
 	verify(exitFailed)
 	var stdout, stderr bytes.Buffer
-	if code := rebuildCommand([]string{"--all"}, func(k string) string { return env[k] }, &stdout, &stderr); code != exitOK {
+	if code := rebuildCommand([]string{"--all"}, getenv, &stdout, &stderr); code != exitOK {
 		t.Fatalf("rebuild --all: exit %d\n%s%s", code, stdout.String(), stderr.String())
 	}
 	t.Logf("rebuild --all:\n%s", stdout.String())
-	want.WaitEqual(t, d.Base, 60*time.Second)
+	want.WaitEqual(t, base, 60*time.Second)
 	verify(exitOK)
-	d.Terminate()
-	if _, err := os.Stat(filepath.Join(dataDir, "view.snapshot")); err != nil {
-		t.Errorf("no snapshot after a clean stop: %v", err)
-	}
 }
 
 // metricValue reads one series of the daemon's /metrics (-1 when it is not there).

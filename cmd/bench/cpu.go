@@ -171,13 +171,27 @@ func fetchProfile(admin string, secs int, path string) error {
 func cpuRun(bin, dataDir string, events, users int, profile string) (CPURun, error) {
 	env := []string{"GENERATOR_USERS=" + strconv.Itoa(users), "DATA_DIR=" + dataDir, "EMBEDDED_KAFKA_ADDR=127.0.0.1:0", "HTTP_ADDR=127.0.0.1:0", "LOG_LEVEL=info",
 		"GENERATOR_RATE=0", "GENERATOR_MAX_EVENTS=" + strconv.Itoa(events)}
-	gen, err := startDaemon(bin, append(env, "STAGES=generator"))
+	passthrough, err := fillRaw(bin, env, events)
+	if err != nil {
+		return CPURun{}, fmt.Errorf("fill the raw topic: %w", err)
+	}
+	r, err := drain(bin, env, events, profile)
 	if err != nil {
 		return CPURun{}, err
 	}
+	r.PassthroughPerS, r.Ratio = passthrough, r.EventsPerS/passthrough
+	return r, nil
+}
+
+// fillRaw runs the generator alone until the raw topic holds events, then measures the two-hop
+// passthrough on the same broker.
+func fillRaw(bin string, env []string, events int) (passthrough float64, err error) {
+	gen, err := startDaemon(bin, append(env, "STAGES=generator"))
+	if err != nil {
+		return 0, err
+	}
 	// "generator stopped" comes after its flush: every event is in the topic (a signal before
 	// would cancel the records still buffered). Then the same broker carries the passthrough.
-	var passthrough float64
 	brokerLine, err := gen.waitLog("embedded kafka broker started", time.Minute)
 	if err == nil {
 		_, err = gen.waitLog("generator stopped", 10*time.Minute)
@@ -188,10 +202,13 @@ func cpuRun(bin, dataDir string, events, users int, profile string) (CPURun, err
 	if stopErr := gen.stop(); err == nil {
 		err = stopErr
 	}
-	if err != nil {
-		return CPURun{}, fmt.Errorf("fill the raw topic: %w", err)
-	}
+	return passthrough, err
+}
 
+// drain runs the transformer, both aggregators and the API on the filled topic against a real
+// redis-server, and measures the CPU of both processes from the moment the broker has loaded its
+// log to the last apply (profiling the drain into profile when it is set).
+func drain(bin string, env []string, events int, profile string) (CPURun, error) {
 	redis, err := redistest.Run()
 	if err != nil {
 		return CPURun{}, err
@@ -210,7 +227,7 @@ func cpuRun(bin, dataDir string, events, users int, profile string) (CPURun, err
 		return CPURun{}, err
 	}
 	defer func() { _ = d.stop() }()
-	line, err := d.waitLog("api server listening", time.Minute)
+	api, err := apiBase(d)
 	if err != nil {
 		return CPURun{}, err
 	}
@@ -218,19 +235,12 @@ func cpuRun(bin, dataDir string, events, users int, profile string) (CPURun, err
 	if _, err := d.waitLog("embedded kafka broker started", time.Minute); err != nil {
 		return CPURun{}, err
 	}
-	procCPU0, err := cpuSeconds(d.cmd.Process.Pid)
-	if err != nil {
-		return CPURun{}, err
-	}
-	var listening struct{ Addr string }
-	if err := json.Unmarshal([]byte(line), &listening); err != nil {
-		return CPURun{}, fmt.Errorf("read the API's address from %q: %w", line, err)
-	}
 	redisPid, err := serverPid(redis.Addr)
 	if err != nil {
 		return CPURun{}, err
 	}
-	redisCPU0, err := cpuSeconds(redisPid)
+	pids := []int{d.cmd.Process.Pid, redisPid}
+	cpu0, err := cpuOf(pids)
 	if err != nil {
 		return CPURun{}, err
 	}
@@ -240,7 +250,7 @@ func cpuRun(bin, dataDir string, events, users int, profile string) (CPURun, err
 		// The drain runs at 150,000–200,000 events/s here: cover it whole.
 		go func() { profiled <- fetchProfile(admin, events/100_000+2, profile) }()
 	}
-	if err := waitApplied("http://"+listening.Addr, int64(events), 10*time.Minute); err != nil {
+	if err := waitApplied(api, int64(events), 10*time.Minute); err != nil {
 		return CPURun{}, err
 	}
 	wall := time.Since(start)
@@ -249,7 +259,7 @@ func cpuRun(bin, dataDir string, events, users int, profile string) (CPURun, err
 			return CPURun{}, fmt.Errorf("profile the drain: %w", err)
 		}
 	}
-	procCPU, err := cpuSeconds(d.cmd.Process.Pid)
+	cpu, err := cpuOf(pids)
 	if err != nil {
 		return CPURun{}, err
 	}
@@ -257,13 +267,21 @@ func cpuRun(bin, dataDir string, events, users int, profile string) (CPURun, err
 	if err != nil {
 		return CPURun{}, err
 	}
-	redisCPU, err := cpuSeconds(redisPid)
-	if err != nil {
-		return CPURun{}, err
+	perEvent := func(i int) float64 { return (cpu[i] - cpu0[i]) / float64(events) * 1e6 }
+	return CPURun{ProcessUS: perEvent(0), RedisUS: perEvent(1), EventsPerS: float64(events) / wall.Seconds(),
+		WallSeconds: wall.Seconds(), PeakRSSMB: peak}, nil
+}
+
+// cpuOf reads the CPU seconds of each process.
+func cpuOf(pids []int) ([]float64, error) {
+	out := make([]float64, len(pids))
+	for i, pid := range pids {
+		var err error
+		if out[i], err = cpuSeconds(pid); err != nil {
+			return nil, err
+		}
 	}
-	rate := float64(events) / wall.Seconds()
-	return CPURun{ProcessUS: (procCPU - procCPU0) / float64(events) * 1e6, RedisUS: (redisCPU - redisCPU0) / float64(events) * 1e6,
-		EventsPerS: rate, WallSeconds: wall.Seconds(), PassthroughPerS: passthrough, Ratio: rate / passthrough, PeakRSSMB: peak}, nil
+	return out, nil
 }
 
 // passthroughOn measures the two-hop passthrough (produce, copy topic to topic, consume) on the

@@ -17,6 +17,7 @@ import (
 	"github.com/searchflow/searchflow/internal/eventref"
 	"github.com/searchflow/searchflow/internal/kafkatest"
 	"github.com/searchflow/searchflow/internal/redistest"
+	"github.com/searchflow/searchflow/internal/trendtest"
 )
 
 // crashSeed replays a run of TestCrashRecoveryExactlyOnce, e.g.
@@ -64,6 +65,9 @@ func TestCrashRecoveryExactlyOnce(t *testing.T) {
 		"KAFKA_BROKERS": "", "REDIS_ADDR": redis.Addr, "DATA_DIR": t.TempDir(),
 		"GENERATOR_RATE": "4000", "GENERATOR_USERS": "300", "GENERATOR_HOTELS": "40",
 		"TOPIC_PARTITIONS": "3", "BATCH_MAX_RECORDS": "400", "LOG_LEVEL": "warn",
+		// Trends through the crashes: event times out of order by up to two minutes, one in 20
+		// events late, and windows short enough that the run crosses many of their buckets.
+		"GENERATOR_DISORDER": "2m", "GENERATOR_LATE_FRACTION": "0.05", "TREND_WINDOWS": crashTrendWindows,
 	}
 	const kills = 4
 	bad := 0 // invalid raw records slipped in
@@ -126,8 +130,19 @@ func TestCrashRecoveryExactlyOnce(t *testing.T) {
 	covered("processed_events", valid)
 	covered("dead_letter_events", invalid)
 
+	// The windows equal an independent fold of the processed and hotel topics, late events
+	// included, through the SIGKILLs: stream times were stored with the offsets they belong to.
+	truth := trendtest.Wait(t, d.Base, kafka, 5*time.Minute, trendtest.Windows(t, crashTrendWindows))
+	if truth.LateUsers == 0 || truth.LateHotels == 0 {
+		t.Errorf("no late events (%d, %d): GENERATOR_LATE_FRACTION did not reach the trends", truth.LateUsers, truth.LateHotels)
+	}
+	t.Logf("trends: now %d, %d and %d late events", truth.Now, truth.LateUsers, truth.LateHotels)
+
 	d.Terminate()
 }
+
+// crashTrendWindows are the crash test's TREND_WINDOWS: seconds-long buckets.
+const crashTrendWindows = "1m,10m"
 
 // source is the raw position a processed or dead-lettered record names in its headers.
 func source(r *kgo.Record) string {

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"reflect"
 	"time"
+
+	"github.com/searchflow/searchflow/trends"
 )
 
 // Stage names accepted in STAGES.
@@ -74,15 +76,17 @@ type Config struct {
 	RedisDB           int      `env:"REDIS_DB" default:"0" range:"0..15" accepts:"integer 0..15" help:"Redis database number; 0 on Redis Cluster, which has no other"`
 	RedisTLS          TLS      `env:"REDIS_TLS" with:"addr=REDIS_ADDR;server=Redis;certs=Redis's certificate;host=REDIS_ADDR"`
 
-	RawTopic           string        `env:"RAW_TOPIC" default:"raw_events" parse:"topic" accepts:"Kafka topic name" help:"topic the generator writes and the transformer reads"`
-	ProcessedTopic     string        `env:"PROCESSED_TOPIC" default:"processed_events" parse:"topic" accepts:"Kafka topic name" help:"topic the transformer writes (keyed by user) and the aggregator reads"`
-	HotelTopic         string        `env:"HOTEL_TOPIC" default:"processed_events_by_hotel" parse:"topic" accepts:"Kafka topic name" help:"the processed events again, keyed by hotel: the hotel aggregator reads it"`
-	DeadLetterTopic    string        `env:"DEAD_LETTER_TOPIC" default:"dead_letter_events" parse:"topic" accepts:"Kafka topic name" help:"topic for records the transformer or the aggregators cannot take"`
-	TopicPartitions    int           `env:"TOPIC_PARTITIONS" default:"6" range:"1..1000" accepts:"integer 1..1000" help:"partitions of topics searchflow creates when missing"`
-	InstanceID         string        `env:"INSTANCE_ID" accepts:"string of letters, digits, '.', '_', '-'" parse:"instance" help:"this process's stable name: with external Kafka the transformer's transactional ID is <CONSUMER_GROUP>-transformer-<INSTANCE_ID>; empty: the host name"`
-	MaxFutureSkew      time.Duration `env:"MAX_FUTURE_SKEW" default:"1h" accepts:"Go duration 1s..8760h" help:"an event whose search_timestamp is further ahead of its raw record's Kafka timestamp is dead-lettered (future_timestamp)"`
-	TransactionTimeout time.Duration `env:"TRANSACTION_TIMEOUT" default:"10s" accepts:"Go duration 1s..15m" help:"Kafka transaction timeout: how long readers wait behind a crashed transformer's open transaction that no successor aborts"`
-	ConsumerGroup      string        `env:"CONSUMER_GROUP" default:"searchflow" accepts:"string" help:"prefix of the consumer groups (<prefix>-transformer, <prefix>-aggregator, <prefix>-aggregator-hotels)"`
+	RawTopic           string          `env:"RAW_TOPIC" default:"raw_events" parse:"topic" accepts:"Kafka topic name" help:"topic the generator writes and the transformer reads"`
+	ProcessedTopic     string          `env:"PROCESSED_TOPIC" default:"processed_events" parse:"topic" accepts:"Kafka topic name" help:"topic the transformer writes (keyed by user) and the aggregator reads"`
+	HotelTopic         string          `env:"HOTEL_TOPIC" default:"processed_events_by_hotel" parse:"topic" accepts:"Kafka topic name" help:"the processed events again, keyed by hotel: the hotel aggregator reads it"`
+	DeadLetterTopic    string          `env:"DEAD_LETTER_TOPIC" default:"dead_letter_events" parse:"topic" accepts:"Kafka topic name" help:"topic for records the transformer or the aggregators cannot take"`
+	TopicPartitions    int             `env:"TOPIC_PARTITIONS" default:"6" range:"1..1000" accepts:"integer 1..1000" help:"partitions of topics searchflow creates when missing"`
+	InstanceID         string          `env:"INSTANCE_ID" accepts:"string of letters, digits, '.', '_', '-'" parse:"instance" help:"this process's stable name: with external Kafka the transformer's transactional ID is <CONSUMER_GROUP>-transformer-<INSTANCE_ID>; empty: the host name"`
+	AllowedLateness    time.Duration   `env:"ALLOWED_LATENESS" default:"5m" parse:"duration0" accepts:"Go duration 0..8760h" help:"trends: an event more than this behind its partition's stream time (highest event time so far) is late: counted all time, in no window"`
+	TrendWindows       []trends.Window `env:"TREND_WINDOWS" default:"1h,24h" parse:"windows" accepts:"comma list of Go durations 24s..720h" help:"trends: the sliding event-time windows of the /trends endpoints"`
+	MaxFutureSkew      time.Duration   `env:"MAX_FUTURE_SKEW" default:"1h" accepts:"Go duration 1s..8760h" help:"an event whose search_timestamp is further ahead of its raw record's Kafka timestamp is dead-lettered (future_timestamp)"`
+	TransactionTimeout time.Duration   `env:"TRANSACTION_TIMEOUT" default:"10s" accepts:"Go duration 1s..15m" help:"Kafka transaction timeout: how long readers wait behind a crashed transformer's open transaction that no successor aborts"`
+	ConsumerGroup      string          `env:"CONSUMER_GROUP" default:"searchflow" accepts:"string" help:"prefix of the consumer groups (<prefix>-transformer, <prefix>-aggregator, <prefix>-aggregator-hotels)"`
 
 	HTTPAddr         string   `env:"HTTP_ADDR" default:":5000" parse:"hostport" accepts:"host:port" help:"where the API listens"`
 	AdminAddr        string   `env:"ADMIN_ADDR" parse:"hostport" accepts:"host:port" help:"serve /metrics and /debug/pprof here instead; empty serves /metrics on HTTP_ADDR and no pprof"`
@@ -94,12 +98,15 @@ type Config struct {
 	Limits Limits
 
 	// 4_611_686_018_427_387_904 is 1<<62.
-	GeneratorRate       int    `env:"GENERATOR_RATE" default:"1000" range:"0..100_000_000" accepts:"integer >= 0 (events/s, 0 = as fast as possible)" help:"generator rate limit"`
-	GeneratorMaxEvents  int64  `env:"GENERATOR_MAX_EVENTS" default:"0" range:"0..4_611_686_018_427_387_904" accepts:"integer >= 0 (0 = unbounded)" help:"generator stops after this many events"`
-	GeneratorSeed       int64  `env:"GENERATOR_SEED" default:"1" range:"-4_611_686_018_427_387_904..4_611_686_018_427_387_904" accepts:"integer" help:"seed of the synthetic events; equal seeds give equal events"`
-	GeneratorUsers      int    `env:"GENERATOR_USERS" default:"10000" range:"1..100_000_000" accepts:"integer >= 1" help:"distinct users the generator draws from"`
-	GeneratorHotels     int    `env:"GENERATOR_HOTELS" default:"1000" range:"1..100_000_000" accepts:"integer >= 1" help:"distinct hotels the generator draws from"`
-	GeneratorReplayFile string `env:"GENERATOR_REPLAY_FILE" parse:"file" accepts:"file path" help:"replay this file in the original TSV format instead of synthetic events"`
+	GeneratorRate         int           `env:"GENERATOR_RATE" default:"1000" range:"0..100_000_000" accepts:"integer >= 0 (events/s, 0 = as fast as possible)" help:"generator rate limit"`
+	GeneratorMaxEvents    int64         `env:"GENERATOR_MAX_EVENTS" default:"0" range:"0..4_611_686_018_427_387_904" accepts:"integer >= 0 (0 = unbounded)" help:"generator stops after this many events"`
+	GeneratorSeed         int64         `env:"GENERATOR_SEED" default:"1" range:"-4_611_686_018_427_387_904..4_611_686_018_427_387_904" accepts:"integer" help:"seed of the synthetic events; equal seeds give equal events"`
+	GeneratorUsers        int           `env:"GENERATOR_USERS" default:"10000" range:"1..100_000_000" accepts:"integer >= 1" help:"distinct users the generator draws from"`
+	GeneratorHotels       int           `env:"GENERATOR_HOTELS" default:"1000" range:"1..100_000_000" accepts:"integer >= 1" help:"distinct hotels the generator draws from"`
+	GeneratorDisorder     time.Duration `env:"GENERATOR_DISORDER" default:"0s" parse:"duration0" accepts:"Go duration 0..24h" help:"synthetic events: each search_timestamp is moved back by up to this much at random (out-of-order event times)"`
+	GeneratorLateFraction float64       `env:"GENERATOR_LATE_FRACTION" default:"0" parse:"fraction" accepts:"number 0..1" help:"synthetic events: this share is stamped far in the past (twice ALLOWED_LATENESS + GENERATOR_DISORDER back), so that it is late"`
+	GeneratorSkew         float64       `env:"GENERATOR_SKEW" default:"1.1" parse:"skew" accepts:"number 0..3 (0 = uniform)" help:"synthetic events: Zipf exponent of user and hotel popularity (rank r drawn with weight 1/r^skew); the popular set drifts over time"`
+	GeneratorReplayFile   string        `env:"GENERATOR_REPLAY_FILE" parse:"file" accepts:"file path" help:"replay this file in the original TSV format instead of synthetic events"`
 
 	BatchMaxRecords     int           `env:"BATCH_MAX_RECORDS" default:"10000" range:"1..1_000_000" accepts:"integer 1..1000000" help:"most records the transformer and aggregator take per batch"`
 	GroupSessionTimeout time.Duration `env:"GROUP_SESSION_TIMEOUT" default:"45s" accepts:"Go duration 6s..30m" help:"how long the consumer groups wait for a member that stopped heartbeating (a killed process) before its partitions move"`
@@ -199,6 +206,12 @@ func (c Config) check(p *parser, _ string) {
 	}
 	if c.MaxFutureSkew != 0 && (c.MaxFutureSkew < time.Second || c.MaxFutureSkew > 8760*time.Hour) {
 		p.fail("MAX_FUTURE_SKEW", "is %s: must be between 1s and 8760h", c.MaxFutureSkew)
+	}
+	if c.AllowedLateness > 8760*time.Hour {
+		p.fail("ALLOWED_LATENESS", "is %s: must be at most 8760h", c.AllowedLateness)
+	}
+	if c.GeneratorDisorder > 24*time.Hour {
+		p.fail("GENERATOR_DISORDER", "is %s: must be at most 24h", c.GeneratorDisorder)
 	}
 	if c.EmbeddedRetention != 0 && (c.EmbeddedRetention < time.Second || c.EmbeddedRetention > 8760*time.Hour) {
 		p.fail("EMBEDDED_RETENTION", "is %s: must be between 1s and 8760h", c.EmbeddedRetention)

@@ -109,6 +109,11 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		"EMBEDDED_RETENTION":         "500ms",
 		"EMBEDDED_RETENTION_MB":      "0",
 		"EMBEDDED_SNAPSHOT_INTERVAL": "2h",
+		"ALLOWED_LATENESS":           "-1m",
+		"TREND_WINDOWS":              "1h,10s",
+		"GENERATOR_DISORDER":         "48h",
+		"GENERATOR_LATE_FRACTION":    "1.5",
+		"GENERATOR_SKEW":             "NaN",
 	}
 	for name, value := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -131,6 +136,27 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		if !strings.Contains(err.Error(), name+": ") {
 			t.Errorf("joined error misses %s: %v", name, err)
 		}
+	}
+}
+
+func TestTrendSettings(t *testing.T) {
+	c, err := Load(env(map[string]string{"ALLOWED_LATENESS": "0", "TREND_WINDOWS": "24h, 1h ,7m"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, w := range c.TrendWindows {
+		names = append(names, w.Name())
+	}
+	if c.AllowedLateness != 0 || strings.Join(names, ",") != "7m,1h,24h" {
+		t.Errorf("lateness %s, windows %v: want 0 and 7m,1h,24h (sorted by size)", c.AllowedLateness, names)
+	}
+	if got := c.Masked()["TREND_WINDOWS"]; got != "7m,1h,24h" {
+		t.Errorf("Masked TREND_WINDOWS = %v", got)
+	}
+	_, err = Load(env(map[string]string{"TREND_WINDOWS": "1h,60m"}))
+	if err == nil || !strings.Contains(err.Error(), "same window as element 1") {
+		t.Errorf("1h,60m: err = %v, want the duplicate named", err)
 	}
 }
 

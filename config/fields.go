@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/searchflow/searchflow/trends"
 )
 
 // setting is one leaf field of a configuration struct with its tags read (see Config).
@@ -228,6 +230,12 @@ func (s setting) show(v reflect.Value) any {
 		return x
 	case time.Duration:
 		return x.String()
+	case []trends.Window:
+		names := make([]string, len(x))
+		for i, w := range x {
+			names[i] = w.Name()
+		}
+		return strings.Join(names, ",")
 	}
 	return v.Interface()
 }

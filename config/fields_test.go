@@ -158,7 +158,13 @@ func sampleValue(t *testing.T, v Var, readers []setting) string {
 			return strconv.FormatInt(s.hi, 10)
 		}
 		return strconv.FormatInt(s.lo, 10)
-	case kinds["duration"]:
+	case kinds["fraction"]:
+		return "0.25"
+	case kinds["skew"]:
+		return "2"
+	case kinds["windows"]:
+		return "30m,2h"
+	case kinds["duration"], kinds["duration0"]:
 		if v.Default == "1h" {
 			return "2h"
 		}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -9,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/searchflow/searchflow/trends"
 )
 
 // parser reads variables through getenv and collects every error, each naming its variable and
@@ -37,6 +40,10 @@ func readers() map[string]func(p *parser, s setting) any {
 		"bool":      func(p *parser, s setting) any { return p.boolean(s.Name) },
 		"int":       func(p *parser, s setting) any { return p.intRange(s.Name, s.lo, s.hi) },
 		"duration":  func(p *parser, s setting) any { return p.duration(s.Name) },
+		"duration0": func(p *parser, s setting) any { return p.durationOrZero(s.Name) },
+		"fraction":  func(p *parser, s setting) any { return p.float(s.Name, 0, 1) },
+		"skew":      func(p *parser, s setting) any { return p.float(s.Name, 0, 3) },
+		"windows":   func(p *parser, s setting) any { return p.windows(s.Name) },
 		"oneof":     func(p *parser, s setting) any { return p.oneOf(s.Name, s.oneOf...) },
 		"hostport":  func(p *parser, s setting) any { return p.hostPort(s.Name) },
 		"hostports": func(p *parser, s setting) any { return p.hostPorts(s.Name) },
@@ -175,6 +182,43 @@ func (p *parser) duration(name string) time.Duration {
 		p.fail(name, "%s must be positive", s)
 	}
 	return d
+}
+
+// durationOrZero reads a duration that may be 0 ("0", "0s"), never negative.
+func (p *parser) durationOrZero(name string) time.Duration {
+	s := p.raw(name)
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		p.fail(name, "%q is not a duration", s)
+		return 0
+	}
+	if d < 0 {
+		p.fail(name, "%s is negative", s)
+	}
+	return d
+}
+
+// float reads a number in [lo, hi].
+func (p *parser) float(name string, lo, hi float64) float64 {
+	s := p.raw(name)
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(f) {
+		p.fail(name, "%q is not a number", s)
+		return 0
+	}
+	if f < lo || f > hi {
+		p.fail(name, "%s is out of range", s)
+	}
+	return f
+}
+
+// windows reads the trend windows (trends.ParseWindows says what is wrong with each element).
+func (p *parser) windows(name string) []trends.Window {
+	ws, err := trends.ParseWindows(p.raw(name))
+	if err != nil {
+		p.fail(name, "%v", err)
+	}
+	return ws
 }
 
 func (p *parser) oneOf(name string, allowed ...string) string {

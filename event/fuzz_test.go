@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/searchflow/searchflow/event"
-	"github.com/searchflow/searchflow/internal/eventref"
+	"math"
 	"reflect"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/searchflow/searchflow/event"
+	"github.com/searchflow/searchflow/internal/eventref"
 
 	"github.com/searchflow/searchflow/internal/corpus"
 )
@@ -131,8 +133,9 @@ func checkHotelRecord(t *testing.T, raw, processed []byte, got event.Processed) 
 	}
 	want, _ := json.Marshal(struct {
 		HotelID string           `json:"hotel_id"`
+		Time    json.Number      `json:"search_timestamp"`
 		Prices  map[string]int64 `json:"advertiser_min_prices"`
-	}{got.HotelID, got.AdvertiserMinPrices})
+	}{got.HotelID, got.SearchTimestamp, got.AdvertiserMinPrices})
 	if string(hotel) != string(want) {
 		t.Fatalf("AppendRecords(%q) hotel record %s, want %s", raw, hotel, want)
 	}
@@ -143,9 +146,30 @@ func checkHotelRecord(t *testing.T, raw, processed []byte, got event.Processed) 
 	if err := event.ParseHotel(hotel, &fromHotel); err != nil {
 		t.Fatalf("ParseHotel(%s): %v", hotel, err)
 	}
+	checkEventTime(t, processed, got, fromProc)
 	fromProc.UserID = ""
 	if !reflect.DeepEqual(fromProc, fromHotel) && !(len(fromProc.Prices) == 0 && len(fromHotel.Prices) == 0) {
 		t.Fatalf("the hotel record reads as %+v, the processed one as %+v", fromHotel, fromProc)
+	}
+}
+
+// checkEventTime: the event time read from a processed document is its search_timestamp rounded
+// down to whole seconds, and the shortcut after the user id (EventTimeAfterUser) reads the same.
+func checkEventTime(t *testing.T, processed []byte, got event.Processed, facts event.ProcessedFacts) {
+	t.Helper()
+	f, err := got.SearchTimestamp.Float64()
+	if err != nil {
+		t.Fatalf("reference search_timestamp %q: %v", got.SearchTimestamp, err)
+	}
+	want, timed := int64(math.Floor(f)), math.Abs(f) <= 1<<52
+	if facts.Timed != timed || (timed && facts.EventTime != want) {
+		t.Fatalf("%s: event time %d (timed %v), want %d (timed %v)", processed, facts.EventTime, facts.Timed, want, timed)
+	}
+	if !event.BeginsWithUser(processed, []byte(got.UserID)) {
+		return
+	}
+	if n, ok := event.EventTimeAfterUser(processed, len(got.UserID)); ok != timed || (ok && n != facts.EventTime) {
+		t.Fatalf("%s: EventTimeAfterUser = %d, %v, want %d", processed, n, ok, facts.EventTime)
 	}
 }
 

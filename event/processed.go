@@ -2,6 +2,7 @@ package event
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 
 	"github.com/searchflow/searchflow/internal/jsonw"
@@ -31,11 +32,14 @@ func (v *verdict) appendJSON(dst []byte) []byte {
 }
 
 // appendHotelJSON writes the event's compact document for the hotel topic: only what the hotel
-// aggregator counts, {"hotel_id":...,"advertiser_min_prices":{...}}, the processed document's
-// own fields and order, so it stays readable by anything that reads processed events.
+// aggregator counts, {"hotel_id":...,"search_timestamp":...,"advertiser_min_prices":{...}}, the
+// processed document's own fields and order, so it stays readable by anything that reads
+// processed events.
 func (v *verdict) appendHotelJSON(dst []byte) []byte {
 	dst = append(dst, `{"hotel_id":`...)
 	dst = jsonw.AppendString(dst, v.hotel)
+	dst = append(dst, `,"search_timestamp":`...)
+	dst = append(dst, v.ts...)
 	dst = append(dst, `,"advertiser_min_prices":{`...)
 	return v.appendPrices(dst)
 }
@@ -77,6 +81,59 @@ type AdvertiserPrice struct {
 type ProcessedFacts struct {
 	UserID, HotelID string
 	Prices          []AdvertiserPrice
+	// EventTime is search_timestamp in whole Unix seconds (see EventSeconds); Timed is false when
+	// the document has none it can use (a hotel record written before trends existed).
+	EventTime int64
+	Timed     bool
+}
+
+// The event times EventSeconds accepts: far beyond any real search, and far inside int64, so
+// that differences of two of them never overflow.
+const (
+	minEventTime = -1 << 52
+	maxEventTime = 1 << 52
+)
+
+// EventSeconds reads a search_timestamp's JSON number as whole Unix seconds, rounded down (a
+// fraction of a second is dropped: 1764123456.9 is second 1764123456). ok is false for text that
+// is not a number or is outside ±2^52 seconds.
+func EventSeconds(num []byte) (int64, bool) {
+	if n, err := strconv.ParseInt(string(num), 10, 64); err == nil {
+		return n, n >= minEventTime && n <= maxEventTime
+	}
+	f, err := strconv.ParseFloat(string(num), 64)
+	if err != nil || math.IsNaN(f) || f < minEventTime || f > maxEventTime {
+		return 0, false
+	}
+	return int64(math.Floor(f)), true
+}
+
+// EventTimeAfterUser reads the event time of a processed document the transformer wrote, for a
+// reader that took the user from the record's key (see BeginsWithUser, which must hold for
+// userLen): the transformer writes {"user_id":"<user>","hotel_id":"<hotel>","search_timestamp":N,
+// in that order. ok is false for a document laid out any other way; parse it instead.
+func EventTimeAfterUser(doc []byte, userLen int) (int64, bool) {
+	i := len(userPrefix) + userLen + 1 // past the user id's closing quote
+	const hotel = `,"hotel_id":"`
+	if len(doc) < i+len(hotel) || string(doc[i:i+len(hotel)]) != hotel {
+		return 0, false
+	}
+	i += len(hotel)
+	for ; i < len(doc) && doc[i] != '"'; i++ {
+		if doc[i] == '\\' {
+			i++ // the escaped byte cannot end the string
+		}
+	}
+	const ts = `","search_timestamp":`
+	if i+len(ts) > len(doc) || string(doc[i:i+len(ts)]) != ts {
+		return 0, false
+	}
+	i += len(ts)
+	end := i
+	for end < len(doc) && doc[end] != ',' && doc[end] != '}' {
+		end++
+	}
+	return EventSeconds(doc[i:end])
 }
 
 // ParseProcessed reads the facts the aggregator counts from a processed event: user_id,
@@ -90,6 +147,7 @@ func ParseHotel(value []byte, f *ProcessedFacts) error { return parseFacts(value
 func parseFacts(value []byte, f *ProcessedFacts, needUser bool) error {
 	s := scanner{b: value}
 	f.UserID, f.HotelID, f.Prices = "", "", f.Prices[:0]
+	f.EventTime, f.Timed = 0, false
 	s.object(func(key []byte, esc bool) {
 		switch string(unescapeKey(key, esc)) {
 		case "user_id":
@@ -98,6 +156,12 @@ func parseFacts(value []byte, f *ProcessedFacts, needUser bool) error {
 		case "hotel_id":
 			raw, e := s.str()
 			f.HotelID = unescape(raw, e)
+		case "search_timestamp":
+			if s.kindAt() != '0' {
+				s.skipValue() // not a number: the event has no usable time
+				return
+			}
+			f.EventTime, f.Timed = EventSeconds(s.number())
 		case "advertiser_min_prices":
 			s.object(func(adv []byte, esc bool) {
 				n := s.number()

@@ -108,3 +108,50 @@ func TestBeginsWithUser(t *testing.T) {
 		}
 	}
 }
+
+func TestEventSeconds(t *testing.T) {
+	tests := []struct {
+		num  string
+		want int64
+		ok   bool
+	}{
+		{"1764123456", 1764123456, true},
+		{"1764123456.9", 1764123456, true}, // rounded down
+		{"1.5e9", 1500000000, true},
+		{"0.001", 0, true},
+		{"-0.5", -1, true}, // down, not toward zero
+		{"4503599627370496", 1 << 52, true},
+		{"4503599627370497", 0, false},
+		{"1e300", 0, false},
+		{"-1e300", 0, false},
+		{"abc", 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := event.EventSeconds([]byte(tt.num))
+		if ok != tt.ok || (ok && got != tt.want) {
+			t.Errorf("EventSeconds(%s) = %d, %v; want %d, %v", tt.num, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestEventTimeAfterUser(t *testing.T) {
+	tests := []struct {
+		doc  string
+		want int64
+		ok   bool
+	}{
+		{`{"user_id":"u1","hotel_id":"42","search_timestamp":1700000000,"advertisers":[]}`, 1700000000, true},
+		{`{"user_id":"u1","hotel_id":"a\"b\\","search_timestamp":17.5,"advertisers":[]}`, 17, true},
+		{`{"user_id":"u1","hotel_id":"42","search_timestamp":1700000000}`, 1700000000, true},
+		{`{"user_id":"u1","search_timestamp":1,"hotel_id":"42"}`, 0, false}, // another order: parse it
+		{`{"user_id":"u1","hotel_id":"42"`, 0, false},
+		{`{"user_id":"u1","hotel_id":"42","search_timestamp":x}`, 0, false},
+		{`{"user_id":"u1","hotel_id":"4`, 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := event.EventTimeAfterUser([]byte(tt.doc), len("u1"))
+		if ok != tt.ok || (ok && got != tt.want) {
+			t.Errorf("EventTimeAfterUser(%s) = %d, %v; want %d, %v", tt.doc, got, ok, tt.want, tt.ok)
+		}
+	}
+}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/searchflow/searchflow/internal/jsonw"
 	"github.com/searchflow/searchflow/metrics"
+	"github.com/searchflow/searchflow/trends"
 	"github.com/searchflow/searchflow/view"
 )
 
@@ -59,6 +60,8 @@ type Server struct {
 	opts   options
 	tokens tokens       // empty: every route is open
 	live   *broadcaster // feeds /stream
+	// openAPIDoc is openapi.json with this server's trend windows.
+	openAPIDoc []byte
 }
 
 type options struct {
@@ -69,6 +72,7 @@ type options struct {
 	streamEvery   time.Duration
 	streamMax     int
 	tokens        []string
+	trendWindows  []trends.Window
 }
 
 // Option configures the server.
@@ -116,6 +120,13 @@ func New(v *view.View, ready Readiness, log *zap.Logger, opts ...Option) *Server
 		s.opts.streamMax = DefaultStreamMaxClients
 	}
 	s.tokens = newTokens(s.opts.tokens)
+	doc, err := openAPIFor(s.opts.trendWindows)
+	if err != nil {
+		// The document is embedded and tested: this is a build defect, not a run-time condition.
+		log.Error("httpapi: serving openapi.json without the trend windows", zap.Error(err))
+		doc = openAPIJSON
+	}
+	s.openAPIDoc = doc
 	s.live = newBroadcaster(s.opts.streamEvery, s.opts.streamMax, s.encodeSnapshot, log)
 	e := s.echo
 	e.HideBanner, e.HidePort = true, true
@@ -131,7 +142,7 @@ func New(v *view.View, ready Readiness, log *zap.Logger, opts ...Option) *Server
 		// headers for the browser to show it to the page.
 		e.Use(middleware.CORSWithConfig(middleware.CORSConfig{AllowOrigins: s.opts.corsOrigins,
 			AllowMethods:  []string{http.MethodGet, http.MethodHead, http.MethodOptions},
-			ExposeHeaders: []string{"X-Total-Count", "X-Truncated", "Link", echo.HeaderXRequestID}}))
+			ExposeHeaders: []string{"X-Total-Count", "X-Truncated", "Link", trendsNowHeader, echo.HeaderXRequestID}}))
 	}
 	if s.tokens.enabled() {
 		e.Use(s.requireToken)
@@ -147,6 +158,12 @@ func New(v *view.View, ready Readiness, log *zap.Logger, opts ...Option) *Server
 	routeGET(e, "/hotels", s.counts(view.Hotels))
 	routeGET(e, "/advertisers", s.counts(view.Advertisers))
 	routeGET(e, "/hotel_min_offer_per_advertiser", s.minPrices)
+	if len(s.opts.trendWindows) > 0 {
+		routeGET(e, "/trends/users", s.trendCounts(view.Users))
+		routeGET(e, "/trends/hotels", s.trendCounts(view.Hotels))
+		routeGET(e, "/trends/advertisers", s.trendCounts(view.Advertisers))
+		routeGET(e, "/trends/hotel_min_offer_per_advertiser", s.trendMinPrices)
+	}
 	routeGET(e, "/openapi.json", s.openAPI)
 	if s.opts.stats != nil {
 		routeGET(e, "/stats", s.statsHandler)
@@ -209,6 +226,17 @@ func (s *Server) view() (*view.View, error) {
 		return v, nil
 	}
 	return nil, errNotConnected
+}
+
+// reader returns what a request reads the view with: the view, and a context bounded by
+// readTimeout (cancel it when done).
+func (s *Server) reader(c echo.Context) (context.Context, context.CancelFunc, *view.View, error) {
+	v, err := s.view()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), readTimeout)
+	return ctx, cancel, v, nil
 }
 
 // Handler returns the routes, for tests that serve them with httptest.
@@ -323,12 +351,11 @@ func (s *Server) counts(kind view.Kind) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		ctx, cancel := context.WithTimeout(c.Request().Context(), readTimeout)
-		defer cancel()
-		v, err := s.view()
+		ctx, cancel, v, err := s.reader(c)
 		if err != nil {
 			return err
 		}
+		defer cancel()
 		total, entries, err := v.Counts(ctx, kind, offset, limit)
 		if err != nil {
 			return readError(ctx, fmt.Errorf("read %s: %w", kind, err))
@@ -381,12 +408,11 @@ func (s *Server) minPrices(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(c.Request().Context(), readTimeout)
-	defer cancel()
-	v, err := s.view()
+	ctx, cancel, v, err := s.reader(c)
 	if err != nil {
 		return err
 	}
+	defer cancel()
 	total, hotels, err := v.ScopedMinPrices(ctx, scope, offset, limit)
 	if errors.Is(err, view.ErrScopeUnavailable) {
 		return echo.NewHTTPError(http.StatusConflict, err.Error())

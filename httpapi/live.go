@@ -23,7 +23,7 @@ var dashboardHTML []byte
 var openAPIJSON []byte
 
 func (s *Server) openAPI(c echo.Context) error {
-	return c.JSONBlob(http.StatusOK, openAPIJSON)
+	return c.JSONBlob(http.StatusOK, s.openAPIDoc)
 }
 
 func (s *Server) dashboard(c echo.Context) error {

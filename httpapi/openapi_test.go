@@ -21,6 +21,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/searchflow/searchflow/metrics"
+	"github.com/searchflow/searchflow/trends"
 )
 
 // openAPIFile is the OpenAPI document of this API, beside the code it describes.
@@ -316,7 +317,11 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 func TestEveryRouteIsDocumented(t *testing.T) {
 	t.Parallel()
 	doc := loadOpenAPI(t)
-	f := newFixture(t, nil, nil, WithStats(sampleStats), WithMetrics(metrics.New(), true))
+	windows, err := trends.ParseWindows(trends.DefaultWindows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, nil, nil, WithStats(sampleStats), WithMetrics(metrics.New(), true), WithTrendWindows(windows))
 	routes := f.srv.echo.Routes()
 	if len(routes) == 0 {
 		t.Fatal("the server registers no routes")

@@ -190,7 +190,7 @@ func (p *pipeline) layout(ctx context.Context, admin *kgo.Client) (view.Layout, 
 	if err != nil {
 		return view.Layout{}, fmt.Errorf("read the partitions of %s and %s: %w", p.cfg.ProcessedTopic, p.cfg.HotelTopic, err)
 	}
-	l := view.Layout{UsersTopic: p.cfg.ProcessedTopic, HotelsTopic: p.cfg.HotelTopic}
+	l := view.Layout{UsersTopic: p.cfg.ProcessedTopic, HotelsTopic: p.cfg.HotelTopic, Trends: TrendSpec(p.cfg).String()}
 	for name, n := range map[string]*int{p.cfg.ProcessedTopic: &l.Users, p.cfg.HotelTopic: &l.Hotels} {
 		d, ok := topics[name]
 		if !ok || d.Err != nil || len(d.Partitions) == 0 {

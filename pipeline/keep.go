@@ -59,6 +59,18 @@ func (p *pipeline) restoreView(ctx context.Context, admin *kgo.Client) error {
 	return p.retry(ctx, "kafka", "check the view's snapshot against the topics", func() error {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
+		if want := TrendSpec(p.cfg).String(); s != nil && s.Layout.Trends != want {
+			// Windows kept with other settings cannot become these: rebuild from the topics if
+			// they still hold everything, else the operator chooses.
+			if err := p.checkSnapshot(cctx, kadm.NewClient(admin), nil, path); err != nil {
+				return backoff.Permanent(fmt.Errorf("the view in %s keeps trends %q, TREND_WINDOWS and ALLOWED_LATENESS ask for %q, "+
+					"and the topics were trimmed since, so the view cannot be rebuilt with them: start with the settings it "+
+					"was built with, or delete %s and %s/kafka to start over (%w)", path, s.Layout.Trends, want, path, p.cfg.DataDir, err))
+			}
+			p.log.Warn("the view's snapshot keeps other trends than TREND_WINDOWS and ALLOWED_LATENESS ask for; rebuilding the view from the topics",
+				zap.String("path", path), zap.String("snapshot_trends", s.Layout.Trends), zap.String("trends", want))
+			return nil
+		}
 		if err := p.checkSnapshot(cctx, kadm.NewClient(admin), s, path); err != nil {
 			return err
 		}

@@ -142,6 +142,8 @@ func (p *pipeline) stages() ([]Stage, error) {
 		out = append(out, generator.New(generator.Config{
 			Topic: cfg.RawTopic, Rate: cfg.GeneratorRate, MaxEvents: cfg.GeneratorMaxEvents, Seed: cfg.GeneratorSeed,
 			Users: cfg.GeneratorUsers, Hotels: cfg.GeneratorHotels, ReplayFile: cfg.GeneratorReplayFile,
+			Disorder: cfg.GeneratorDisorder, LateFraction: cfg.GeneratorLateFraction, Lateness: cfg.AllowedLateness,
+			Skew: cfg.GeneratorSkew,
 		}, cl, p.log.With(zap.String("stage", "generator"))))
 	}
 	if cfg.Enabled(config.StageTransformer) {
@@ -203,11 +205,16 @@ func TransformerConfig(cfg config.Config) transformer.Config {
 // AggregatorConfig is the slice of cfg of the aggregator of role, as the daemon runs it.
 func AggregatorConfig(cfg config.Config, role view.Role) aggregator.Config {
 	ac := aggregator.Config{Role: role, Topic: cfg.ProcessedTopic, Group: cfg.ConsumerGroup + "-aggregator",
-		DeadLetterTopic: cfg.DeadLetterTopic, BatchMaxRecords: cfg.BatchMaxRecords}
+		DeadLetterTopic: cfg.DeadLetterTopic, BatchMaxRecords: cfg.BatchMaxRecords, Trends: TrendSpec(cfg)}
 	if role == view.HotelShards {
 		ac.Topic, ac.Group = cfg.HotelTopic, cfg.ConsumerGroup+"-aggregator-hotels"
 	}
 	return ac
+}
+
+// TrendSpec is the trends TREND_WINDOWS and ALLOWED_LATENESS ask the view to keep.
+func TrendSpec(cfg config.Config) view.TrendSpec {
+	return view.TrendSpec{Windows: cfg.TrendWindows, Lateness: cfg.AllowedLateness}
 }
 
 // limits are the event limits the MAX_* variables set.

@@ -91,7 +91,8 @@ func (p *pipeline) listen() error {
 			httpapi.WithMetrics(p.metrics, p.cfg.AdminAddr == ""),
 			httpapi.WithCORS(p.cfg.CORSOrigins),
 			httpapi.WithTokens(p.cfg.APITokens),
-			httpapi.WithStreamMaxClients(p.cfg.StreamMaxClients))
+			httpapi.WithStreamMaxClients(p.cfg.StreamMaxClients),
+			httpapi.WithTrendWindows(p.cfg.TrendWindows))
 		p.servers = append(p.servers, &httpStage{name: config.StageAPI, ln: ln, serve: p.api.Serve, shutdown: p.api.Shutdown, log: p.log})
 		p.apiAddr = ln.Addr().String()
 	}

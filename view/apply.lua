@@ -15,7 +15,11 @@
 --       4 .. 3+k increments for the count sets, each a JSON [member, increment, ...],
 --       4+k minimum prices: JSON [hotel, [price, advertiser, ...], hotel, [...], ...],
 --       5+k minimum winning prices (each search's cheapest offer), the same shape,
---       6+k source watermarks: JSON [source partition, highest source offset, ...].
+--       6+k source watermarks: JSON [source partition, highest source offset, ...],
+--       7+k trends (view/trends.go): "" for none, or JSON [[window, ...], stream time], each window
+--       [[sum key per kind], [[kind, bucket key, [id, n, ...]], ...] increments,
+--        [[kind, bucket key], ...] closing buckets, [[hash key, [hotel, [adv, "price", ...], ...]], ...]
+--        minimums, [hash key, ...] closing minimum hashes]; keys are indexes into KEYS.
 -- Returns an empty array when applied, or {stored offset or -1} when the stored offset is not the
 -- expected one; then nothing is written.
 -- Errors (nothing written): "VIEWKEY <type> <key>" when a key every batch writes has the wrong
@@ -34,6 +38,10 @@ end
 local mins = cjson.decode(ARGV[4 + k])
 local wins = cjson.decode(ARGV[5 + k])
 local marks = cjson.decode(ARGV[6 + k])
+local trend = nil
+if ARGV[7 + k] and ARGV[7 + k] ~= '' then
+  trend = cjson.decode(ARGV[7 + k])
+end
 -- The first key of the wins section's hotels.
 local winKeys = 4 + k + #mins / 2
 
@@ -50,6 +58,25 @@ local function check(key, kind, code, name)
     return redis.error_reply(code .. ' ' .. t .. ' ' .. name)
   end
 end
+local function checkTrendKeys(windows)
+  for _, win in ipairs(windows) do
+    local zsets, hashes = {}, {}
+    for _, i in ipairs(win[1]) do zsets[#zsets + 1] = i end
+    for _, inc in ipairs(win[2]) do zsets[#zsets + 1] = inc[2] end
+    for _, c in ipairs(win[3]) do zsets[#zsets + 1] = c[2] end
+    for _, m in ipairs(win[4]) do hashes[#hashes + 1] = m[1] end
+    for _, i in ipairs(win[5]) do hashes[#hashes + 1] = i end
+    for _, i in ipairs(zsets) do
+      local err = check(KEYS[i], 'zset', 'VIEWKEY', KEYS[i])
+      if err then return err end
+    end
+    for _, i in ipairs(hashes) do
+      local err = check(KEYS[i], 'hash', 'VIEWKEY', KEYS[i])
+      if err then return err end
+    end
+  end
+end
+
 -- The offset first: a batch another writer already applied is a conflict, whatever else it meets.
 local e = check(KEYS[1], 'hash', 'VIEWKEY', KEYS[1])
 if e then return e end
@@ -84,6 +111,11 @@ for h = 1, #wins, 2 do
   if e then return e end
 end
 
+if trend then
+  e = checkTrendKeys(trend[1])
+  if e then return e end
+end
+
 -- The new scores of the counts: read the current ones a chunk at a time (ZMSCORE), add the
 -- increments, keep the score/member pairs for the second half.
 local writes = {}
@@ -106,6 +138,87 @@ for z = 1, k do
       scored[2 * j] = members[j]
     end
     writes[#writes + 1] = {KEYS[2 + z], scored}
+  end
+end
+
+-- Trends: each window's buckets take their increments, the closing buckets leave the window's sum
+-- (score += their counts) and are deleted, and the minimum hashes keep each advertiser's lowest.
+local zadds, zrems, hsets, dels = {}, {}, {}, {}
+local function trendSums(win)
+  local delta = {}
+  for kind = 1, #win[1] do delta[kind] = {} end
+  for _, inc in ipairs(win[2]) do
+    local d, key, list = delta[inc[1]], KEYS[inc[2]], inc[3]
+    for c = 1, #list, 2 * chunk do
+      local members = {}
+      for i = c, math.min(c + 2 * chunk - 1, #list), 2 do members[#members + 1] = list[i] end
+      local current = redis.call('ZMSCORE', key, unpack(members))
+      local scored = {}
+      for j = 1, #members do
+        local n = list[c + 2 * j - 1]
+        scored[2 * j - 1] = -n + (current[j] and tonumber(current[j]) or 0)
+        scored[2 * j] = members[j]
+        d[members[j]] = (d[members[j]] or 0) - n
+      end
+      zadds[#zadds + 1] = {key, scored}
+    end
+  end
+  for _, c in ipairs(win[3]) do
+    local d, key = delta[c[1]], KEYS[c[2]]
+    local r = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+    for j = 1, #r, 2 do d[r[j]] = (d[r[j]] or 0) - tonumber(r[j + 1]) end
+    dels[#dels + 1] = key
+  end
+  for kind, d in ipairs(delta) do
+    local sum, members = KEYS[win[1][kind]], {}
+    for m in pairs(d) do members[#members + 1] = m end
+    for c = 1, #members, chunk do
+      local part = {}
+      for i = c, math.min(c + chunk - 1, #members) do part[#part + 1] = members[i] end
+      local current = redis.call('ZMSCORE', sum, unpack(part))
+      local scored, gone = {}, {}
+      for j, m in ipairs(part) do
+        local score = d[m] + (current[j] and tonumber(current[j]) or 0)
+        if score < 0 then
+          scored[#scored + 1] = score
+          scored[#scored + 1] = m
+        elseif current[j] then
+          gone[#gone + 1] = m
+        end
+      end
+      if #scored > 0 then zadds[#zadds + 1] = {sum, scored} end
+      if #gone > 0 then zrems[#zrems + 1] = {sum, gone} end
+    end
+  end
+end
+local function trendMins(win)
+  for _, m in ipairs(win[4]) do
+    local key, list = KEYS[m[1]], m[2]
+    for c = 1, #list, 2 * chunk do
+      local hotels = {}
+      for i = c, math.min(c + 2 * chunk - 1, #list), 2 do hotels[#hotels + 1] = list[i] end
+      local current = redis.call('HMGET', key, unpack(hotels))
+      local fields = {}
+      for j, hotel in ipairs(hotels) do
+        local low = {}
+        if current[j] then low = cjson.decode(current[j]) end
+        local offers = list[c + 2 * j - 1]
+        for i = 1, #offers, 2 do
+          local held = low[offers[i]]
+          if not held or tonumber(offers[i + 1]) < tonumber(held) then low[offers[i]] = offers[i + 1] end
+        end
+        fields[#fields + 1] = hotel
+        fields[#fields + 1] = cjson.encode(low)
+      end
+      hsets[#hsets + 1] = {key, fields}
+    end
+  end
+  for _, i in ipairs(win[5]) do dels[#dels + 1] = KEYS[i] end
+end
+if trend then
+  for _, win in ipairs(trend[1]) do
+    trendSums(win)
+    trendMins(win)
   end
 end
 
@@ -142,6 +255,21 @@ if #listed > 0 then
 end
 for m = 1, #marks, 2 do
   redis.call('HSET', KEYS[2], marks[m], marks[m + 1])
+end
+for _, z in ipairs(zadds) do
+  redis.call('ZADD', z[1], unpack(z[2]))
+end
+for _, z in ipairs(zrems) do
+  redis.call('ZREM', z[1], unpack(z[2]))
+end
+for _, h in ipairs(hsets) do
+  redis.call('HSET', h[1], unpack(h[2]))
+end
+for c = 1, #dels, chunk do
+  redis.call('DEL', unpack(dels, c, math.min(c + chunk - 1, #dels)))
+end
+if trend then
+  redis.call('HSET', KEYS[1], 'stream', trend[2])
 end
 redis.call('HSET', KEYS[1], 'next', ARGV[2])
 return {}

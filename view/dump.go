@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/redis/rueidis"
+	"github.com/searchflow/searchflow/trends"
 )
 
 // The operator's side of the view: a whole shard read at one instant (for `searchflow verify`),
@@ -22,12 +23,14 @@ import (
 //
 // KEYS: 1 state, 2 sources, 3 .. 2+k the count sets; hotel shards then: 3+k the price index,
 // 4+k .. one min-price key per hotel of ARGV, in its order, then one cheapest-per-search key per
-// hotel of ARGV, in its order.
-// ARGV: 1 k, 2 "1" when the shard has a price index, 3 .. the declared hotels.
-// Returns {"stale", index} or {"ok", state, sources, index, count set 1 .. k, min prices of each
-// declared hotel, cheapest-per-search prices of each declared hotel}: hashes as flat field/value lists, sorted sets as flat member/score lists
-// (the index as members only). No call spreads a list over arguments (no unpack), so no list is
-// too long for it.
+// hotel of ARGV, in its order; then the trend keys (trenddump.go).
+// ARGV: 1 k, 2 "1" when the shard has a price index, 3 the trend windows declared ("" for none,
+// see trenddump.go), 4 .. the declared hotels.
+// Returns {"stale", index} (or {"stale", index, stream time} when the stream time has moved past
+// the declared trend buckets) or {"ok", state, sources, index, count set 1 .. k, min prices of
+// each declared hotel, cheapest-per-search prices of each declared hotel, then the trend keys}:
+// hashes as flat field/value lists, sorted sets as flat member/score lists (the index as members
+// only). No call spreads a list over arguments (no unpack), so no list is too long for it.
 // Errors: "VIEWKEY <type> <key>" when a key holds another type than the view writes there.
 const dumpLua = `
 local k = tonumber(ARGV[1])
@@ -46,7 +49,7 @@ if ARGV[2] == '1' then
   if e then return e end
   index = redis.call('ZRANGE', KEYS[3 + k], 0, -1)
   local declared = {}
-  for i = 3, #ARGV do declared[ARGV[i]] = true end
+  for i = 4, #ARGV do declared[ARGV[i]] = true end
   for _, hotel in ipairs(index) do
     if not declared[hotel] then return {'stale', index} end
   end
@@ -57,10 +60,49 @@ for i = 1, k do
   if e then return e end
   out[#out + 1] = redis.call('ZRANGE', KEYS[2 + i], 0, -1, 'WITHSCORES')
 end
-for i = 4 + k, #KEYS do
+for i = 4 + k, 3 + k + 2 * (#ARGV - 3) do
   e = check(KEYS[i], 'zset')
   if e then return e end
   out[#out + 1] = redis.call('ZRANGE', KEYS[i], 0, -1, 'WITHSCORES')
+end
+if ARGV[3] == '' then return out end
+local st = redis.call('HGET', KEYS[1], 'stream')
+local windows = cjson.decode(ARGV[3])
+for _, w in ipairs(windows) do
+  -- w: {window seconds, bucket seconds, first bucket, last bucket, first key, kinds, minimums}
+  if st then
+    local s = tonumber(st)
+    if math.floor((s - w[1]) / w[2]) < w[3] or math.floor(s / w[2]) > w[4] then
+      return {'stale', index, st}
+    end
+  end
+end
+for _, w in ipairs(windows) do
+  local key = w[5]
+  local function read(kind)
+    e = check(KEYS[key], kind)
+    if e then return e end
+    if kind == 'zset' then
+      out[#out + 1] = redis.call('ZRANGE', KEYS[key], 0, -1, 'WITHSCORES')
+    else
+      out[#out + 1] = redis.call('HGETALL', KEYS[key])
+    end
+    key = key + 1
+  end
+  for _ = 1, w[6] do
+    e = read('zset')
+    if e then return e end
+  end
+  for _ = w[3], w[4] do
+    for _ = 1, w[6] do
+      e = read('zset')
+      if e then return e end
+    end
+    if w[7] == 1 then
+      e = read('hash')
+      if e then return e end
+    end
+  end
 end
 return out
 `
@@ -88,6 +130,10 @@ type ShardDump struct {
 	// or missing is left out); Cheapest the same over each search's cheapest offer.
 	MinPrices map[string]map[string]int64
 	Cheapest  map[string]map[string]int64
+	// Stream is the partition's stream time; Trends the shard's windows (trenddump.go), when
+	// the view keeps trends.
+	Stream trends.StreamTime
+	Trends []WindowDump
 }
 
 // DamagedError reports a shard key that holds what the view never writes: another type, a
@@ -122,12 +168,20 @@ func (v *View) ReadShard(ctx context.Context, sh Shard) (ShardDump, error) {
 		}
 		hotels = idx
 	}
+	spec, err := v.TrendSpec(ctx)
+	if err != nil {
+		return ShardDump{}, fmt.Errorf("view: read shard %v: %w", sh, err)
+	}
+	stream, err := v.storedStream(ctx, sh)
+	if err != nil {
+		return ShardDump{}, err
+	}
 	for range dumpAttempts {
 		keys := []string{sh.Key(stateKey), sh.Key(sourcesKey)}
 		for _, k := range kinds {
 			keys = append(keys, sh.Key(string(k)))
 		}
-		args := []string{strconv.Itoa(len(kinds)), "0"}
+		args := []string{strconv.Itoa(len(kinds)), "0", ""}
 		if sh.Role == HotelShards {
 			keys = append(keys, sh.Key(minPriceHotelsKey))
 			args[1] = "1"
@@ -138,6 +192,8 @@ func (v *View) ReadShard(ctx context.Context, sh Shard) (ShardDump, error) {
 			}
 			args = append(args, hotels...)
 		}
+		var trendKeys []trendDumpWindow
+		keys, args[2], trendKeys = trendDumpKeys(spec, sh, stream, keys)
 		reply, err := lua.Exec(ctx, v.client, keys, args).ToArray()
 		if err != nil {
 			return ShardDump{}, dumpError(sh, err)
@@ -147,9 +203,24 @@ func (v *View) ReadShard(ctx context.Context, sh Shard) (ShardDump, error) {
 			if hotels, err = reply[1].AsStrSlice(); err != nil {
 				return ShardDump{}, fmt.Errorf("view: read shard %v: price index: %w", sh, err)
 			}
+			if len(reply) > 2 {
+				t, err := reply[2].AsInt64()
+				if err != nil {
+					return ShardDump{}, &DamagedError{Shard: sh, Key: sh.Key(stateKey), Problem: "has a stream time that is not a number"}
+				}
+				stream = trends.StreamTime{T: t, Set: true}
+			}
 			continue
 		}
-		return decodeDump(sh, kinds, hotels, reply)
+		want := 4 + len(kinds) + 2*len(hotels)
+		if len(reply) < want {
+			return ShardDump{}, fmt.Errorf("view: read shard %v: %d parts in the script's reply, want at least %d", sh, len(reply), want)
+		}
+		d, err := decodeDump(sh, kinds, hotels, reply[:want])
+		if err != nil {
+			return d, err
+		}
+		return d, d.decodeTrends(trendKeys, reply[want:])
 	}
 	return ShardDump{}, fmt.Errorf("view: read shard %v: its price index changed under %d reads in a row", sh, dumpAttempts)
 }
@@ -220,6 +291,12 @@ func (d *ShardDump) decodeState(state, sources []string) error {
 			d.Next = n
 		case "rebuilding":
 			d.Rebuilding = true
+		case streamField:
+			t, err := strconv.ParseInt(state[i+1], 10, 64)
+			if err != nil {
+				return &DamagedError{Shard: d.Shard, Key: d.Shard.Key(stateKey), Problem: fmt.Sprintf("has stream = %q, not a time", state[i+1])}
+			}
+			d.Stream = trends.StreamTime{T: t, Set: true}
 		}
 	}
 	for i := 0; i+1 < len(sources); i += 2 {

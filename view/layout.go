@@ -53,6 +53,9 @@ type Layout struct {
 	Users       int // partitions of UsersTopic: user shards
 	HotelsTopic string
 	Hotels      int // partitions of HotelsTopic: hotel shards
+	// Trends is the TrendSpec the view keeps trends for (TrendSpec.String; "" for none). A view
+	// keeps its windows from its first batch: another spec needs a rebuild.
+	Trends string
 }
 
 // Shards returns the number of shards of role.
@@ -72,7 +75,11 @@ func (l Layout) Topic(r Role) string {
 }
 
 func (l Layout) String() string {
-	return fmt.Sprintf("layout %d: %d user shards of %s, %d hotel shards of %s", layoutVersion, l.Users, l.UsersTopic, l.Hotels, l.HotelsTopic)
+	trends := "no trends"
+	if l.Trends != "" {
+		trends = "trends " + l.Trends
+	}
+	return fmt.Sprintf("layout %d: %d user shards of %s, %d hotel shards of %s, %s", layoutVersion, l.Users, l.UsersTopic, l.Hotels, l.HotelsTopic, trends)
 }
 
 // The layout key holds the Layout as a hash. It has no hash tag of its own.
@@ -82,6 +89,8 @@ const (
 	// cheapestField, in the layout, says the view has kept the cheapest-per-search minimums
 	// since it was claimed: a view claimed before they existed lacks it.
 	cheapestField = "cheapest"
+	// trendsField, in the layout, is the TrendSpec the view keeps (empty or absent: none).
+	trendsField = "trends"
 	// legacyOffsetsPrefix is where layout 1 kept its offsets, per topic.
 	legacyOffsetsPrefix = "{searchflow}:offsets:"
 )
@@ -105,6 +114,9 @@ func (v *View) Claim(ctx context.Context, l Layout) error {
 	if l.Users < 1 || l.Hotels < 1 || l.UsersTopic == "" || l.HotelsTopic == "" {
 		return fmt.Errorf("view: claim %v: both topics need a name and at least one partition", l)
 	}
+	if _, err := parseTrendSpec(l.Trends); err != nil {
+		return fmt.Errorf("view: claim %v: %w", l, err)
+	}
 	stored, err := v.readLayout(ctx)
 	if err != nil {
 		return err
@@ -121,7 +133,7 @@ func (v *View) Claim(ctx context.Context, l Layout) error {
 			FieldValue("version", strconv.Itoa(layoutVersion)).
 			FieldValue("users_topic", l.UsersTopic).FieldValue("users", strconv.Itoa(l.Users)).
 			FieldValue("hotels_topic", l.HotelsTopic).FieldValue("hotels", strconv.Itoa(l.Hotels)).
-			FieldValue(cheapestField, "1").Build()
+			FieldValue(cheapestField, "1").FieldValue(trendsField, l.Trends).Build()
 		if err := v.client.Do(ctx, cmd).Error(); err != nil {
 			return fmt.Errorf("view: store the layout: %w", err)
 		}
@@ -162,7 +174,10 @@ func (v *View) readLayout(ctx context.Context) (*Layout, error) {
 	if m["version"] != strconv.Itoa(layoutVersion) || err1 != nil || err2 != nil {
 		return nil, &LayoutError{Found: fmt.Sprintf("layout %q (%v)", m["version"], m), Want: fmt.Sprintf("layout %d", layoutVersion)}
 	}
-	return &Layout{UsersTopic: m["users_topic"], Users: users, HotelsTopic: m["hotels_topic"], Hotels: hotels}, nil
+	if _, err := parseTrendSpec(m[trendsField]); err != nil {
+		return nil, &LayoutError{Found: fmt.Sprintf("layout %d with %v", layoutVersion, err), Want: fmt.Sprintf("layout %d", layoutVersion)}
+	}
+	return &Layout{UsersTopic: m["users_topic"], Users: users, HotelsTopic: m["hotels_topic"], Hotels: hotels, Trends: m[trendsField]}, nil
 }
 
 // layoutRefresh is how long a reader trusts the layout it read: a rebuilt view with another
@@ -205,11 +220,13 @@ func (v *View) setLayout(l Layout) {
 // shards is a layout with its shards' key prefixes.
 type shards struct {
 	Layout
+	spec   TrendSpec   // Layout.Trends, parsed
 	prefix [2][]string // role -> partition -> key prefix "searchflow:{tag}:"
 }
 
 func (v *View) shardsOf(l Layout) *shards {
-	s := &shards{Layout: l}
+	spec, _ := parseTrendSpec(l.Trends) // readLayout and Claim refuse a spec that does not parse
+	s := &shards{Layout: l, spec: spec}
 	n := l.Users + l.Hotels
 	for r, count := range []int{l.Users, l.Hotels} {
 		s.prefix[r] = make([]string, count)

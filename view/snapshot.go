@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+	"github.com/searchflow/searchflow/trends"
 )
 
 // A snapshot is the whole view written to a file, for a view held by a store that keeps nothing
@@ -48,6 +49,10 @@ type ShardState struct {
 	Counts    map[Kind]map[string]int64   `json:"counts,omitempty"`
 	MinPrices map[string]map[string]int64 `json:"min_prices,omitempty"`
 	Cheapest  map[string]map[string]int64 `json:"cheapest,omitempty"`
+	// Stream is the partition's stream time, Trends the shard's windows (when the view keeps
+	// trends): restored with the offset, so that lateness and windows go on exactly.
+	Stream *int64       `json:"stream,omitempty"`
+	Trends []WindowDump `json:"trends,omitempty"`
 }
 
 // Next returns, per partition of role's topic, the first offset the snapshot does not hold
@@ -96,8 +101,12 @@ func (v *View) TakeSnapshot(ctx context.Context) (*Snapshot, error) {
 		if d.Rebuilding {
 			return nil, fmt.Errorf("view: snapshot: shard %v is being rebuilt", sh)
 		}
-		s.Shards = append(s.Shards, ShardState{Role: sh.Role, Partition: sh.Partition, Next: d.Next,
-			Sources: d.Sources, Counts: d.Counts, MinPrices: d.MinPrices, Cheapest: d.Cheapest})
+		st := ShardState{Role: sh.Role, Partition: sh.Partition, Next: d.Next,
+			Sources: d.Sources, Counts: d.Counts, MinPrices: d.MinPrices, Cheapest: d.Cheapest, Trends: d.Trends}
+		if d.Stream.Set {
+			st.Stream = &d.Stream.T
+		}
+		s.Shards = append(s.Shards, st)
 	}
 	return s, nil
 }
@@ -155,7 +164,19 @@ func (v *View) restoreShard(ctx context.Context, sh Shard, st ShardState) error 
 	if st.Next == NoOffset {
 		return nil
 	}
-	return v.client.Do(ctx, v.client.B().Hset().Key(sh.Key(stateKey)).FieldValue().FieldValue("next", strconv.FormatInt(st.Next, 10)).Build()).Error()
+	cmd := v.client.B().Hset().Key(sh.Key(stateKey)).FieldValue().FieldValue("next", strconv.FormatInt(st.Next, 10))
+	if st.Stream != nil {
+		cmd = cmd.FieldValue(streamField, strconv.FormatInt(*st.Stream, 10))
+	}
+	return v.client.Do(ctx, cmd.Build()).Error()
+}
+
+// stream is the shard's stream time.
+func (st ShardState) stream() trends.StreamTime {
+	if st.Stream == nil {
+		return trends.StreamTime{}
+	}
+	return trends.StreamTime{T: *st.Stream, Set: true}
 }
 
 // ResetShardTo is ResetShard ending with the shard as st holds it (a snapshot's state of it)
@@ -177,17 +198,18 @@ func (v *View) ResetShardTo(ctx context.Context, sh Shard, st ShardState) (int, 
 	if st.Next != NoOffset {
 		next = strconv.FormatInt(st.Next, 10)
 	}
-	if err := rueidis.NewLuaScript(endResetLua).Exec(ctx, v.client, []string{state}, []string{next}).Error(); err != nil {
+	if err := rueidis.NewLuaScript(endResetLua).Exec(ctx, v.client, []string{state}, []string{next, streamArg(st.stream())}).Error(); err != nil {
 		return deleted, fmt.Errorf("view: end the rebuild of shard %v: %w", sh, err)
 	}
 	return deleted, nil
 }
 
-// endResetLua replaces a shard's state (its rebuild mark among it) with the offset ARGV[1] (none
-// when empty), in one step.
+// endResetLua replaces a shard's state (its rebuild mark among it) with the offset ARGV[1] and
+// the stream time ARGV[2] (none when empty), in one step.
 const endResetLua = `
 redis.call('DEL', KEYS[1])
 if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'next', ARGV[1]) end
+if ARGV[1] ~= '' and ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'stream', ARGV[2]) end
 return 1
 `
 
@@ -209,6 +231,9 @@ func (v *View) restoreContents(ctx context.Context, sh Shard, st ShardState) err
 		}
 	}
 	if err := v.zadd(ctx, sh.Key(minPriceHotelsKey), index, 1); err != nil {
+		return err
+	}
+	if err := v.restoreTrends(ctx, sh, st.Trends); err != nil {
 		return err
 	}
 	if len(st.Sources) > 0 {

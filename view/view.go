@@ -85,9 +85,11 @@ const cacheTTL = 5 * time.Second
 
 // View reads and writes the metrics in one Redis database or Redis Cluster.
 type View struct {
-	client rueidis.Client
-	apply  script
-	tags   *tagTable
+	client    rueidis.Client
+	apply     script
+	trendTop  script // trend_top.lua
+	trendMins script // trend_mins.lua
+	tags      *tagTable
 
 	mu       sync.Mutex
 	shards   *shards   // the layout in use; nil until claimed or read
@@ -99,7 +101,8 @@ type View struct {
 
 // New returns a view over client. The client is owned by the caller.
 func New(client rueidis.Client) *View {
-	return &View{client: client, apply: newScript(applyLua), tags: newTagTable()}
+	return &View{client: client, apply: newScript(applyLua), trendTop: newScript(trendTopLua),
+		trendMins: newScript(trendMinsLua), tags: newTagTable()}
 }
 
 // script is a Lua script run by its SHA1, loaded on the node that lacks it.

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/searchflow/searchflow/internal/jsonw"
+	"github.com/searchflow/searchflow/trends"
 )
 
 // The aggregator's side of the view: the batch it folds in memory, the script that applies it
@@ -71,7 +72,27 @@ func (e *RefusedError) Unwrap() error { return e.Err }
 // Offsets returns the next offset to consume for each partition of role's topic, NoOffset for a
 // partition this view holds nothing of. The view must be claimed (Claim).
 func (v *View) Offsets(ctx context.Context, r Role, partitions []int32) (map[int32]int64, error) {
-	out := make(map[int32]int64, len(partitions))
+	states, err := v.States(ctx, r, partitions)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[int32]int64, len(states))
+	for p, s := range states {
+		out[p] = s.Next
+	}
+	return out, nil
+}
+
+// PartitionState is what a shard stores of its partition, read in one command: the next offset
+// to consume (NoOffset for none) and the stream time after the events before it.
+type PartitionState struct {
+	Next   int64
+	Stream trends.StreamTime
+}
+
+// States returns the stored state of each partition of role's topic. The view must be claimed.
+func (v *View) States(ctx context.Context, r Role, partitions []int32) (map[int32]PartitionState, error) {
+	out := make(map[int32]PartitionState, len(partitions))
 	if len(partitions) == 0 {
 		return out, nil
 	}
@@ -82,17 +103,28 @@ func (v *View) Offsets(ctx context.Context, r Role, partitions []int32) (map[int
 	cmds := make(rueidis.Commands, len(partitions))
 	for i, p := range partitions {
 		prefix, _ := s.of(r, p)
-		cmds[i] = v.client.B().Hget().Key(prefix + stateKey).Field("next").Build()
+		cmds[i] = v.client.B().Hmget().Key(prefix+stateKey).Field("next", streamField).Build()
 	}
 	for i, res := range v.client.DoMulti(ctx, cmds...) {
-		n, err := res.AsInt64()
-		switch {
-		case rueidis.IsRedisNil(err):
-			n = NoOffset
-		case err != nil:
-			return nil, fmt.Errorf("view: read the offset of %s partition %d: %w", s.Topic(r), partitions[i], err)
+		vals, err := res.ToArray()
+		if err == nil && len(vals) != 2 {
+			err = fmt.Errorf("%d values for 2 fields", len(vals))
 		}
-		out[partitions[i]] = n
+		if err != nil {
+			return nil, fmt.Errorf("view: read the state of %s partition %d: %w", s.Topic(r), partitions[i], err)
+		}
+		st := PartitionState{Next: NoOffset}
+		if n, err := vals[0].AsInt64(); err == nil {
+			st.Next = n
+		} else if !rueidis.IsRedisNil(err) {
+			return nil, fmt.Errorf("view: the offset of %s partition %d: %w", s.Topic(r), partitions[i], err)
+		}
+		if t, err := vals[1].AsInt64(); err == nil {
+			st.Stream = trends.StreamTime{T: t, Set: true}
+		} else if !rueidis.IsRedisNil(err) {
+			return nil, fmt.Errorf("view: the stream time of %s partition %d: %w", s.Topic(r), partitions[i], err)
+		}
+		out[partitions[i]] = st
 	}
 	return out, nil
 }
@@ -190,7 +222,7 @@ func (v *View) Apply(ctx context.Context, r Role, b *Batch) error {
 	execs := make([]rueidis.LuaExec, len(parts))
 	for i, p := range parts {
 		prefix, _ := s.of(r, p)
-		execs[i] = b.script(r, p, prefix)
+		execs[i] = b.script(s.spec, r, p, prefix)
 	}
 	var conflict *OffsetConflictError
 	var refused *RefusedError
@@ -253,6 +285,7 @@ type part struct {
 	counts    [3]map[string]int64         // users, hotels, advertisers
 	minPrices map[string]map[string]int64 // hotel -> advertiser -> price
 	wins      map[string]map[string]int64 // hotel -> advertiser -> its lowest winning price
+	trend     *trendPart                  // nil when the batch has no event time of the partition
 }
 
 // kindIndex orders the counted kinds in a part.
@@ -413,7 +446,7 @@ func (r Role) kinds() []Kind {
 // script encodes partition p's part for apply.lua, in the shard under prefix: one JSON document
 // per section, so Redis parses a handful of arguments (and cjson decodes each section in C)
 // instead of a few per event.
-func (b *Batch) script(r Role, p int32, prefix string) rueidis.LuaExec {
+func (b *Batch) script(spec TrendSpec, r Role, p int32, prefix string) rueidis.LuaExec {
 	o := b.Offsets[p]
 	pt := b.parts[p]
 	if pt == nil {
@@ -459,6 +492,8 @@ func (b *Batch) script(r Role, p int32, prefix string) rueidis.LuaExec {
 		w.str(strconv.FormatInt(so, 10))
 	}
 	args = append(args, w.take())
+	keys, trend := pt.trend.args(spec, r, prefix, keys)
+	args = append(args, trend)
 	return rueidis.LuaExec{Keys: keys, Args: args}
 }
 

@@ -170,7 +170,7 @@ func TestBatchBytesGrowsWithContent(t *testing.T) {
 	if one <= empty || b.Bytes() != one {
 		t.Errorf("bytes %d -> %d -> %d", empty, one, b.Bytes())
 	}
-	exec := b.script(HotelShards, 0, "searchflow:{s12345}:")
+	exec := b.script(TrendSpec{}, HotelShards, 0, "searchflow:{s12345}:")
 	if got, want := len(fmt.Sprint(exec.Keys, exec.Args)), one; got > want {
 		t.Errorf("the script's keys and args are %d bytes, Bytes() estimates %d: the estimate must not fall short", got, want)
 	}

@@ -40,6 +40,10 @@ type Config struct {
 	Group           string
 	DeadLetterTopic string // where records the view cannot take go
 	BatchMaxRecords int
+	// Trends are the event-time windows the view keeps and the lateness past which an event
+	// counts in none of them (view.TrendSpec; the zero value keeps none). It must be the spec of
+	// the claimed layout.
+	Trends view.TrendSpec
 	// OnApplied, if set, is called after each successful apply with the batch's records (their
 	// timestamps give the end-to-end latency), when Redis took them and how long the apply took.
 	// It runs on the stage's goroutine: keep it cheap.
@@ -65,7 +69,7 @@ type Aggregator struct {
 
 	counts                                                                                    counters.Set
 	consumed, appliedN, batches, undecodable, conflicts, redisErrors, duplicates, fetchErrors *counters.Counter
-	refused, deadLettered                                                                     *counters.Counter
+	refused, deadLettered, late                                                               *counters.Counter
 	redisDown, applyProblem, dlqProblem                                                       atomic.Pointer[string]
 }
 
@@ -78,6 +82,7 @@ func New(cfg Config, kafkaOpts []kgo.Opt, v *view.View, log *zap.Logger) *Aggreg
 	a.undecodable, a.duplicates, a.fetchErrors = c.New("undecodable"), c.New("duplicates_dropped"), c.New(counters.FetchErrors)
 	a.conflicts, a.redisErrors, a.refused = c.New("offset_conflicts"), c.New("redis_errors"), c.New("apply_refused")
 	a.deadLettered = c.New(counters.DeadLettered)
+	a.late = c.New("late_events")
 	return a
 }
 
@@ -219,7 +224,7 @@ func (a *Aggregator) poll(ctx context.Context, cl *kgo.Client, pending *inflight
 // applying the new one. It returns the batch now in flight; nil error with ctx ended is a drain.
 func (a *Aggregator) foldAndStart(ctx context.Context, cl *kgo.Client, records []*kgo.Record, pending *inflight) (*inflight, error) {
 	for len(records) > 0 {
-		f := fold(records, a.progress.snapshot(), &a.prices, a.cfg.Role)
+		f := fold(records, a.progress.snapshot(), &a.prices, a.cfg.Role, a.cfg.Trends)
 		if pending != nil {
 			ok, err := a.settle(ctx, cl, pending)
 			pending = nil
@@ -325,6 +330,7 @@ func (a *Aggregator) tookInPart(f folded) bool {
 		a.consumed.Add(t.events + t.copies)
 		a.appliedN.Add(t.events)
 		a.duplicates.Add(t.copies)
+		a.late.Add(t.late)
 	}
 	return took
 }
@@ -343,6 +349,7 @@ func (a *Aggregator) applied(ctx context.Context, cl *kgo.Client, f folded, reco
 	a.consumed.Add(f.events + f.copies)
 	a.appliedN.Add(f.events)
 	a.duplicates.Add(f.copies)
+	a.late.Add(f.late)
 	a.batches.Add(1)
 	if a.cfg.OnApplied != nil {
 		a.cfg.OnApplied(records, landed, took)

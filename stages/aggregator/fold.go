@@ -20,12 +20,13 @@ type folded struct {
 	events      int64           // events counted in the batch
 	copies      int64           // copies of applied events dropped (see snapshot.claim)
 	byPart      map[int32]tally // events and copies per partition, for a batch the view took in part
+	late        int64           // events counted all time but in no window (see windower)
 	used        int             // records of the run it covers: it stops at batchBudget
 	undecodable []*kgo.Record   // records it could not read: dead-letter them before the apply
 }
 
 // tally is what a fold counted of one partition.
-type tally struct{ events, copies int64 }
+type tally struct{ events, copies, late int64 }
 
 // priceBounds is what a fold reads of the minimum-price cache.
 type priceBounds interface {
@@ -39,9 +40,11 @@ type priceBounds interface {
 // hotels, the advertisers and their prices. Records already applied, copies and records already dead-lettered
 // only move the batch's offsets on. A price at or above one in bounds is left out: the view
 // already holds it or a lower one. fold reads and writes nothing but its result.
-func fold(records []*kgo.Record, held snapshot, bounds priceBounds, role view.Role) folded {
+func fold(records []*kgo.Record, held snapshot, bounds priceBounds, role view.Role, spec view.TrendSpec) folded {
 	f := folded{batch: view.NewBatch(), used: len(records), byPart: map[int32]tally{}}
 	b := f.batch
+	win := newWindower(spec, held, b)
+	defer win.finish()
 	var facts event.ProcessedFacts
 	for i, r := range records {
 		if b.Bytes() >= batchBudget {
@@ -65,9 +68,15 @@ func fold(records []*kgo.Record, held snapshot, bounds priceBounds, role view.Ro
 		if role == view.UserShards {
 			user, keyed = transformersUser(r, src)
 		}
+		at, timed := int64(0), false
 		switch {
 		case keyed:
 			b.Count(r.Partition, view.Users, user)
+			if win.on() {
+				if at, timed = event.EventTimeAfterUser(r.Value, len(user)); !timed && parse(role, r.Value, &facts) == nil {
+					at, timed = facts.EventTime, facts.Timed
+				}
+			}
 		case parse(role, r.Value, &facts) != nil:
 			// Only the transformer writes this topic; anything else is dead-lettered before the
 			// batch that moves past it is applied.
@@ -75,11 +84,17 @@ func fold(records []*kgo.Record, held snapshot, bounds priceBounds, role view.Ro
 			continue
 		case role == view.UserShards:
 			b.Count(r.Partition, view.Users, facts.UserID)
+			user, at, timed = facts.UserID, facts.EventTime, facts.Timed
 		default:
 			foldHotel(b, r.Partition, &facts, bounds)
+			at, timed = facts.EventTime, facts.Timed
+		}
+		t := f.byPart[r.Partition]
+		if win.on() && !win.event(r.Partition, at, timed, user, &facts) {
+			f.late++
+			t.late++
 		}
 		f.events++
-		t := f.byPart[r.Partition]
 		t.events++
 		f.byPart[r.Partition] = t
 	}

@@ -32,7 +32,7 @@ func BenchmarkFold(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		var prices priceCache
-		f := fold(records, held, &prices, view.HotelShards)
+		f := fold(records, held, &prices, view.HotelShards, view.TrendSpec{})
 		if f.events != n || f.batch.Empty() {
 			b.Fatalf("folded %d of %d", f.events, n)
 		}

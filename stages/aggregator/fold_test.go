@@ -155,7 +155,7 @@ func TestFold(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := fold(tt.records, tt.held, tt.bounds, view.HotelShards)
+			f := fold(tt.records, tt.held, tt.bounds, view.HotelShards, view.TrendSpec{})
 			if f.used != len(tt.records) {
 				t.Errorf("used %d of %d records", f.used, len(tt.records))
 			}
@@ -198,7 +198,7 @@ func TestFoldStopsAtTheByteBudget(t *testing.T) {
 	for i := range 20 {
 		records = append(records, rec(t, 0, int64(i), big+strconv.Itoa(i), "h", map[string]int64{"a": 1}))
 	}
-	f := fold(records, snapshot{0: {next: 0}}, bounds{}, view.UserShards)
+	f := fold(records, snapshot{0: {next: 0}}, bounds{}, view.UserShards, view.TrendSpec{})
 	if f.used == 0 || f.used >= len(records) {
 		t.Fatalf("used %d of %d records, want the fold to stop part-way", f.used, len(records))
 	}
@@ -208,7 +208,7 @@ func TestFoldStopsAtTheByteBudget(t *testing.T) {
 	if o := f.batch.Offsets[0]; o.Expect != 0 || o.Next != int64(f.used) || f.events != int64(f.used) {
 		t.Errorf("batch %+v with %d events, want 0..%d", o, f.events, f.used)
 	}
-	rest := fold(records[f.used:], snapshot{0: {next: int64(f.used)}}, bounds{}, view.UserShards)
+	rest := fold(records[f.used:], snapshot{0: {next: int64(f.used)}}, bounds{}, view.UserShards, view.TrendSpec{})
 	if rest.used != len(records)-f.used || rest.batch.Offsets[0] != (view.PartitionOffsets{Expect: int64(f.used), Next: 20}) {
 		t.Errorf("the rest: used %d, offsets %+v", rest.used, rest.batch.Offsets[0])
 	}
@@ -286,11 +286,11 @@ func TestUserShardsTakeTheTransformersKey(t *testing.T) {
 		}
 		return out
 	}
-	f := fold(records, snapshot{0: {next: 0}}, bounds{}, view.UserShards)
+	f := fold(records, snapshot{0: {next: 0}}, bounds{}, view.UserShards, view.TrendSpec{})
 	if got := offsets(f.undecodable); f.events != 3 || !reflect.DeepEqual(got, []int64{2, 4}) {
 		t.Errorf("users: %d events, undecodable at %v; want 3, and 2 and 4", f.events, got)
 	}
-	f = fold(records, snapshot{0: {next: 0}}, bounds{}, view.HotelShards)
+	f = fold(records, snapshot{0: {next: 0}}, bounds{}, view.HotelShards, view.TrendSpec{})
 	if got := offsets(f.undecodable); f.events != 2 || !reflect.DeepEqual(got, []int64{1, 2, 4}) {
 		t.Errorf("hotels: %d events, undecodable at %v; want 2, and 1, 2 and 4", f.events, got)
 	}

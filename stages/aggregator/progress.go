@@ -6,6 +6,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/searchflow/searchflow/trends"
 	"github.com/searchflow/searchflow/view"
 )
 
@@ -26,6 +27,8 @@ type position struct {
 	// event at or below it is one the transformer produced twice (see snapshot.claim).
 	marks map[int32]int64
 	skip  map[int64]bool // offsets already dead-lettered, which folds pass over
+	// stream is the partition's stream time after the events before next (view.PartitionState).
+	stream trends.StreamTime
 }
 
 // expects reports whether the view does not hold the record at offset yet.
@@ -121,13 +124,13 @@ func (s snapshot) nexts() map[int32]int64 {
 	return out
 }
 
-// assign takes partitions over at the offsets and marks the view stores for them.
-func (p *progress) assign(parts []int32, stored map[int32]int64, marks map[int32]map[int32]int64) {
+// assign takes partitions over at the offsets, stream times and marks the view stores for them.
+func (p *progress) assign(parts []int32, stored map[int32]view.PartitionState, marks map[int32]map[int32]int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, part := range parts {
 		pos := p.parts[part]
-		pos.next, pos.marks = stored[part], marks[part]
+		pos.next, pos.stream, pos.marks = stored[part].Next, stored[part].Stream, marks[part]
 		p.parts[part] = pos
 	}
 }
@@ -152,6 +155,9 @@ func (p *progress) advance(b *view.Batch) {
 			continue
 		}
 		pos.next = o.Next
+		if st, ok := b.StreamAfter(part); ok {
+			pos.stream = st
+		}
 		if srcs := b.Sources[part]; len(srcs) > 0 {
 			marks := maps.Clone(pos.marks)
 			if marks == nil {
@@ -229,13 +235,19 @@ func (p *progress) rebase(expected, stored map[int32]int64) (reload []int32, dri
 	return reload, drifts, rewind
 }
 
-// reloadMarks sets the marks the view stores for partitions that rebase moved.
-func (p *progress) reloadMarks(marks map[int32]map[int32]int64) {
+// reload sets the marks and stream times the view stores for partitions that rebase moved.
+func (p *progress) reload(marks map[int32]map[int32]int64, states map[int32]view.PartitionState) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for part, m := range marks {
 		if pos, owned := p.parts[part]; owned {
 			pos.marks = m
+			p.parts[part] = pos
+		}
+	}
+	for part, st := range states {
+		if pos, owned := p.parts[part]; owned {
+			pos.stream = st.Stream
 			p.parts[part] = pos
 		}
 	}

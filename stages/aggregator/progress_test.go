@@ -17,7 +17,7 @@ func owning(next map[int32]int64) *progress {
 	for part := range next {
 		parts = append(parts, part)
 	}
-	p.assign(parts, next, nil)
+	p.assign(parts, states(next), nil)
 	return p
 }
 
@@ -112,7 +112,7 @@ func TestProgressRebase(t *testing.T) {
 
 func TestProgressReloadMarks(t *testing.T) {
 	p := owning(map[int32]int64{0: 10})
-	p.reloadMarks(map[int32]map[int32]int64{0: {2: 77}, 1: {2: 5}})
+	p.reload(map[int32]map[int32]int64{0: {2: 77}, 1: {2: 5}}, nil)
 	s := p.snapshot()
 	if !s.isCopy(raw(0, 10, nil, 2, 77)) || s.isCopy(raw(0, 10, nil, 2, 78)) {
 		t.Errorf("marks after reload %v, want raw partition 2 up to 77", s[0].marks)
@@ -124,7 +124,7 @@ func TestProgressReloadMarks(t *testing.T) {
 
 func TestProgressAdvance(t *testing.T) {
 	p := newProgress()
-	p.assign([]int32{0, 1}, map[int32]int64{0: 10, 1: view.NoOffset}, map[int32]map[int32]int64{0: {0: 100, 1: 7}})
+	p.assign([]int32{0, 1}, states(map[int32]int64{0: 10, 1: view.NoOffset}), map[int32]map[int32]int64{0: {0: 100, 1: 7}})
 	before := p.snapshot()
 	b := view.NewBatch()
 	b.Offsets[0] = view.PartitionOffsets{Expect: 10, Next: 15}
@@ -186,7 +186,7 @@ func TestProgressDeadLettered(t *testing.T) {
 // folds leave its records alone and a batch in flight does not bring it back.
 func TestProgressForgetsRevokedPartition(t *testing.T) {
 	p := newProgress()
-	p.assign([]int32{0, 1}, map[int32]int64{0: 0, 1: 0}, map[int32]map[int32]int64{1: {0: 9}})
+	p.assign([]int32{0, 1}, states(map[int32]int64{0: 0, 1: 0}), map[int32]map[int32]int64{1: {0: 9}})
 	b := view.NewBatch()
 	b.Offsets[1] = view.PartitionOffsets{Expect: 0, Next: 5} // folded before the revocation
 	p.forget([]int32{1})
@@ -197,13 +197,13 @@ func TestProgressForgetsRevokedPartition(t *testing.T) {
 	if _, owned := s[1]; owned {
 		t.Fatalf("partition 1 is still known: %+v", s[1])
 	}
-	f := fold([]*kgo.Record{rec(t, 1, 5, "u", "h", map[string]int64{"a": 1})}, s, bounds{}, view.HotelShards)
+	f := fold([]*kgo.Record{rec(t, 1, 5, "u", "h", map[string]int64{"a": 1})}, s, bounds{}, view.HotelShards, view.TrendSpec{})
 	if !f.batch.Empty() || f.events != 0 {
 		t.Errorf("a fold took a record of a revoked partition: %+v", f.batch.Offsets)
 	}
 
 	// Assigned again, it starts from what the view stores, with no stale marks.
-	p.assign([]int32{1}, map[int32]int64{1: 5}, nil)
+	p.assign([]int32{1}, states(map[int32]int64{1: 5}), nil)
 	if pos := p.snapshot()[1]; pos.next != 5 || pos.marks != nil || pos.skip != nil {
 		t.Errorf("reassigned partition %+v, want next 5 and nothing else", pos)
 	}
@@ -213,6 +213,15 @@ func offsetsOf(recs []*kgo.Record) []int64 {
 	var out []int64
 	for _, r := range recs {
 		out = append(out, r.Offset)
+	}
+	return out
+}
+
+// states makes stored partition states of next offsets, without stream times.
+func states(next map[int32]int64) map[int32]view.PartitionState {
+	out := make(map[int32]view.PartitionState, len(next))
+	for p, n := range next {
+		out[p] = view.PartitionState{Next: n}
 	}
 	return out
 }

@@ -87,7 +87,7 @@ func (a *Aggregator) applyRecords(ctx context.Context, cl *kgo.Client, records [
 // ends. Only records at or past a partition's stored offset are counted.
 func (a *Aggregator) applyOnce(ctx context.Context, cl *kgo.Client, records []*kgo.Record) error {
 	for len(records) > 0 {
-		f := fold(records, a.progress.snapshot(), &a.prices, a.cfg.Role)
+		f := fold(records, a.progress.snapshot(), &a.prices, a.cfg.Role, a.cfg.Trends)
 		if err := a.deadLetterUndecodable(ctx, f.undecodable); err != nil {
 			return err
 		}

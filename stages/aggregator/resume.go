@@ -24,14 +24,14 @@ func (a *Aggregator) resumeFromView(ctx context.Context, assigned map[string]map
 	for p := range assigned[a.cfg.Topic] {
 		parts = append(parts, p)
 	}
-	var stored map[int32]int64
+	var states map[int32]view.PartitionState
 	var marks map[int32]map[int32]int64
 	err := a.retryRedis(ctx, "read stored offsets", func() (err error) {
 		// Redis may have lost the view, its layout with it: store it again for the readers.
 		if err := a.view.Reclaim(ctx); err != nil {
 			return err
 		}
-		if stored, err = a.view.Offsets(ctx, a.cfg.Role, parts); err != nil {
+		if states, err = a.view.States(ctx, a.cfg.Role, parts); err != nil {
 			return err
 		}
 		marks, err = a.view.Sources(ctx, a.cfg.Role, parts)
@@ -40,7 +40,11 @@ func (a *Aggregator) resumeFromView(ctx context.Context, assigned map[string]map
 	if err != nil {
 		return nil, err
 	}
-	a.progress.assign(parts, stored, marks)
+	a.progress.assign(parts, states, marks)
+	stored := make(map[int32]int64, len(states))
+	for p, st := range states {
+		stored[p] = st.Next
+	}
 	out := map[string]map[int32]kgo.Offset{a.cfg.Topic: {}}
 	for _, p := range parts {
 		if stored[p] == view.NoOffset {
@@ -97,8 +101,12 @@ func (a *Aggregator) reset(ctx context.Context, expected, stored map[int32]int64
 		return errRewind
 	}
 	var marks map[int32]map[int32]int64
+	var states map[int32]view.PartitionState
 	err := a.retryRedis(ctx, "reload source marks", func() (err error) {
-		marks, err = a.view.Sources(ctx, a.cfg.Role, reload)
+		if marks, err = a.view.Sources(ctx, a.cfg.Role, reload); err != nil {
+			return err
+		}
+		states, err = a.view.States(ctx, a.cfg.Role, reload)
 		return err
 	})
 	if err != nil {
@@ -106,7 +114,7 @@ func (a *Aggregator) reset(ctx context.Context, expected, stored map[int32]int64
 		a.progress.forget(reload)
 		return nil
 	}
-	a.progress.reloadMarks(marks)
+	a.progress.reload(marks, states)
 	return nil
 }
 

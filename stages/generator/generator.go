@@ -28,6 +28,14 @@ type Config struct {
 	Users      int
 	Hotels     int
 	ReplayFile string
+	// Disorder moves each synthetic search_timestamp back by up to this much (GENERATOR_DISORDER).
+	Disorder time.Duration
+	// LateFraction is the share of synthetic events stamped far enough back to be late
+	// (GENERATOR_LATE_FRACTION); Lateness is the aggregators' ALLOWED_LATENESS they must exceed.
+	LateFraction float64
+	Lateness     time.Duration
+	// Skew is the Zipf exponent of user and hotel popularity (GENERATOR_SKEW); 0 is uniform.
+	Skew float64
 }
 
 // Generator produces raw events.
@@ -87,7 +95,12 @@ func (g *Generator) Run(ctx context.Context) error {
 }
 
 func (g *Generator) synthesize(ctx context.Context) error {
-	s := NewSynth(g.cfg.Seed, g.cfg.Users, g.cfg.Hotels)
+	s, err := NewSynthWith(g.cfg.Seed, g.cfg.Users, g.cfg.Hotels, SynthOptions{
+		Skew: g.cfg.Skew, Disorder: g.cfg.Disorder, LateFraction: g.cfg.LateFraction, Lateness: g.cfg.Lateness,
+	})
+	if err != nil {
+		return err
+	}
 	p := newPacer(g.cfg.Rate)
 	for i := int64(0); g.cfg.MaxEvents == 0 || i < g.cfg.MaxEvents; i++ {
 		if err := p.wait(ctx, i); err != nil {

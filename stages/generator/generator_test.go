@@ -64,6 +64,38 @@ func TestRunSynthetic(t *testing.T) {
 	}
 }
 
+// TestRunSyntheticOptions: Run passes the config's options to the synth. With every event late,
+// each search_timestamp trails its record's timestamp (set when produced, after the event was
+// made) by at least 2*Lateness + Disorder + 1s; bad options fail the run before producing.
+func TestRunSyntheticOptions(t *testing.T) {
+	addrs := startBroker(t)
+	cfg := Config{Topic: rawTopic, MaxEvents: 200, Seed: 7, Users: 50, Hotels: 20,
+		Skew: 1.1, Disorder: 30 * time.Second, LateFraction: 1, Lateness: time.Minute}
+	g := New(cfg, newProducer(t, addrs), zaptest.NewLogger(t))
+	if err := waitRun(t, runGenerator(t, context.Background(), g), time.Minute); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	const gap = 151 // seconds: 2*1m + 30s + 1s
+	for _, r := range readTopic(t, addrs, rawTopic, int(cfg.MaxEvents)) {
+		var ev event.Raw
+		if err := json.Unmarshal(r.Value, &ev); err != nil {
+			t.Fatalf("offset %d/%d: %v\n%s", r.Partition, r.Offset, err, r.Value)
+		}
+		if back := r.Timestamp.Unix() - ev.SearchTimestamp; back < gap {
+			t.Fatalf("offset %d/%d: search_timestamp %d only %ds before the record's %s, want >= %ds",
+				r.Partition, r.Offset, ev.SearchTimestamp, back, r.Timestamp, gap)
+		}
+	}
+
+	cfg.Skew = -1
+	bad := New(cfg, newProducer(t, addrs), zaptest.NewLogger(t))
+	err := waitRun(t, runGenerator(t, context.Background(), bad), time.Minute)
+	if err == nil || !strings.Contains(err.Error(), "skew -1") {
+		t.Fatalf("Run with skew -1 = %v, want an error naming the skew", err)
+	}
+	checkCounts(t, bad, map[string]int64{"produced": 0})
+}
+
 func TestRunDrainsOnCancel(t *testing.T) {
 	addrs := startBroker(t)
 	g := New(Config{Topic: rawTopic, Seed: 1, Users: 100, Hotels: 10}, newProducer(t, addrs), zaptest.NewLogger(t))

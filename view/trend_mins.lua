@@ -1,0 +1,18 @@
+-- Read one shard's minimum prices of some hotels over a window's buckets (view/trendread.go),
+-- atomically with the stream time that says which buckets exist.
+--
+-- KEYS: 1 state hash, 2 .. the minimum hashes of the buckets to read.
+-- ARGV: 1 window seconds, 2 bucket seconds, 3 the first open bucket the caller derived, 4 .. the
+--       hotels.
+-- Returns {"moved"} when the stored stream time opens another first bucket than ARGV[3], else one
+-- array per bucket: the hotels' JSON values in ARGV order (false where a bucket has none).
+
+local st = redis.call('HGET', KEYS[1], 'stream')
+if not st or math.floor((tonumber(st) - tonumber(ARGV[1])) / tonumber(ARGV[2])) ~= tonumber(ARGV[3]) then
+  return {'moved'}
+end
+local out = {}
+for i = 2, #KEYS do
+  out[#out + 1] = redis.call('HMGET', KEYS[i], unpack(ARGV, 4))
+end
+return out

@@ -1,0 +1,277 @@
+package view
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/rueidis"
+	"github.com/searchflow/searchflow/trends"
+)
+
+// trendEvent is one on-time event of a partition in the trend tests.
+type trendEvent struct {
+	at    int64
+	id    string // the user (user shards) or the hotel (hotel shards)
+	price int64  // hotel shards: advertiser "a"'s price, and "b"'s at twice it
+}
+
+// trendModel is the test's own account of the events applied, per role.
+type trendModel struct {
+	events  [2][]trendEvent
+	streams [2]map[int32]trends.StreamTime
+	next    [2]map[int32]int64
+}
+
+// applyTrend applies one batch of on-time events of partition p of role, as an aggregator
+// would: its offsets, its stream times, a count in each window's bucket.
+func (m *trendModel) applyTrend(t *testing.T, v *View, spec TrendSpec, r Role, p int32, evs []trendEvent) {
+	t.Helper()
+	b := NewBatch()
+	before := m.streams[r][p]
+	st := before
+	for _, e := range evs {
+		if st.Observe(e.at, spec.Lateness) {
+			t.Fatalf("test event at %d is late behind %d", e.at, st.T)
+		}
+		for i, w := range spec.Windows {
+			k := w.BucketOf(e.at)
+			if r == UserShards {
+				b.TrendCount(p, len(spec.Windows), i, k, Users, e.id)
+				continue
+			}
+			b.TrendCount(p, len(spec.Windows), i, k, Hotels, e.id)
+			for adv, price := range map[string]int64{"a": e.price, "b": 2 * e.price} {
+				b.TrendCount(p, len(spec.Windows), i, k, Advertisers, adv)
+				b.TrendPrice(p, len(spec.Windows), i, k, e.id, adv, price)
+			}
+		}
+		m.events[r] = append(m.events[r], e)
+	}
+	b.StreamTimes(p, len(spec.Windows), before, st)
+	next := m.next[r][p]
+	b.Offsets[p] = PartitionOffsets{Expect: next, Next: next + int64(len(evs))}
+	if next == 0 {
+		b.Offsets[p] = PartitionOffsets{Expect: NoOffset, Next: int64(len(evs))}
+	}
+	if err := v.Apply(context.Background(), r, b); err != nil {
+		t.Fatalf("apply %s/%d: %v", r, p, err)
+	}
+	m.streams[r][p], m.next[r][p] = st, b.Offsets[p].Next
+}
+
+// want is the model's answer for kind in w: the events whose bucket the query at the highest
+// stream time reads.
+func (m *trendModel) want(w trends.Window, kind Kind) (map[string]int64, map[string]map[string]int64) {
+	var now trends.StreamTime
+	for _, streams := range m.streams {
+		for _, st := range streams {
+			if st.Set && (!now.Set || st.T > now.T) {
+				now = st
+			}
+		}
+	}
+	first, last := w.QueryRange(now.T)
+	counts, prices := map[string]int64{}, map[string]map[string]int64{}
+	for _, e := range m.events[kind.role()] {
+		if k := w.BucketOf(e.at); k < first || k > last {
+			continue
+		}
+		if kind != Advertisers {
+			counts[e.id]++
+		}
+		if kind.role() == HotelShards {
+			if prices[e.id] == nil {
+				prices[e.id] = map[string]int64{}
+			}
+			for adv, p := range map[string]int64{"a": e.price, "b": 2 * e.price} {
+				if kind == Advertisers {
+					counts[adv]++
+				}
+				if low, ok := prices[e.id][adv]; !ok || p < low {
+					prices[e.id][adv] = p
+				}
+			}
+		}
+	}
+	return counts, prices
+}
+
+// TestTrendsAcrossLaggingShards: shards whose stream times lag the query's now by a few buckets
+// (their sums still hold buckets the query does not read), one far behind (nothing of it is in
+// the window) and one with no events. Every page and the totals equal the model's, on a real
+// redis-server and on the embedded store, and the buckets a shard holds stay within W/b + 1.
+func TestTrendsAcrossLaggingShards(t *testing.T) {
+	ws, err := trends.ParseWindows("10m,1h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := TrendSpec{Windows: ws, Lateness: 5 * time.Minute}
+	layout := testLayout
+	layout.Trends = spec.String()
+	for name, c := range rawClients(t) {
+		t.Run(name, func(t *testing.T) {
+			v := New(c)
+			if err := v.Claim(context.Background(), layout); err != nil {
+				t.Fatal(err)
+			}
+			m := &trendModel{}
+			for r := range m.streams {
+				m.streams[r], m.next[r] = map[int32]trends.StreamTime{}, map[int32]int64{}
+			}
+			rng := rand.New(rand.NewPCG(3, 4))
+			const t0 = 1_700_000_000
+			// Partition 0 runs to t0+2h, 1 stops 150 s (2.5 one-minute buckets) short of it,
+			// 2 stops at t0+30m; 3 has nothing.
+			ends := map[int32]int64{0: t0 + 7200, 1: t0 + 7050, 2: t0 + 1800}
+			for step := int64(0); step < 40; step++ {
+				for p, end := range ends {
+					for _, r := range []Role{UserShards, HotelShards} {
+						var evs []trendEvent
+						from := t0 + (end-t0)*step/40
+						for i := range 20 {
+							at := from + (end-t0)/40*int64(i)/20 - rng.Int64N(60)
+							evs = append(evs, trendEvent{at: at, id: fmt.Sprintf("p%d-x%d", p, rng.IntN(30)), price: 100 + rng.Int64N(900)})
+						}
+						m.applyTrend(t, v, spec, r, p, evs)
+					}
+				}
+				checkTrends(t, v, m, ws)
+			}
+			checkBucketBound(t, c, v, ws)
+			checkTrendSnapshot(t, v, ws)
+		})
+	}
+}
+
+// checkTrendSnapshot restores a snapshot of v into an empty store and compares every window's
+// answers there with v's: the snapshot carries the buckets, sums and stream times.
+func checkTrendSnapshot(t *testing.T, v *View, ws []trends.Window) {
+	t.Helper()
+	ctx := context.Background()
+	snap, err := v.TakeSnapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mr := miniredis.RunT(t)
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{mr.Addr()}, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	restored := New(c)
+	if err := restored.RestoreSnapshot(ctx, snap); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range ws {
+		for _, kind := range []Kind{Users, Hotels, Advertisers} {
+			want, err1 := v.TrendCounts(ctx, kind, w.Size, 0, 1000)
+			got, err2 := restored.TrendCounts(ctx, kind, w.Size, 0, 1000)
+			if err1 != nil || err2 != nil {
+				t.Fatal(err1, err2)
+			}
+			if !reflect.DeepEqual(got, want) || len(want.Entries) == 0 {
+				t.Errorf("restored %s %s: %+v, want %+v", w.Name(), kind, got, want)
+			}
+		}
+		want, err1 := v.TrendMinPrices(ctx, w.Size, 0, 1000)
+		got, err2 := restored.TrendMinPrices(ctx, w.Size, 0, 1000)
+		if err1 != nil || err2 != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("restored %s prices: %+v (%v), want %+v (%v)", w.Name(), got, err2, want, err1)
+		}
+	}
+	if err := restored.Claim(ctx, snap.Layout); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []Role{UserShards, HotelShards} {
+		a, err1 := v.States(ctx, r, []int32{0, 1, 2, 3})
+		b, err2 := restored.States(ctx, r, []int32{0, 1, 2, 3})
+		if err1 != nil || err2 != nil || !reflect.DeepEqual(a, b) {
+			t.Errorf("restored %s states %v (%v), want %v (%v)", r, b, err2, a, err1)
+		}
+	}
+}
+
+// checkTrends compares every kind's whole list, a middle page and the prices with the model.
+func checkTrends(t *testing.T, v *View, m *trendModel, ws []trends.Window) {
+	t.Helper()
+	ctx := context.Background()
+	for _, w := range ws {
+		for _, kind := range []Kind{Users, Hotels, Advertisers} {
+			want, prices := m.want(w, kind)
+			page, err := v.TrendCounts(ctx, kind, w.Size, 0, 1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]int64{}
+			for _, e := range page.Entries {
+				got[e.ID] = e.Count
+			}
+			if !maps.Equal(got, want) || page.Total != int64(len(want)) {
+				t.Fatalf("%s %s at %d: total %d %v, want %d %v", w.Name(), kind, page.Now.T, page.Total, got, len(want), want)
+			}
+			mid, err := v.TrendCounts(ctx, kind, w.Size, 3, 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if end := min(7, len(page.Entries)); len(page.Entries) > 3 && !reflect.DeepEqual(mid.Entries, page.Entries[3:end]) {
+				t.Fatalf("%s %s page [3, 7) = %v, want %v", w.Name(), kind, mid.Entries, page.Entries[3:end])
+			}
+			if kind != Hotels {
+				continue
+			}
+			tp, err := v.TrendMinPrices(ctx, w.Size, 0, 1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotPrices := map[string]map[string]int64{}
+			for _, h := range tp.Hotels {
+				gotPrices[h.HotelID] = h.Prices
+			}
+			if !reflect.DeepEqual(gotPrices, prices) && len(prices) > 0 {
+				t.Fatalf("%s prices %v, want %v", w.Name(), gotPrices, prices)
+			}
+		}
+	}
+}
+
+// checkBucketBound counts each shard's bucket keys of each window and kind: at most W/b + 1.
+func checkBucketBound(t *testing.T, c interface{}, v *View, ws []trends.Window) {
+	t.Helper()
+	shards, _, err := v.Shards(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sh := range shards {
+		for _, w := range ws {
+			for _, kind := range sh.Role.kinds() {
+				keys := scanKeys(t, v, sh.Key(trendSumKey(w, kind))+":*")
+				if bound := w.Seconds()/w.BucketSeconds() + 1; int64(len(keys)) > bound {
+					t.Errorf("shard %v holds %d buckets of %s %s, over %d", sh, len(keys), w.Name(), kind, bound)
+				}
+			}
+		}
+	}
+}
+
+// scanKeys lists the keys matching pattern.
+func scanKeys(t *testing.T, v *View, pattern string) []string {
+	t.Helper()
+	var out []string
+	var cursor uint64
+	for {
+		e, err := v.client.Do(context.Background(), v.client.B().Scan().Cursor(cursor).Match(pattern).Count(1000).Build()).AsScanEntry()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, e.Elements...)
+		if cursor = e.Cursor; cursor == 0 {
+			return out
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/searchflow/searchflow/metrics"
+	"github.com/searchflow/searchflow/trends"
 	"github.com/searchflow/searchflow/view"
 )
 
@@ -46,6 +47,14 @@ type liveUpdate struct {
 	Stats    Stats                 `json:"stats"`
 	Top      map[string][]topEntry `json:"top"`
 	Cheapest []Cheapest            `json:"cheapest"`
+	Trending *trending             `json:"trending,omitempty"` // absent when the view keeps no trends
+}
+
+// trending is the top hotels of the dashboard's window: "1h" when configured, else the shortest.
+type trending struct {
+	Window string     `json:"window"`
+	Now    string     `json:"now,omitempty"` // RFC 3339, as X-Trends-Now
+	Hotels []topEntry `json:"hotels"`
 }
 
 type topEntry struct {
@@ -86,7 +95,36 @@ func (s *Server) snapshot(ctx context.Context) (liveUpdate, error) {
 		}
 		u.Cheapest = append(u.Cheapest, best)
 	}
-	return u, nil
+	u.Trending, err = s.trending(ctx, v)
+	return u, err
+}
+
+// trending reads the top hotels of the dashboard's window; nil when the server or the view has
+// no such window.
+func (s *Server) trending(ctx context.Context, v *view.View) (*trending, error) {
+	ws := s.opts.trendWindows
+	if len(ws) == 0 {
+		return nil, nil
+	}
+	w, ok := trends.Lookup(ws, "1h")
+	if !ok {
+		w = ws[0]
+	}
+	page, err := v.TrendCounts(ctx, view.Hotels, w.Size, 0, topN)
+	if errors.Is(err, view.ErrNoTrends) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := &trending{Window: w.Name(), Hotels: make([]topEntry, len(page.Entries))}
+	if page.Now.Set {
+		out.Now = time.Unix(page.Now.T, 0).UTC().Format(time.RFC3339)
+	}
+	for i, e := range page.Entries {
+		out.Hotels[i] = topEntry{ID: e.ID, Count: e.Count}
+	}
+	return out, nil
 }
 
 // encodeSnapshot reads the numbers of one stream event and encodes them as the event's data.

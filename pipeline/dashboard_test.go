@@ -172,6 +172,7 @@ func watchDashboard(t *testing.T, exe string, h *harness, path, shot string) (ct
 	if status != "live" || rows < 2 {
 		t.Errorf("status %q, %d table rows", status, rows)
 	}
+	checkTrendingPanel(t, ctx)
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatal(err)
@@ -186,4 +187,22 @@ func watchDashboard(t *testing.T, exe string, h *harness, path, shot string) (ct
 		t.Errorf("the page reported problems: %v", problems)
 	}
 	return ctx, cancel
+}
+
+// checkTrendingPanel: the "trending in the last hour" panel names its window and fills with the
+// hotels the window counts.
+func checkTrendingPanel(t *testing.T, ctx context.Context) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		title, err1 := chromedp.Run(ctx, chromedp.Text("#trending-title"))
+		rows, err2 := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#trending-hotels tr").length`))
+		if err1 == nil && err2 == nil && strings.EqualFold(title, "Trending hotels, last 1h") && rows > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("trending panel: title %q (%v), %d rows (%v)", title, err1, rows, err2)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

@@ -116,7 +116,7 @@ func (p *pipeline) checkSnapshot(ctx context.Context, adm *kadm.Client, s *view.
 		}
 		switch {
 		case o.Offset > next && s == nil:
-			problems = append(problems, fmt.Errorf("%s/%d starts at offset %d, trimmed, and there is no snapshot %s to resume from",
+			problems = append(problems, fmt.Errorf("%s/%d starts at offset %d, trimmed, so the view cannot be rebuilt from the topic's start without the snapshot %s",
 				o.Topic, o.Partition, o.Offset, path))
 		case o.Offset > next:
 			problems = append(problems, fmt.Errorf("%s/%d starts at offset %d, past the snapshot's %d", o.Topic, o.Partition, o.Offset, next))

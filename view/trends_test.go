@@ -2,6 +2,7 @@ package view
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/rueidis"
+	"github.com/searchflow/searchflow/internal/redistest"
 	"github.com/searchflow/searchflow/trends"
 )
 
@@ -273,5 +275,36 @@ func scanKeys(t *testing.T, v *View, pattern string) []string {
 		if cursor = e.Cursor; cursor == 0 {
 			return out
 		}
+	}
+}
+
+// TestTrendSpecIsPartOfTheLayout: a view keeps the windows and lateness it was built with;
+// another spec is refused like other topics would be.
+func TestTrendSpecIsPartOfTheLayout(t *testing.T) {
+	c := redistest.Start(t).Client(t)
+	ctx := context.Background()
+	ws, err := trends.ParseWindows("1h,24h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := testLayout
+	l.Trends = TrendSpec{Windows: ws, Lateness: 5 * time.Minute}.String()
+	if err := New(c).Claim(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if err := New(c).Claim(ctx, l); err != nil {
+		t.Errorf("the same spec again: %v", err)
+	}
+	for _, other := range []TrendSpec{{Windows: ws[:1], Lateness: 5 * time.Minute}, {Windows: ws, Lateness: time.Hour}, {}} {
+		o := testLayout
+		o.Trends = other.String()
+		var layoutErr *LayoutError
+		if err := New(c).Claim(ctx, o); !errors.As(err, &layoutErr) {
+			t.Errorf("claim with trends %q over %q: %v, want a *LayoutError", o.Trends, l.Trends, err)
+		}
+	}
+	spec, err := New(c).TrendSpec(ctx)
+	if err != nil || spec.String() != l.Trends {
+		t.Errorf("stored spec %q (%v), want %q", spec.String(), err, l.Trends)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/searchflow/searchflow/internal/apitest"
 	"github.com/searchflow/searchflow/internal/kafkatest"
 	"github.com/searchflow/searchflow/internal/redistest"
+	"github.com/searchflow/searchflow/internal/trendtest"
 	"github.com/searchflow/searchflow/stages/generator"
 )
 
@@ -70,7 +71,8 @@ func waitReadyz(t *testing.T, base, what string, ok func(code int, problems map[
 }
 
 // TestRedisOutage kills redis-server mid-stream and starts an empty one on the same port: /readyz
-// must say not ready meanwhile, and the view must end exact (rebuilt from Kafka).
+// must say not ready meanwhile, and the view must end exact (rebuilt from Kafka), its trend
+// windows too (events out of order and late: their stream times are rebuilt with them).
 func TestRedisOutage(t *testing.T) {
 	t.Parallel()
 	const n, seed, users, hotels = 6000, 7, 300, 30
@@ -78,6 +80,8 @@ func TestRedisOutage(t *testing.T) {
 	h := start(t, map[string]string{
 		"REDIS_ADDR": srv.Addr, "GENERATOR_MAX_EVENTS": strconv.Itoa(n), "GENERATOR_SEED": strconv.Itoa(seed),
 		"GENERATOR_USERS": strconv.Itoa(users), "GENERATOR_HOTELS": strconv.Itoa(hotels), "GENERATOR_RATE": "3000",
+		// Only the timestamps: the users, hotels and offers stay synthTruth's.
+		"GENERATOR_DISORDER": "1m", "GENERATOR_LATE_FRACTION": "0.05", "TREND_WINDOWS": "1m,10m",
 	})
 	waitSomeAggregated(t, h.base)
 
@@ -92,6 +96,10 @@ func TestRedisOutage(t *testing.T) {
 	waitReadyz(t, h.base, "be ready again after the outage", func(code int, _ map[string]string) bool {
 		return code == http.StatusOK
 	})
+	truth := trendtest.Wait(t, h.base, h.kafka, 5*time.Minute, trendtest.Windows(t, "1m,10m"))
+	if truth.LateUsers == 0 {
+		t.Error("no late events: GENERATOR_LATE_FRACTION did not reach the trends")
+	}
 	h.stop()
 }
 

@@ -62,8 +62,8 @@ local function checkTrendKeys(windows)
   for _, win in ipairs(windows) do
     local zsets, hashes = {}, {}
     for _, i in ipairs(win[1]) do zsets[#zsets + 1] = i end
-    for _, inc in ipairs(win[2]) do zsets[#zsets + 1] = inc[2] end
-    for _, c in ipairs(win[3]) do zsets[#zsets + 1] = c[2] end
+    for _, inc in ipairs(win[2]) do hashes[#hashes + 1] = inc[2] end
+    for _, c in ipairs(win[3]) do hashes[#hashes + 1] = c[2] end
     for _, m in ipairs(win[4]) do hashes[#hashes + 1] = m[1] end
     for _, i in ipairs(win[5]) do hashes[#hashes + 1] = i end
     for _, i in ipairs(zsets) do
@@ -141,77 +141,109 @@ for z = 1, k do
   end
 end
 
--- Trends: each window's buckets take their increments, the closing buckets leave the window's sum
--- (score += their counts) and are deleted, and the minimum hashes keep each advertiser's lowest.
+-- Trends: each window's buckets (hashes, id -> events) take their increments, the window's sum
+-- (a sorted set, score -events) takes them too, the closing buckets leave the sum and are deleted,
+-- and the minimum hashes keep each advertiser's lowest price.
 local zadds, zrems, hsets, dels = {}, {}, {}, {}
+-- sumWrites computes the new scores of the sum key for the score deltas of members (score units:
+-- an event is -1), queued for the second half.
+local function sumWrites(sum, members, delta)
+  for c = 1, #members, chunk do
+    local part = {}
+    for i = c, math.min(c + chunk - 1, #members) do part[#part + 1] = members[i] end
+    local current = redis.call('ZMSCORE', sum, unpack(part))
+    local scored, gone = {}, {}
+    for j, m in ipairs(part) do
+      local score = delta(m, c + j - 1) + (current[j] and tonumber(current[j]) or 0)
+      if score < 0 then
+        scored[#scored + 1] = score
+        scored[#scored + 1] = m
+      elseif current[j] then
+        gone[#gone + 1] = m
+      end
+    end
+    if #scored > 0 then zadds[#zadds + 1] = {sum, scored} end
+    if #gone > 0 then zrems[#zrems + 1] = {sum, gone} end
+  end
+end
+-- hashChunks calls fn(fields, values, values of the fields in hash key, first index) for each
+-- chunk of a list [field, value, ...], and queues the field/value pairs fn returns for HSET.
+local function hashChunks(key, list, fn)
+  for c = 1, #list, 2 * chunk do
+    local fields, values = {}, {}
+    for i = c, math.min(c + 2 * chunk - 1, #list), 2 do
+      fields[#fields + 1] = list[i]
+      values[#values + 1] = list[i + 1]
+    end
+    hsets[#hsets + 1] = {key, fn(fields, values, redis.call('HMGET', key, unpack(fields)))}
+  end
+end
+-- bucketWrites queues a bucket's new counts for an increment list [id, n, ...]; it returns the
+-- ids in order.
+local function bucketWrites(key, list)
+  local ids = {}
+  hashChunks(key, list, function(part, incs, current)
+    local pairs_ = {}
+    for j, m in ipairs(part) do
+      pairs_[#pairs_ + 1] = m
+      pairs_[#pairs_ + 1] = incs[j] + (current[j] and tonumber(current[j]) or 0)
+      ids[#ids + 1] = m
+    end
+    return pairs_
+  end)
+  return ids
+end
 local function trendSums(win)
+  -- The common case, one bucket per kind and none closing: the sum takes the increments as they
+  -- are. Otherwise an id's deltas are gathered first, so that each sum member is written once.
+  local simple = #win[3] == 0
+  local seen = {}
+  for _, inc in ipairs(win[2]) do
+    if seen[inc[1]] then simple = false end
+    seen[inc[1]] = true
+  end
   local delta = {}
   for kind = 1, #win[1] do delta[kind] = {} end
   for _, inc in ipairs(win[2]) do
-    local d, key, list = delta[inc[1]], KEYS[inc[2]], inc[3]
-    for c = 1, #list, 2 * chunk do
-      local members = {}
-      for i = c, math.min(c + 2 * chunk - 1, #list), 2 do members[#members + 1] = list[i] end
-      local current = redis.call('ZMSCORE', key, unpack(members))
-      local scored = {}
-      for j = 1, #members do
-        local n = list[c + 2 * j - 1]
-        scored[2 * j - 1] = -n + (current[j] and tonumber(current[j]) or 0)
-        scored[2 * j] = members[j]
-        d[members[j]] = (d[members[j]] or 0) - n
-      end
-      zadds[#zadds + 1] = {key, scored}
+    local list = inc[3]
+    local ids = bucketWrites(KEYS[inc[2]], list)
+    if simple then
+      sumWrites(KEYS[win[1][inc[1]]], ids, function(_, i) return -list[2 * i] end)
+    else
+      local d = delta[inc[1]]
+      for i, m in ipairs(ids) do d[m] = (d[m] or 0) - list[2 * i] end
     end
   end
+  if simple then return end
   for _, c in ipairs(win[3]) do
     local d, key = delta[c[1]], KEYS[c[2]]
-    local r = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-    for j = 1, #r, 2 do d[r[j]] = (d[r[j]] or 0) - tonumber(r[j + 1]) end
+    local r = redis.call('HGETALL', key)
+    for j = 1, #r, 2 do d[r[j]] = (d[r[j]] or 0) + tonumber(r[j + 1]) end
     dels[#dels + 1] = key
   end
   for kind, d in ipairs(delta) do
-    local sum, members = KEYS[win[1][kind]], {}
+    local members = {}
     for m in pairs(d) do members[#members + 1] = m end
-    for c = 1, #members, chunk do
-      local part = {}
-      for i = c, math.min(c + chunk - 1, #members) do part[#part + 1] = members[i] end
-      local current = redis.call('ZMSCORE', sum, unpack(part))
-      local scored, gone = {}, {}
-      for j, m in ipairs(part) do
-        local score = d[m] + (current[j] and tonumber(current[j]) or 0)
-        if score < 0 then
-          scored[#scored + 1] = score
-          scored[#scored + 1] = m
-        elseif current[j] then
-          gone[#gone + 1] = m
-        end
-      end
-      if #scored > 0 then zadds[#zadds + 1] = {sum, scored} end
-      if #gone > 0 then zrems[#zrems + 1] = {sum, gone} end
-    end
+    sumWrites(KEYS[win[1][kind]], members, function(m) return d[m] end)
   end
 end
 local function trendMins(win)
   for _, m in ipairs(win[4]) do
-    local key, list = KEYS[m[1]], m[2]
-    for c = 1, #list, 2 * chunk do
-      local hotels = {}
-      for i = c, math.min(c + 2 * chunk - 1, #list), 2 do hotels[#hotels + 1] = list[i] end
-      local current = redis.call('HMGET', key, unpack(hotels))
-      local fields = {}
+    hashChunks(KEYS[m[1]], m[2], function(hotels, offers, current)
+      local pairs_ = {}
       for j, hotel in ipairs(hotels) do
         local low = {}
         if current[j] then low = cjson.decode(current[j]) end
-        local offers = list[c + 2 * j - 1]
-        for i = 1, #offers, 2 do
-          local held = low[offers[i]]
-          if not held or tonumber(offers[i + 1]) < tonumber(held) then low[offers[i]] = offers[i + 1] end
+        local o = offers[j]
+        for i = 1, #o, 2 do
+          local held = low[o[i]]
+          if not held or tonumber(o[i + 1]) < tonumber(held) then low[o[i]] = o[i + 1] end
         end
-        fields[#fields + 1] = hotel
-        fields[#fields + 1] = cjson.encode(low)
+        pairs_[#pairs_ + 1] = hotel
+        pairs_[#pairs_ + 1] = cjson.encode(low)
       end
-      hsets[#hsets + 1] = {key, fields}
-    end
+      return pairs_
+    end)
   end
   for _, i in ipairs(win[5]) do dels[#dels + 1] = KEYS[i] end
 end

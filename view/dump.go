@@ -95,7 +95,7 @@ for _, w in ipairs(windows) do
   end
   for _ = w[3], w[4] do
     for _ = 1, w[6] do
-      e = read('zset')
+      e = read('hash')
       if e then return e end
     end
     if w[7] == 1 then

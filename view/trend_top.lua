@@ -2,8 +2,9 @@
 -- query's first bucket on, read atomically with the stream time that decides which buckets the
 -- shard's sum holds.
 --
--- KEYS: 1 state hash, 2 the window's sum of the kind, 3 .. the buckets before the query's first
---       bucket that the sum still holds (the caller derives them from the stream time it read).
+-- KEYS: 1 state hash, 2 the window's sum of the kind, 3 .. the buckets (hashes, id -> events)
+--       before the query's first bucket that the sum still holds (the caller derives them from
+--       the stream time it read).
 -- ARGV: 1 window seconds, 2 bucket seconds, 3 the first open bucket the caller derived ("" when
 --       the partition had no stream time), 4 members wanted (-1: all).
 -- Returns {"moved"} when the stored stream time opens another first bucket than ARGV[3] (read
@@ -33,10 +34,10 @@ end
 -- The counts to take off: the buckets before the query's.
 local off, members = {}, {}
 for i = 3, #KEYS do
-  local r = redis.call('ZRANGE', KEYS[i], 0, -1, 'WITHSCORES')
+  local r = redis.call('HGETALL', KEYS[i])
   for j = 1, #r, 2 do
     if not off[r[j]] then members[#members + 1] = r[j] end
-    off[r[j]] = (off[r[j]] or 0) - tonumber(r[j + 1])
+    off[r[j]] = (off[r[j]] or 0) + tonumber(r[j + 1])
   end
 end
 -- Ids whose whole count was in those buckets are not in the window.

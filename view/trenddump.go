@@ -124,7 +124,7 @@ func (d *ShardDump) decodeBucket(wd *WindowDump, dw trendDumpWindow, b int64, ne
 		if err != nil {
 			return err
 		}
-		counts, err := scores(d.Shard, d.Shard.Key(trendBucketKey(dw.w, k, b)), l, true)
+		counts, err := scores(d.Shard, d.Shard.Key(trendBucketKey(dw.w, k, b)), l, false)
 		if err != nil {
 			return err
 		}
@@ -169,7 +169,7 @@ func (v *View) restoreTrends(ctx context.Context, sh Shard, windows []WindowDump
 		}
 		for b, byKind := range wd.Buckets {
 			for k, counts := range byKind {
-				if err := v.zadd(ctx, sh.Key(trendBucketKey(w, k, b)), counts, -1); err != nil {
+				if err := v.hset(ctx, sh.Key(trendBucketKey(w, k, b)), counts); err != nil {
 					return err
 				}
 			}
@@ -197,4 +197,23 @@ func streamArg(s trends.StreamTime) string {
 		return ""
 	}
 	return strconv.FormatInt(s.T, 10)
+}
+
+// hset writes counts into a hash, restoreChunk fields at a time.
+func (v *View) hset(ctx context.Context, key string, counts map[string]int64) error {
+	cmd := v.client.B().Hset().Key(key).FieldValue()
+	n := 0
+	for m, c := range counts {
+		cmd = cmd.FieldValue(m, strconv.FormatInt(c, 10))
+		if n++; n == restoreChunk {
+			if err := v.client.Do(ctx, cmd.Build()).Error(); err != nil {
+				return err
+			}
+			cmd, n = v.client.B().Hset().Key(key).FieldValue(), 0
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	return v.client.Do(ctx, cmd.Build()).Error()
 }

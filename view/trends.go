@@ -16,7 +16,7 @@ import (
 //
 //	{tag}:trend:<W>:<kind>            sorted set, score = -count: the events of the shard's open
 //	                                  buckets, summed (the window as the shard sees it)
-//	{tag}:trend:<W>:<kind>:<k>        sorted set: the events of bucket k alone
+//	{tag}:trend:<W>:<kind>:<k>        hash, id -> events: the events of bucket k alone
 //	{tag}:trendmin:<W>:<k>            hash, hotel -> JSON {advertiser: "price", ...}: bucket k's
 //	                                  lowest price of each advertiser (hotel shards)
 //	{tag}:state "stream"              the partition's stream time, written with its offset
@@ -323,4 +323,23 @@ func (b *Batch) StreamAfter(p int32) (trends.StreamTime, bool) {
 		return trends.StreamTime{}, false
 	}
 	return pt.trend.after, true
+}
+
+// TrendPrices calls fn with every (window index, bucket, hotel, advertiser, lowest price) the
+// batch carries.
+func (b *Batch) TrendPrices(fn func(w int, bucket int64, hotel, adv string, price int64)) {
+	for _, pt := range b.parts {
+		if pt.trend == nil {
+			continue
+		}
+		for w, wp := range pt.trend.windows {
+			for bucket, byHotel := range wp.mins {
+				for hotel, prices := range byHotel {
+					for adv, price := range prices {
+						fn(w, bucket, hotel, adv, price)
+					}
+				}
+			}
+		}
+	}
 }

@@ -55,6 +55,7 @@ import (
 type Results struct {
 	Events                  int64   `json:"events"`
 	Users                   int     `json:"users"`
+	Skew                    float64 `json:"skew"`
 	Partitions              int     `json:"partitions"`
 	RecordBytes             int     `json:"record_bytes"`
 	E2EEventsPerSec         float64 `json:"e2e_events_per_sec"`
@@ -71,9 +72,14 @@ type Results struct {
 	PeakRSSMB               float64 `json:"peak_rss_mb"`
 	// The sharded view: the cost per event of each phase, and the aggregators alone on a local
 	// 3-master Redis Cluster (the same processed topics folded again).
-	TransformerCost               PartCost `json:"transformer_cost"`
-	AggregatorCost                PartCost `json:"aggregator_cost"`
-	E2ECost                       PartCost `json:"e2e_cost"`
+	TransformerCost PartCost `json:"transformer_cost"`
+	AggregatorCost  PartCost `json:"aggregator_cost"`
+	E2ECost         PartCost `json:"e2e_cost"`
+	// The same end to end without trend windows, and what the default windows (1h, 24h) cost:
+	// the drop in events/s, and the extra CPU per event.
+	E2ENoTrendsEventsPerSec       float64  `json:"e2e_no_trends_events_per_sec"`
+	E2ENoTrendsCost               PartCost `json:"e2e_no_trends_cost"`
+	TrendsSlowdownPct             float64  `json:"trends_slowdown_pct"`
 	Shards                        int      `json:"shards"`
 	ClusterAggregatorEventsPerSec float64  `json:"cluster_aggregator_events_per_sec"`
 	ClusterAggregatorCost         PartCost `json:"cluster_aggregator_cost"`
@@ -108,6 +114,8 @@ type bench struct {
 	redis      rueidis.Client
 	partitions int
 	batch      int
+	noTrends   bool    // the phase's stages keep no trend windows (TREND_WINDOWS left out)
+	skew       float64 // the generator's popularity skew (BENCH_SKEW)
 }
 
 func run() error {
@@ -178,6 +186,7 @@ func startProfile(path string) (func(), error) {
 // settings are the BENCH_* variables of the end-to-end benchmark.
 type settings struct {
 	events, users, latRate, latSecs, partitions int
+	skew                                        float64 // BENCH_SKEW: the generator's GENERATOR_SKEW (0: uniform users and hotels)
 }
 
 func readSettings() (settings, error) {
@@ -195,6 +204,13 @@ func readSettings() (settings, error) {
 		n, err := envInt(v.name, v.def)
 		*v.dst = n
 		errs = append(errs, err)
+	}
+	if v := os.Getenv("BENCH_SKEW"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 || f > 3 {
+			errs = append(errs, fmt.Errorf("BENCH_SKEW=%q: want a number 0..3", v))
+		}
+		s.skew = f
 	}
 	return s, errors.Join(errs...)
 }
@@ -241,11 +257,12 @@ func setUp(partitions int) (*bench, func(), error) {
 // end to end, latency. profile starts the CPU profile of a phase when it is the profiled one.
 func (b *bench) measure(set settings, profile func(phase string) (func(), error)) (Results, error) {
 	n := int64(set.events)
-	res := Results{Events: n, Users: set.users, Partitions: set.partitions, GoVersion: runtime.Version(),
+	res := Results{Events: n, Users: set.users, Skew: set.skew, Partitions: set.partitions, GoVersion: runtime.Version(),
 		CPUs: runtime.NumCPU(), Date: time.Now().UTC().Format(time.RFC3339), LatencyRate: set.latRate}
 	step := func(name string) { fmt.Fprintf(os.Stderr, "bench: %s...\n", name) }
 	var err error
 	step(fmt.Sprintf("generating %d raw events (%d users)", n, set.users))
+	b.skew = set.skew
 	if res.GeneratorEventsPerSec, res.RecordBytes, err = b.generate("raw", n, set.users, 0); err != nil {
 		return res, err
 	}
@@ -291,6 +308,16 @@ func (b *bench) measure(set settings, profile func(phase string) (func(), error)
 	}
 	res.PeakRSSMB = peakRSSMB()
 	res.Ratio = res.E2EEventsPerSec / res.PassthroughEventsPerSec
+	if err := b.flush(); err != nil {
+		return res, err
+	}
+	b.noTrends = true
+	res.E2ENoTrendsEventsPerSec, err = phase("e2e_no_trends", "end to end without trend windows", "raw", "processed_plain", true, true, &res.E2ENoTrendsCost)
+	b.noTrends = false
+	if err != nil {
+		return res, err
+	}
+	res.TrendsSlowdownPct = 100 * (1 - res.E2EEventsPerSec/res.E2ENoTrendsEventsPerSec)
 	step(fmt.Sprintf("latency at %d events/s for %d s", set.latRate, set.latSecs))
 	if err := b.flush(); err != nil {
 		return res, err
@@ -337,7 +364,7 @@ func (b *bench) generate(topic string, n int64, users, rate int) (float64, int, 
 		return 0, 0, err
 	}
 	defer cl.Close()
-	g := generator.New(generator.Config{Topic: topic, Rate: rate, MaxEvents: n, Seed: 1, Users: users, Hotels: 1000}, cl, b.log)
+	g := generator.New(generator.Config{Topic: topic, Rate: rate, MaxEvents: n, Seed: 1, Users: users, Hotels: 1000, Skew: b.skew}, cl, b.log)
 	start := time.Now()
 	if err := g.Run(b.ctx); err != nil {
 		return 0, 0, err
@@ -476,7 +503,8 @@ func (b *bench) stages(name, raw, processed string, n int64, withT, withA bool, 
 	}
 	if withA {
 		v := view.New(rc)
-		layout := view.Layout{UsersTopic: cfg.ProcessedTopic, Users: b.partitions, HotelsTopic: cfg.HotelTopic, Hotels: b.partitions}
+		layout := view.Layout{UsersTopic: cfg.ProcessedTopic, Users: b.partitions, HotelsTopic: cfg.HotelTopic, Hotels: b.partitions,
+			Trends: pipeline.TrendSpec(cfg).String()}
 		if err := v.Claim(ctx, layout); err != nil {
 			return 0, err
 		}
@@ -528,6 +556,9 @@ func (b *bench) config(name, raw, processed string) (config.Config, error) {
 	cfg, err := config.Load(func(k string) string { return env[k] })
 	if err != nil {
 		return cfg, fmt.Errorf("bench: configuration of %s: %w", name, err)
+	}
+	if b.noTrends {
+		cfg.TrendWindows = nil
 	}
 	return cfg, nil
 }
@@ -592,7 +623,7 @@ func peakRSSMB() float64 {
 
 func printTable(r Results) {
 	fmt.Printf("searchflow benchmark  %s  %s  %d CPUs\n", r.Date, r.GoVersion, r.CPUs)
-	fmt.Printf("%d events, %d users, %d partitions, raw record %d B\n\n", r.Events, r.Users, r.Partitions, r.RecordBytes)
+	fmt.Printf("%d events, %d users (skew %.2g), %d partitions, raw record %d B\n\n", r.Events, r.Users, r.Skew, r.Partitions, r.RecordBytes)
 	fmt.Printf("%-44s %14s\n", "measure", "value")
 	row := func(name, v string) { fmt.Printf("%-44s %14s\n", name, v) }
 	row("passthrough baseline (events/s)", fmt.Sprintf("%.0f", r.PassthroughEventsPerSec))
@@ -604,6 +635,8 @@ func printTable(r Results) {
 	row(fmt.Sprintf("latency p50 at %d ev/s (ms)", r.LatencyRate), fmt.Sprintf("%.1f", r.LatencyP50Ms))
 	row(fmt.Sprintf("latency p99 at %d ev/s (ms)", r.LatencyRate), fmt.Sprintf("%.1f", r.LatencyP99Ms))
 	row("peak RSS during end to end (MB)", fmt.Sprintf("%.0f", r.PeakRSSMB))
+	row("end to end without trend windows (ev/s)", fmt.Sprintf("%.0f", r.E2ENoTrendsEventsPerSec))
+	row("slowdown of the default trend windows (%)", fmt.Sprintf("%.1f", r.TrendsSlowdownPct))
 	fmt.Printf("\nsharded view: %d shards; cost per event (µs)         go CPU  redis CPU  in scripts  scripts/event\n", r.Shards)
 	cost := func(name string, c PartCost) {
 		fmt.Printf("%-44s %7.2f %10.2f %11.2f %14.4f\n", name, c.GoCPUMicros, c.RedisCPUMicros, c.ScriptMicros, c.ScriptsPerEvent)
@@ -611,6 +644,7 @@ func printTable(r Results) {
 	cost("transformer alone", r.TransformerCost)
 	cost("aggregators alone, one Redis", r.AggregatorCost)
 	cost("end to end, one Redis", r.E2ECost)
+	cost("end to end without trend windows", r.E2ENoTrendsCost)
 	cost("aggregators alone, 3-master cluster", r.ClusterAggregatorCost)
 	row("aggregators alone, 3-master cluster (ev/s)", fmt.Sprintf("%.0f", r.ClusterAggregatorEventsPerSec))
 	fmt.Printf("%-44s %v\n", "redis CPU µs/event by master (cluster)", r.ClusterAggregatorCost.PerMaster)

@@ -33,6 +33,8 @@ type priceBounds interface {
 	// known returns, per advertiser of hotel, a price the view holds or beats (nil if none): of
 	// every offer, and of the cheapest-per-search minimums.
 	known(hotel string) (every, wins map[string]int64)
+	// knownInBucket is known for the minimums of one bucket of trend window w.
+	knownInBucket(w int, bucket int64, hotel string) map[string]int64
 }
 
 // fold coalesces the records the view does not hold yet, as held says, into one batch for role's
@@ -43,7 +45,7 @@ type priceBounds interface {
 func fold(records []*kgo.Record, held snapshot, bounds priceBounds, role view.Role, spec view.TrendSpec) folded {
 	f := folded{batch: view.NewBatch(), used: len(records), byPart: map[int32]tally{}}
 	b := f.batch
-	win := newWindower(spec, held, b)
+	win := newWindower(spec, held, b, bounds)
 	defer win.finish()
 	var facts event.ProcessedFacts
 	for i, r := range records {
@@ -186,6 +188,15 @@ const maxKnownPrices = 1 << 20
 type priceCache struct {
 	byHotel map[string]*knownPrices
 	n       int
+	// trend is, per trend window, the minimums of its latest bucket the view took: a bucket's
+	// minimum only falls until the bucket closes, and then nothing counts in it any more.
+	trend []bucketPrices
+}
+
+// bucketPrices is one trend bucket's minimums: hotel -> advertiser -> price.
+type bucketPrices struct {
+	bucket  int64
+	byHotel map[string]map[string]int64
 }
 
 // knownPrices is, per advertiser of one hotel, a price the view holds or beats.
@@ -201,7 +212,39 @@ func (c *priceCache) known(hotel string) (every, wins map[string]int64) {
 }
 
 // clear forgets everything: what Redis holds is no longer what the cache remembers.
-func (c *priceCache) clear() { c.byHotel, c.n = nil, 0 }
+func (c *priceCache) clear() { c.byHotel, c.n, c.trend = nil, 0, nil }
+
+func (c *priceCache) knownInBucket(w int, bucket int64, hotel string) map[string]int64 {
+	if w < len(c.trend) && c.trend[w].byHotel != nil && c.trend[w].bucket == bucket {
+		return c.trend[w].byHotel[hotel]
+	}
+	return nil
+}
+
+// rememberTrends records the trend minimums of a batch the view took, of each window's latest
+// bucket.
+func (c *priceCache) rememberTrends(b *view.Batch) {
+	b.TrendPrices(func(w int, bucket int64, hotel, adv string, price int64) {
+		for len(c.trend) <= w {
+			c.trend = append(c.trend, bucketPrices{})
+		}
+		t := &c.trend[w]
+		switch {
+		case t.byHotel == nil || bucket > t.bucket:
+			t.bucket, t.byHotel = bucket, map[string]map[string]int64{}
+		case bucket < t.bucket:
+			return
+		}
+		prices := t.byHotel[hotel]
+		if prices == nil {
+			prices = make(map[string]int64, 8)
+			t.byHotel[hotel] = prices
+		}
+		if low, ok := prices[adv]; !ok || price < low {
+			prices[adv] = price
+		}
+	})
+}
 
 // remember records the minimums of a batch the view took.
 func (c *priceCache) remember(b *view.Batch) {
@@ -210,6 +253,7 @@ func (c *priceCache) remember(b *view.Batch) {
 	}
 	b.MinPrices(func(hotel, adv string, price int64) { c.keep(&c.of(hotel).every, adv, price) })
 	b.WinPrices(func(hotel, adv string, price int64) { c.keep(&c.of(hotel).wins, adv, price) })
+	c.rememberTrends(b)
 }
 
 // of returns hotel's entry, made when missing.

@@ -46,6 +46,9 @@ type bounds map[string]map[string]int64
 // known knows no cheapest-per-search minimum: every win is sent.
 func (b bounds) known(hotel string) (every, wins map[string]int64) { return b[hotel], nil }
 
+// knownInBucket knows no trend minimum.
+func (b bounds) knownInBucket(int, int64, string) map[string]int64 { return nil }
+
 // prices collects what a batch offers for the hotels' minimums.
 func prices(b *view.Batch) map[string]map[string]int64 {
 	out := map[string]map[string]int64{}

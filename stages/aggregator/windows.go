@@ -20,10 +20,11 @@ type windower struct {
 	before  map[int32]trends.StreamTime // as the view holds them
 	streams map[int32]trends.StreamTime // after the events so far
 	touched map[int32]bool              // partitions with an on-time event in the run
+	bounds  priceBounds                 // bucket minimums the view holds: a price at or above is left out
 }
 
-func newWindower(spec view.TrendSpec, held snapshot, b *view.Batch) *windower {
-	w := &windower{spec: spec, b: b}
+func newWindower(spec view.TrendSpec, held snapshot, b *view.Batch, bounds priceBounds) *windower {
+	w := &windower{spec: spec, b: b, bounds: bounds}
 	if len(spec.Windows) > 0 {
 		w.before, w.streams, w.touched = map[int32]trends.StreamTime{}, map[int32]trends.StreamTime{}, map[int32]bool{}
 		for p, pos := range held {
@@ -56,8 +57,12 @@ func (w *windower) event(p int32, at int64, timed bool, user string, facts *even
 			continue
 		}
 		w.b.TrendCount(p, n, i, bucket, view.Hotels, facts.HotelID)
+		known := w.bounds.knownInBucket(i, bucket, facts.HotelID)
 		for _, ap := range facts.Prices {
 			w.b.TrendCount(p, n, i, bucket, view.Advertisers, ap.Advertiser)
+			if low, ok := known[ap.Advertiser]; ok && ap.Price >= low {
+				continue
+			}
 			w.b.TrendPrice(p, n, i, bucket, facts.HotelID, ap.Advertiser, ap.Price)
 		}
 	}

@@ -308,3 +308,42 @@ func TestTrendSpecIsPartOfTheLayout(t *testing.T) {
 		t.Errorf("stored spec %q (%v), want %q", spec.String(), err, l.Trends)
 	}
 }
+
+// TestTrendPageCost: a page of a window reads offset+limit members of each shard's sum when no
+// shard lags, like an all-time page, whatever the number of ids.
+func TestTrendPageCost(t *testing.T) {
+	c := redistest.Start(t).Client(t)
+	ctx := context.Background()
+	ws, err := trends.ParseWindows("1h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := TrendSpec{Windows: ws, Lateness: 5 * time.Minute}
+	l := testLayout
+	l.Trends = spec.String()
+	v := New(c)
+	if err := v.Claim(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	const t0 = 1_700_000_000
+	for p := range int32(testLayout.Users) {
+		b := NewBatch()
+		for i := range 5000 {
+			b.TrendCount(p, 1, 0, ws[0].BucketOf(t0), Users, fmt.Sprintf("p%d-u%d", p, i))
+		}
+		b.StreamTimes(p, 1, trends.StreamTime{}, trends.StreamTime{T: t0, Set: true})
+		b.Offsets[p] = PartitionOffsets{Expect: NoOffset, Next: 5000}
+		if err := v.Apply(ctx, UserShards, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := v.MembersRead()
+	page, err := v.TrendCounts(ctx, Users, time.Hour, 20, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := v.MembersRead() - before
+	if page.Total != 20000 || len(page.Entries) != 10 || read > int64(30*testLayout.Users) {
+		t.Errorf("total %d, %d entries, %d members read: want 20000, 10, at most %d", page.Total, len(page.Entries), read, 30*testLayout.Users)
+	}
+}

@@ -17,7 +17,8 @@
 --       5+k minimum winning prices (each search's cheapest offer), the same shape,
 --       6+k source watermarks: JSON [source partition, highest source offset, ...],
 --       7+k trends (view/trends.go): "" for none, or JSON [[window, ...], stream time], each window
---       [[sum key per kind], [[kind, bucket key, [id, n, ...]], ...] increments,
+--       [[sum key per kind], [[kind, bucket key, [id, n, ...] or 0: the all-time increments of the
+--       kind], ...] increments,
 --        [[kind, bucket key], ...] closing buckets, [[hash key, [hotel, [adv, "price", ...], ...]], ...]
 --        minimums, [hash key, ...] closing minimum hashes]; keys are indexes into KEYS.
 -- Returns an empty array when applied, or {stored offset or -1} when the stored offset is not the
@@ -206,6 +207,7 @@ local function trendSums(win)
   for kind = 1, #win[1] do delta[kind] = {} end
   for _, inc in ipairs(win[2]) do
     local list = inc[3]
+    if list == 0 then list = incs[inc[1]] end -- the window counts what the batch counts all time
     local ids = bucketWrites(KEYS[inc[2]], list)
     if simple then
       sumWrites(KEYS[win[1][inc[1]]], ids, function(_, i) return -list[2 * i] end)

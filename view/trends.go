@@ -114,6 +114,10 @@ type trendPart struct {
 type windowPart struct {
 	counts map[int64]*[3]map[string]int64        // bucket -> kind index -> id -> events
 	mins   map[int64]map[string]map[string]int64 // bucket -> hotel -> advertiser -> lowest price
+	// shared says that the window's counts are the partition's all-time counts of the batch, all
+	// in bucket sharedBucket (TrendShare): the common case, sent without a copy.
+	shared       bool
+	sharedBucket int64
 }
 
 // trend returns partition p's trend part, made for n windows when missing.
@@ -138,6 +142,11 @@ func (b *Batch) StreamTimes(p int32, n int, before, after trends.StreamTime) {
 // TrendCount counts one on-time event of partition p for id, of kind, in bucket of window w
 // (the index of the window in the spec, of n).
 func (b *Batch) TrendCount(p int32, n, w int, bucket int64, kind Kind, id string) {
+	b.trendAdd(p, n, w, bucket, kind, id, 1)
+}
+
+// trendAdd counts events events of id in bucket of window w.
+func (b *Batch) trendAdd(p int32, n, w int, bucket int64, kind Kind, id string, events int64) {
 	wp := &b.trend(p, n).windows[w]
 	if wp.counts == nil {
 		wp.counts = map[int64]*[3]map[string]int64{}
@@ -154,10 +163,46 @@ func (b *Batch) TrendCount(p int32, n, w int, bucket int64, kind Kind, id string
 		c[kindIndex(kind)] = m
 	}
 	before := len(m)
-	m[id]++
+	m[id] += events
 	if len(m) > before {
 		b.bytes += len(id) + entryBytes
 	}
+}
+
+// TrendShare says that window w (of n) of partition p counts, in bucket, exactly what the batch
+// counts of p all time: every event of p in the batch is on time and in that bucket. The script
+// then takes the window's increments from the all-time ones, with no copy in the batch. Call
+// TrendUnshare before counting an event all time that breaks it.
+func (b *Batch) TrendShare(p int32, n, w int, bucket int64) {
+	wp := &b.trend(p, n).windows[w]
+	wp.shared, wp.sharedBucket = true, bucket
+}
+
+// TrendUnshare gives window w (of n) of partition p its own copy of the counts it shared, so that
+// later events can be counted in it apart (TrendCount).
+func (b *Batch) TrendUnshare(p int32, n, w int) {
+	pt := b.part(p)
+	wp := &b.trend(p, n).windows[w]
+	if !wp.shared {
+		return
+	}
+	wp.shared = false
+	for ki, counts := range pt.counts {
+		for id, c := range counts {
+			b.trendAdd(p, n, w, wp.sharedBucket, kindAt(ki), id, c)
+		}
+	}
+}
+
+// kindAt is the kind of a part's count index (kindIndex's inverse).
+func kindAt(i int) Kind {
+	switch i {
+	case 1:
+		return Hotels
+	case 2:
+		return Advertisers
+	}
+	return Users
 }
 
 // TrendPrice lets price compete for bucket's minimum of adv at hotel, in window w (of n).
@@ -181,7 +226,7 @@ func (b *Batch) TrendPrice(p int32, n, w int, bucket int64, hotel, adv string, p
 // Only buckets still open at the batch's final stream time are sent: one the batch's own events
 // moved past would be deleted by the same script. The buckets that close are those open before
 // the batch, up to the bucket of its earlier stream time (no event of the partition is later).
-func (t *trendPart) args(spec TrendSpec, r Role, prefix string, keys []string) ([]string, string) {
+func (t *trendPart) args(spec TrendSpec, r Role, prefix string, keys []string, counts [3]map[string]int64) ([]string, string) {
 	if t == nil || !t.after.Set || (t.before.Set && t.before.T == t.after.T && t.empty()) {
 		return keys, ""
 	}
@@ -193,7 +238,7 @@ func (t *trendPart) args(spec TrendSpec, r Role, prefix string, keys []string) (
 		if i < len(t.windows) {
 			wp = t.windows[i]
 		}
-		wp.encode(&w, win, r, kl, t.before, t.after)
+		wp.encode(&w, win, r, kl, t.before, t.after, counts)
 	}
 	w.close()
 	w.int(t.after.T)
@@ -214,7 +259,7 @@ func (l *keyList) add(name string) int64 {
 
 func (t *trendPart) empty() bool {
 	for _, wp := range t.windows {
-		if len(wp.counts) > 0 || len(wp.mins) > 0 {
+		if len(wp.counts) > 0 || len(wp.mins) > 0 || wp.shared {
 			return false
 		}
 	}
@@ -222,10 +267,10 @@ func (t *trendPart) empty() bool {
 }
 
 // encode writes one window's element: [[sum key index per kind], [[kind, bucket key index,
-// [id, n, ...]], ...] increments, [[kind, bucket key index], ...] closing buckets, [[hash key
+// [id, n, ...] or 0 for the all-time increments of the kind], ...] increments, [[kind, bucket key index], ...] closing buckets, [[hash key
 // index, [hotel, [advertiser, "price", ...]], ...], ...] minimums, [hash key index, ...] closing
 // minimum hashes]. Key indexes are 1-based positions in KEYS.
-func (wp windowPart) encode(w *jsonList, win trends.Window, r Role, kl *keyList, before, after trends.StreamTime) {
+func (wp windowPart) encode(w *jsonList, win trends.Window, r Role, kl *keyList, before, after trends.StreamTime, counts [3]map[string]int64) {
 	open := firstOpen(win, after.T)
 	kinds := r.kinds()
 	key := kl.add
@@ -236,6 +281,13 @@ func (wp windowPart) encode(w *jsonList, win trends.Window, r Role, kl *keyList,
 	}
 	w.close()
 	w.open()
+	if wp.shared && wp.sharedBucket >= open {
+		for ki, k := range kinds {
+			if len(counts[kindIndex(k)]) > 0 {
+				w.ints(int64(ki+1), key(trendBucketKey(win, k, wp.sharedBucket)), 0)
+			}
+		}
+	}
 	for bucket, byKind := range wp.counts {
 		if bucket < open {
 			continue

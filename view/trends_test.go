@@ -347,3 +347,55 @@ func TestTrendPageCost(t *testing.T) {
 		t.Errorf("total %d, %d entries, %d members read: want 20000, 10, at most %d", page.Total, len(page.Entries), read, 30*testLayout.Users)
 	}
 }
+
+// TestTrendShare: a window that shares the batch's all-time counts (TrendShare) counts them in its
+// bucket; one that stops sharing (TrendUnshare) keeps them and counts apart from then on.
+func TestTrendShare(t *testing.T) {
+	for name, c := range rawClients(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			ws, err := trends.ParseWindows("1h")
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := testLayout
+			l.Trends = TrendSpec{Windows: ws, Lateness: 5 * time.Minute}.String()
+			v := New(c)
+			if err := v.Claim(ctx, l); err != nil {
+				t.Fatal(err)
+			}
+			const t0 = 1_700_000_000
+			k := ws[0].BucketOf(t0)
+			b := NewBatch()
+			b.TrendShare(0, 1, 0, k)
+			b.Count(0, Users, "a")
+			b.Count(0, Users, "a")
+			b.Count(0, Users, "b")
+			b.TrendUnshare(0, 1, 0)                // a and b stay counted in bucket k
+			b.Count(0, Users, "c")                 // counted all time, in no window (as a late event)
+			b.TrendCount(0, 1, 0, k+1, Users, "d") // the next minute
+			b.Count(0, Users, "d")
+			b.StreamTimes(0, 1, trends.StreamTime{}, trends.StreamTime{T: t0 + 60, Set: true})
+			b.Offsets[0] = PartitionOffsets{Expect: NoOffset, Next: 5}
+			if err := v.Apply(ctx, UserShards, b); err != nil {
+				t.Fatal(err)
+			}
+			b = NewBatch()
+			b.TrendShare(0, 1, 0, k+1)
+			b.Count(0, Users, "b")
+			b.StreamTimes(0, 1, trends.StreamTime{T: t0 + 60, Set: true}, trends.StreamTime{T: t0 + 61, Set: true})
+			b.Offsets[0] = PartitionOffsets{Expect: 5, Next: 6}
+			if err := v.Apply(ctx, UserShards, b); err != nil {
+				t.Fatal(err)
+			}
+			page, err := v.TrendCounts(ctx, Users, time.Hour, 0, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []Entry{{ID: "a", Count: 2}, {ID: "b", Count: 2}, {ID: "d", Count: 1}}
+			if !reflect.DeepEqual(page.Entries, want) || page.Total != 3 {
+				t.Errorf("window %v (total %d), want %v", page.Entries, page.Total, want)
+			}
+		})
+	}
+}

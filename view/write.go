@@ -492,7 +492,7 @@ func (b *Batch) script(spec TrendSpec, r Role, p int32, prefix string) rueidis.L
 		w.str(strconv.FormatInt(so, 10))
 	}
 	args = append(args, w.take())
-	keys, trend := pt.trend.args(spec, r, prefix, keys)
+	keys, trend := pt.trend.args(spec, r, prefix, keys, pt.counts)
 	args = append(args, trend)
 	return rueidis.LuaExec{Keys: keys, Args: args}
 }

@@ -70,29 +70,34 @@ func fold(records []*kgo.Record, held snapshot, bounds priceBounds, role view.Ro
 		if role == view.UserShards {
 			user, keyed = transformersUser(r, src)
 		}
-		at, timed := int64(0), false
-		switch {
-		case keyed:
-			b.Count(r.Partition, view.Users, user)
-			if win.on() {
-				if at, timed = event.EventTimeAfterUser(r.Value, len(user)); !timed && parse(role, r.Value, &facts) == nil {
-					at, timed = facts.EventTime, facts.Timed
-				}
-			}
-		case parse(role, r.Value, &facts) != nil:
+		if !keyed && parse(role, r.Value, &facts) != nil {
 			// Only the transformer writes this topic; anything else is dead-lettered before the
 			// batch that moves past it is applied.
 			f.undecodable = append(f.undecodable, r)
 			continue
-		case role == view.UserShards:
-			b.Count(r.Partition, view.Users, facts.UserID)
-			user, at, timed = facts.UserID, facts.EventTime, facts.Timed
-		default:
-			foldHotel(b, r.Partition, &facts, bounds)
+		}
+		at, timed := int64(0), false
+		switch {
+		case !keyed:
 			at, timed = facts.EventTime, facts.Timed
+			if role == view.UserShards {
+				user = facts.UserID
+			}
+		case win.on():
+			if at, timed = event.EventTimeAfterUser(r.Value, len(user)); !timed && parse(role, r.Value, &facts) == nil {
+				at, timed = facts.EventTime, facts.Timed
+			}
+		}
+		// The windows first: a window that shares the batch's counts (see windower) must take its
+		// own copy before this event is counted, if the event does not belong in it.
+		late := win.on() && !win.event(r.Partition, at, timed, user, &facts)
+		if role == view.UserShards {
+			b.Count(r.Partition, view.Users, user)
+		} else {
+			foldHotel(b, r.Partition, &facts, bounds)
 		}
 		t := f.byPart[r.Partition]
-		if win.on() && !win.event(r.Partition, at, timed, user, &facts) {
+		if late {
 			f.late++
 			t.late++
 		}

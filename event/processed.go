@@ -133,7 +133,13 @@ func EventTimeAfterUser(doc []byte, userLen int) (int64, bool) {
 	for end < len(doc) && doc[end] != ',' && doc[end] != '}' {
 		end++
 	}
-	return EventSeconds(doc[i:end])
+	// The JSON grammar's number, as the full parse reads it: not "+5" or "0x10", which strconv takes.
+	sc := scanner{b: doc[i:end]}
+	num := sc.number()
+	if sc.err != nil || sc.i != len(sc.b) {
+		return 0, false
+	}
+	return EventSeconds(num)
 }
 
 // ParseProcessed reads the facts the aggregator counts from a processed event: user_id,

@@ -147,6 +147,9 @@ func TestEventTimeAfterUser(t *testing.T) {
 		{`{"user_id":"u1","hotel_id":"42"`, 0, false},
 		{`{"user_id":"u1","hotel_id":"42","search_timestamp":x}`, 0, false},
 		{`{"user_id":"u1","hotel_id":"4`, 0, false},
+		{`{"user_id":"u1","hotel_id":"42","search_timestamp":+5}`, 0, false},
+		{`{"user_id":"u1","hotel_id":"42","search_timestamp":0x10}`, 0, false},
+		{`{"user_id":"u1","hotel_id":"42","search_timestamp":1e3}`, 1000, true},
 	}
 	for _, tt := range tests {
 		got, ok := event.EventTimeAfterUser([]byte(tt.doc), len("u1"))

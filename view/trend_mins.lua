@@ -11,8 +11,17 @@ local st = redis.call('HGET', KEYS[1], 'stream')
 if not st or math.floor((tonumber(st) - tonumber(ARGV[1])) / tonumber(ARGV[2])) ~= tonumber(ARGV[3]) then
   return {'moved'}
 end
+-- HMGET a chunk of hotels at a time: unpack has a limit (about 8,000 values on Redis 7, fewer in
+-- miniredis's gopher-lua).
+local chunk = 500
 local out = {}
 for i = 2, #KEYS do
-  out[#out + 1] = redis.call('HMGET', KEYS[i], unpack(ARGV, 4))
+  local values = {}
+  for c = 4, #ARGV, chunk do
+    for _, v in ipairs(redis.call('HMGET', KEYS[i], unpack(ARGV, c, math.min(c + chunk - 1, #ARGV)))) do
+      values[#values + 1] = v
+    end
+  end
+  out[#out + 1] = values
 end
 return out

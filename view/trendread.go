@@ -63,19 +63,29 @@ func (v *View) TrendSpec(ctx context.Context) (TrendSpec, error) {
 // TrendCounts returns the page [offset, offset+limit) of kind's counts in the window of the given
 // size, count descending, ties by id ascending, as Counts does for all time.
 func (v *View) TrendCounts(ctx context.Context, kind Kind, size time.Duration, offset, limit int) (TrendPage, error) {
-	page, _, err := v.trendCounts(ctx, kind, size, offset, limit)
-	return page, err
+	r, err := v.trendCounts(ctx, kind, size, offset, limit)
+	return r.page, err
 }
 
-// trendCounts is TrendCounts with the shard of each entry.
-func (v *View) trendCounts(ctx context.Context, kind Kind, size time.Duration, offset, limit int) (TrendPage, []int, error) {
+// trendRead is a page of counts with what it was read at: the layout, the window, each
+// partition's stream time, and the shard of each entry.
+type trendRead struct {
+	page    TrendPage
+	s       *shards
+	w       trends.Window
+	streams [2][]trends.StreamTime
+	shards  []int
+}
+
+// trendCounts is TrendCounts with what the page was read at.
+func (v *View) trendCounts(ctx context.Context, kind Kind, size time.Duration, offset, limit int) (trendRead, error) {
 	s, ok, err := v.currentLayout(ctx)
 	if err != nil || !ok {
-		return TrendPage{}, nil, err
+		return trendRead{}, err
 	}
 	w, _, found := s.spec.Window(size)
 	if !found {
-		return TrendPage{}, nil, ErrNoTrends
+		return trendRead{}, ErrNoTrends
 	}
 	want := offset + limit
 	if kind == Advertisers {
@@ -84,20 +94,20 @@ func (v *View) trendCounts(ctx context.Context, kind Kind, size time.Duration, o
 	for range trendReadTries {
 		now, streams, err := v.streamTimes(ctx, s)
 		if err != nil || !now.Set {
-			return TrendPage{Now: now}, nil, err
+			return trendRead{page: TrendPage{Now: now}}, err
 		}
 		total, lists, err := v.readSums(ctx, s, kind, w, now.T, streams[kind.role()], want)
 		if errors.Is(err, errMoved) {
 			continue
 		}
 		if err != nil {
-			return TrendPage{}, nil, err
+			return trendRead{}, err
 		}
-		page, shards := pageOf(kind, lists, total, offset, limit)
+		page, entryShards := pageOf(kind, lists, total, offset, limit)
 		page.Now = now
-		return page, shards, nil
+		return trendRead{page: page, s: s, w: w, streams: streams, shards: entryShards}, nil
 	}
-	return TrendPage{}, nil, fmt.Errorf("view: read %s trends: %w %d times", kind, errMoved, trendReadTries)
+	return trendRead{}, fmt.Errorf("view: read %s trends: %w %d times", kind, errMoved, trendReadTries)
 }
 
 // streamTimes reads every partition's stream time, per role, and their highest: now.
@@ -237,37 +247,30 @@ type TrendPrices struct {
 // per bucket, combined here: a minimum cannot be taken back out of a running one).
 func (v *View) TrendMinPrices(ctx context.Context, size time.Duration, offset, limit int) (TrendPrices, error) {
 	for range trendReadTries {
-		page, shards, err := v.trendCounts(ctx, Hotels, size, offset, limit)
-		if err != nil || len(page.Entries) == 0 {
-			return TrendPrices{Now: page.Now, Total: page.Total}, err
+		r, err := v.trendCounts(ctx, Hotels, size, offset, limit)
+		if err != nil || len(r.page.Entries) == 0 {
+			return TrendPrices{Now: r.page.Now, Total: r.page.Total}, err
 		}
-		hotels, err := v.readMins(ctx, size, page, shards)
+		hotels, err := v.readMins(ctx, r)
 		if errors.Is(err, errMoved) {
 			continue
 		}
 		if err != nil {
 			return TrendPrices{}, err
 		}
-		return TrendPrices{Now: page.Now, Total: page.Total, Hotels: hotels}, nil
+		return TrendPrices{Now: r.page.Now, Total: r.page.Total, Hotels: hotels}, nil
 	}
 	return TrendPrices{}, fmt.Errorf("view: read trend prices: %w %d times", errMoved, trendReadTries)
 }
 
-// readMins reads the page's hotels' minimums, one script per shard over the buckets of the
-// window at page.Now that the shard holds (trend_mins.lua).
-func (v *View) readMins(ctx context.Context, size time.Duration, page TrendPage, shards []int) ([]HotelPrices, error) {
-	s, _, err := v.currentLayout(ctx)
-	if err != nil {
-		return nil, err
-	}
-	w, _, _ := s.spec.Window(size)
+// readMins reads the minimums of the hotels of a page of counts, one script per shard over the
+// window's buckets at the page's now that the shard held when the page was read
+// (trend_mins.lua): a shard whose stream time has opened another bucket since is read again.
+func (v *View) readMins(ctx context.Context, r trendRead) ([]HotelPrices, error) {
+	s, w, page, streams := r.s, r.w, r.page, r.streams
 	byShard := map[int][]int{} // shard -> indexes of page.Entries
-	for i, sh := range shards {
+	for i, sh := range r.shards {
 		byShard[sh] = append(byShard[sh], i)
-	}
-	_, streams, err := v.streamTimes(ctx, s)
-	if err != nil {
-		return nil, err
 	}
 	out := make([]HotelPrices, len(page.Entries))
 	for i, e := range page.Entries {

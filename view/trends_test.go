@@ -399,3 +399,70 @@ func TestTrendShare(t *testing.T) {
 		})
 	}
 }
+
+// TestTrendPricesOfManyHotels: a page of minimum prices whose hotels outnumber what a script may
+// unpack at once (thousands in one shard) is read whole.
+func TestTrendPricesOfManyHotels(t *testing.T) {
+	for name, c := range rawClients(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			ws, err := trends.ParseWindows("1h")
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := testLayout
+			l.Trends = TrendSpec{Windows: ws, Lateness: 5 * time.Minute}.String()
+			v := New(c)
+			if err := v.Claim(ctx, l); err != nil {
+				t.Fatal(err)
+			}
+			const t0, hotels = 1_700_000_000, 9000
+			b := NewBatch()
+			k := ws[0].BucketOf(t0)
+			for i := range hotels {
+				h := fmt.Sprintf("h%05d", i)
+				b.TrendCount(0, 1, 0, k, Hotels, h)
+				b.TrendPrice(0, 1, 0, k, h, "a", int64(100+i))
+			}
+			b.StreamTimes(0, 1, trends.StreamTime{}, trends.StreamTime{T: t0, Set: true})
+			b.Offsets[0] = PartitionOffsets{Expect: NoOffset, Next: hotels}
+			if err := v.Apply(ctx, HotelShards, b); err != nil {
+				t.Fatal(err)
+			}
+			got, err := v.TrendMinPrices(ctx, time.Hour, 0, hotels)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got.Hotels) != hotels {
+				t.Fatalf("%d hotels, want %d", len(got.Hotels), hotels)
+			}
+			for _, h := range got.Hotels {
+				var i int64
+				fmt.Sscanf(h.HotelID, "h%d", &i)
+				if h.Prices["a"] != 100+i || len(h.Prices) != 1 {
+					t.Fatalf("hotel %s: %v, want a: %d", h.HotelID, h.Prices, 100+i)
+				}
+			}
+		})
+	}
+}
+
+// TestSharedCountsAreBudgeted: Bytes counts, for each window sharing a partition's counts, the
+// copy TrendUnshare may make, so that a batch closed at its budget stays under MaxBatchBytes
+// whatever its windows do.
+func TestSharedCountsAreBudgeted(t *testing.T) {
+	b := NewBatch()
+	for i := range 1000 {
+		b.Count(0, Users, fmt.Sprintf("user-%04d", i))
+	}
+	counts := b.Bytes()
+	b.TrendShare(0, 2, 0, 7)
+	b.TrendShare(0, 2, 1, 7)
+	shared := b.Bytes()
+	b.TrendUnshare(0, 2, 0)
+	b.TrendUnshare(0, 2, 1)
+	copied := b.Bytes()
+	if shared < copied || copied < 3*counts {
+		t.Errorf("bytes: %d counted, %d shared by two windows, %d once both copied: the shared must cover the copies", counts, shared, copied)
+	}
+}

@@ -286,6 +286,9 @@ type part struct {
 	minPrices map[string]map[string]int64 // hotel -> advertiser -> price
 	wins      map[string]map[string]int64 // hotel -> advertiser -> its lowest winning price
 	trend     *trendPart                  // nil when the batch has no event time of the partition
+	// countBytes is about the size of the counts' arguments: a window that shares them (see
+	// TrendShare) may have to copy them, and Bytes counts that copy in advance.
+	countBytes int
 }
 
 // kindIndex orders the counted kinds in a part.
@@ -328,11 +331,13 @@ const entryBytes = 24
 // Count counts one event of partition p for id, of kind. Users belong in user shards, hotels and
 // advertisers in hotel shards: Apply sends only the kinds of its role.
 func (b *Batch) Count(p int32, kind Kind, id string) {
-	c := b.part(p).counts[kindIndex(kind)]
+	pt := b.part(p)
+	c := pt.counts[kindIndex(kind)]
 	n := len(c)
 	c[id]++ // one map access: a new id shows in the length
 	if len(c) > n {
 		b.bytes += len(id) + entryBytes
+		pt.countBytes += len(id) + entryBytes
 	}
 }
 
@@ -391,8 +396,22 @@ func (b *Batch) WinPrices(fn func(hotel, adv string, price int64)) {
 // Applied reports whether the view took partition p's part of the batch (see Apply).
 func (b *Batch) Applied(p int32) bool { return b.applied[p] }
 
-// Bytes is about the size of the batch's script arguments.
-func (b *Batch) Bytes() int { return b.bytes + perPartitionBytes*len(b.Offsets) }
+// Bytes is about the size of the batch's script arguments, a copy of the counts for every window
+// that shares them included (it may need one before the batch ends: TrendUnshare).
+func (b *Batch) Bytes() int {
+	n := b.bytes + perPartitionBytes*len(b.Offsets)
+	for _, pt := range b.parts {
+		if pt.trend == nil {
+			continue
+		}
+		for _, wp := range pt.trend.windows {
+			if wp.shared {
+				n += pt.countBytes + perPartitionBytes // the copy, in a bucket of its own
+			}
+		}
+	}
+	return n
+}
 
 // perPartitionBytes stands for the keys and offsets every partition of a batch sends.
 const perPartitionBytes = 256

@@ -312,19 +312,8 @@ func TestTrendSpecIsPartOfTheLayout(t *testing.T) {
 // TestTrendPageCost: a page of a window reads offset+limit members of each shard's sum when no
 // shard lags, like an all-time page, whatever the number of ids.
 func TestTrendPageCost(t *testing.T) {
-	c := redistest.Start(t).Client(t)
 	ctx := context.Background()
-	ws, err := trends.ParseWindows("1h")
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec := TrendSpec{Windows: ws, Lateness: 5 * time.Minute}
-	l := testLayout
-	l.Trends = spec.String()
-	v := New(c)
-	if err := v.Claim(ctx, l); err != nil {
-		t.Fatal(err)
-	}
+	v, ws := claimTrends(t, redistest.Start(t).Client(t), "1h")
 	const t0 = 1_700_000_000
 	for p := range int32(testLayout.Users) {
 		b := NewBatch()
@@ -354,16 +343,7 @@ func TestTrendShare(t *testing.T) {
 	for name, c := range rawClients(t) {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
-			ws, err := trends.ParseWindows("1h")
-			if err != nil {
-				t.Fatal(err)
-			}
-			l := testLayout
-			l.Trends = TrendSpec{Windows: ws, Lateness: 5 * time.Minute}.String()
-			v := New(c)
-			if err := v.Claim(ctx, l); err != nil {
-				t.Fatal(err)
-			}
+			v, ws := claimTrends(t, c, "1h")
 			const t0 = 1_700_000_000
 			k := ws[0].BucketOf(t0)
 			b := NewBatch()
@@ -406,16 +386,7 @@ func TestTrendPricesOfManyHotels(t *testing.T) {
 	for name, c := range rawClients(t) {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
-			ws, err := trends.ParseWindows("1h")
-			if err != nil {
-				t.Fatal(err)
-			}
-			l := testLayout
-			l.Trends = TrendSpec{Windows: ws, Lateness: 5 * time.Minute}.String()
-			v := New(c)
-			if err := v.Claim(ctx, l); err != nil {
-				t.Fatal(err)
-			}
+			v, ws := claimTrends(t, c, "1h")
 			const t0, hotels = 1_700_000_000, 9000
 			b := NewBatch()
 			k := ws[0].BucketOf(t0)
@@ -465,4 +436,21 @@ func TestSharedCountsAreBudgeted(t *testing.T) {
 	if shared < copied || copied < 3*counts {
 		t.Errorf("bytes: %d counted, %d shared by two windows, %d once both copied: the shared must cover the copies", counts, shared, copied)
 	}
+}
+
+// claimTrends returns a view over c that has claimed testLayout with the trends of windows and a
+// lateness of 5 minutes.
+func claimTrends(t *testing.T, c rueidis.Client, windows string) (*View, []trends.Window) {
+	t.Helper()
+	ws, err := trends.ParseWindows(windows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := testLayout
+	l.Trends = TrendSpec{Windows: ws, Lateness: 5 * time.Minute}.String()
+	v := New(c)
+	if err := v.Claim(context.Background(), l); err != nil {
+		t.Fatal(err)
+	}
+	return v, ws
 }

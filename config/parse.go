@@ -39,8 +39,8 @@ func readers() map[string]func(p *parser, s setting) any {
 		"secret":    func(p *parser, s setting) any { return p.secret(s.Name, s.Name+"_FILE") },
 		"bool":      func(p *parser, s setting) any { return p.boolean(s.Name) },
 		"int":       func(p *parser, s setting) any { return p.intRange(s.Name, s.lo, s.hi) },
-		"duration":  func(p *parser, s setting) any { return p.duration(s.Name) },
-		"duration0": func(p *parser, s setting) any { return p.durationOrZero(s.Name) },
+		"duration":  func(p *parser, s setting) any { return p.duration(s.Name, false) },
+		"duration0": func(p *parser, s setting) any { return p.duration(s.Name, true) },
 		"fraction":  func(p *parser, s setting) any { return p.float(s.Name, 0, 1) },
 		"skew":      func(p *parser, s setting) any { return p.float(s.Name, 0, 3) },
 		"windows":   func(p *parser, s setting) any { return p.windows(s.Name) },
@@ -171,29 +171,18 @@ func (p *parser) intRange(name string, lo, hi int64) int64 {
 	return n
 }
 
-func (p *parser) duration(name string) time.Duration {
+// duration reads a Go duration: positive, or with zeroOK zero too ("0", "0s").
+func (p *parser) duration(name string, zeroOK bool) time.Duration {
 	s := p.raw(name)
 	d, err := time.ParseDuration(s)
-	if err != nil {
+	switch {
+	case err != nil:
 		p.fail(name, "%q is not a duration", s)
 		return 0
-	}
-	if d <= 0 {
-		p.fail(name, "%s must be positive", s)
-	}
-	return d
-}
-
-// durationOrZero reads a duration that may be 0 ("0", "0s"), never negative.
-func (p *parser) durationOrZero(name string) time.Duration {
-	s := p.raw(name)
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		p.fail(name, "%q is not a duration", s)
-		return 0
-	}
-	if d < 0 {
+	case d < 0 && zeroOK:
 		p.fail(name, "%s is negative", s)
+	case d <= 0 && !zeroOK:
+		p.fail(name, "%s must be positive", s)
 	}
 	return d
 }

@@ -341,13 +341,24 @@ func priceScope(c echo.Context) (view.PriceScope, error) {
 	}
 }
 
+// pageQuery is what every list endpoint reads: ?offset=, ?limit= and ?format=.
+type pageQuery struct {
+	offset, limit int
+	list          bool
+}
+
+func readPage(c echo.Context) (pageQuery, error) {
+	offset, limit, err := page(c)
+	if err != nil {
+		return pageQuery{}, err
+	}
+	list, err := listForm(c)
+	return pageQuery{offset: offset, limit: limit, list: list}, err
+}
+
 func (s *Server) counts(kind view.Kind) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		offset, limit, err := page(c)
-		if err != nil {
-			return err
-		}
-		list, err := listForm(c)
+		q, err := readPage(c)
 		if err != nil {
 			return err
 		}
@@ -356,13 +367,18 @@ func (s *Server) counts(kind view.Kind) echo.HandlerFunc {
 			return err
 		}
 		defer cancel()
-		total, entries, err := v.Counts(ctx, kind, offset, limit)
+		total, entries, err := v.Counts(ctx, kind, q.offset, q.limit)
 		if err != nil {
 			return readError(ctx, fmt.Errorf("read %s: %w", kind, err))
 		}
-		pageHeaders(c, total, offset, len(entries))
-		return c.JSONBlob(http.StatusOK, appendCounts(make([]byte, 0, 64+len(entries)*48), total, entries, list))
+		pageHeaders(c, total, q.offset, len(entries))
+		return c.JSONBlob(http.StatusOK, countsBody(total, entries, q.list))
 	}
+}
+
+// countsBody is a page of counts as appendCounts writes it.
+func countsBody(total int64, entries []view.Entry, list bool) []byte {
+	return appendCounts(make([]byte, 0, 64+len(entries)*48), total, entries, list)
 }
 
 // appendCounts writes a page of counts: {"count":N,"data":{"<id>":n,...}}, or with list
@@ -396,11 +412,7 @@ func appendCounts(buf []byte, total int64, entries []view.Entry, list bool) []by
 }
 
 func (s *Server) minPrices(c echo.Context) error {
-	offset, limit, err := page(c)
-	if err != nil {
-		return err
-	}
-	list, err := listForm(c)
+	q, err := readPage(c)
 	if err != nil {
 		return err
 	}
@@ -413,21 +425,25 @@ func (s *Server) minPrices(c echo.Context) error {
 		return err
 	}
 	defer cancel()
-	total, hotels, err := v.ScopedMinPrices(ctx, scope, offset, limit)
+	total, hotels, err := v.ScopedMinPrices(ctx, scope, q.offset, q.limit)
 	if errors.Is(err, view.ErrScopeUnavailable) {
 		return echo.NewHTTPError(http.StatusConflict, err.Error())
 	}
 	if err != nil {
 		return readError(ctx, fmt.Errorf("read min prices: %w", err))
 	}
+	pageHeaders(c, total, q.offset, len(hotels))
+	return c.JSONBlob(http.StatusOK, minPricesBody(hotels, q.list))
+}
+
+// minPricesBody is a page of minimum prices in the object form (appendMinPrices) or the list form
+// (appendMinPricesList).
+func minPricesBody(hotels []view.HotelPrices, list bool) []byte {
 	buf := make([]byte, 0, 64+len(hotels)*128)
 	if list {
-		buf = appendMinPricesList(buf, hotels)
-	} else {
-		buf = appendMinPrices(buf, hotels)
+		return appendMinPricesList(buf, hotels)
 	}
-	pageHeaders(c, total, offset, len(hotels))
-	return c.JSONBlob(http.StatusOK, buf)
+	return appendMinPrices(buf, hotels)
 }
 
 // appendMinPrices writes the original project's form: {"<hotel>":{"<advertiser>":price,...},...},

@@ -47,20 +47,18 @@ func (s *Server) window(c echo.Context) (trends.Window, error) {
 }
 
 // trendQuery reads the parameters every trends endpoint takes.
-func (s *Server) trendQuery(c echo.Context) (w trends.Window, offset, limit int, list bool, err error) {
-	if w, err = s.window(c); err != nil {
-		return
+func (s *Server) trendQuery(c echo.Context) (trends.Window, pageQuery, error) {
+	w, err := s.window(c)
+	if err != nil {
+		return w, pageQuery{}, err
 	}
-	if offset, limit, err = page(c); err != nil {
-		return
-	}
-	list, err = listForm(c)
-	return
+	q, err := readPage(c)
+	return w, q, err
 }
 
 func (s *Server) trendCounts(kind view.Kind) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		w, offset, limit, list, err := s.trendQuery(c)
+		w, q, err := s.trendQuery(c)
 		if err != nil {
 			return err
 		}
@@ -69,18 +67,18 @@ func (s *Server) trendCounts(kind view.Kind) echo.HandlerFunc {
 			return err
 		}
 		defer cancel()
-		page, err := v.TrendCounts(ctx, kind, w.Size, offset, limit)
+		page, err := v.TrendCounts(ctx, kind, w.Size, q.offset, q.limit)
 		if err != nil {
 			return trendError(ctx, w, fmt.Errorf("read %s trends: %w", kind, err))
 		}
 		nowHeader(c, page.Now)
-		pageHeaders(c, page.Total, offset, len(page.Entries))
-		return c.JSONBlob(http.StatusOK, appendCounts(make([]byte, 0, 64+len(page.Entries)*48), page.Total, page.Entries, list))
+		pageHeaders(c, page.Total, q.offset, len(page.Entries))
+		return c.JSONBlob(http.StatusOK, countsBody(page.Total, page.Entries, q.list))
 	}
 }
 
 func (s *Server) trendMinPrices(c echo.Context) error {
-	w, offset, limit, list, err := s.trendQuery(c)
+	w, q, err := s.trendQuery(c)
 	if err != nil {
 		return err
 	}
@@ -89,19 +87,13 @@ func (s *Server) trendMinPrices(c echo.Context) error {
 		return err
 	}
 	defer cancel()
-	page, err := v.TrendMinPrices(ctx, w.Size, offset, limit)
+	page, err := v.TrendMinPrices(ctx, w.Size, q.offset, q.limit)
 	if err != nil {
 		return trendError(ctx, w, fmt.Errorf("read trend min prices: %w", err))
 	}
-	buf := make([]byte, 0, 64+len(page.Hotels)*128)
-	if list {
-		buf = appendMinPricesList(buf, page.Hotels)
-	} else {
-		buf = appendMinPrices(buf, page.Hotels)
-	}
 	nowHeader(c, page.Now)
-	pageHeaders(c, page.Total, offset, len(page.Hotels))
-	return c.JSONBlob(http.StatusOK, buf)
+	pageHeaders(c, page.Total, q.offset, len(page.Hotels))
+	return c.JSONBlob(http.StatusOK, minPricesBody(page.Hotels, q.list))
 }
 
 // nowHeader sets X-Trends-Now; a view that holds no event yet has no now and sends none.

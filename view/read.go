@@ -91,15 +91,26 @@ func (v *View) advertisers(ctx context.Context, prefixes []string, offset, limit
 	for i, prefix := range prefixes {
 		cmds[i] = rueidis.CT(v.client.B().Zrange().Key(prefix+string(Advertisers)).Min("0").Max("-1").Withscores().Cache(), cacheTTL)
 	}
-	sums := map[string]int64{}
+	lists := make([][]rueidis.ZScore, 0, len(prefixes))
 	for _, r := range v.client.DoMultiCache(ctx, cmds...) {
 		scores, err := r.AsZScores()
 		if err != nil {
 			return 0, nil, fmt.Errorf("view: read advertisers: %w", err)
 		}
 		v.membersRead.Add(int64(len(scores)))
-		for _, s := range scores {
-			sums[s.Member] += int64(-s.Score)
+		lists = append(lists, scores)
+	}
+	total, page := sumPage(lists, offset, limit)
+	return total, page, nil
+}
+
+// sumPage sums each id's parts over the shards' lists (score = -count) and returns the number of
+// distinct ids and the page [offset, offset+limit) of them, count descending, ties by id.
+func sumPage(lists [][]rueidis.ZScore, offset, limit int) (int64, []Entry) {
+	sums := map[string]int64{}
+	for _, l := range lists {
+		for _, z := range l {
+			sums[z.Member] += int64(-z.Score)
 		}
 	}
 	all := make([]Entry, 0, len(sums))
@@ -110,7 +121,7 @@ func (v *View) advertisers(ctx context.Context, prefixes []string, offset, limit
 		return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.ID, b.ID))
 	})
 	page := all[min(offset, len(all)):]
-	return int64(len(all)), page[:min(limit, len(page))], nil
+	return int64(len(all)), page[:min(limit, len(page))]
 }
 
 // HotelPrices is each advertiser's lowest price for one hotel.

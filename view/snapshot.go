@@ -250,21 +250,51 @@ func (v *View) restoreContents(ctx context.Context, sh Shard, st ShardState) err
 
 // zadd writes members with score sign × value, restoreChunk at a time.
 func (v *View) zadd(ctx context.Context, key string, members map[string]int64, sign float64) error {
-	cmd := v.client.B().Zadd().Key(key).ScoreMember()
-	n := 0
+	return v.inChunks(ctx, members, func(chunk []memberValue) rueidis.Completed {
+		cmd := v.client.B().Zadd().Key(key).ScoreMember()
+		for _, mv := range chunk {
+			cmd = cmd.ScoreMember(sign*float64(mv.value), mv.member)
+		}
+		return cmd.Build()
+	})
+}
+
+// hset writes members as the fields of a hash, their values as integers, restoreChunk at a time.
+func (v *View) hset(ctx context.Context, key string, members map[string]int64) error {
+	return v.inChunks(ctx, members, func(chunk []memberValue) rueidis.Completed {
+		cmd := v.client.B().Hset().Key(key).FieldValue()
+		for _, mv := range chunk {
+			cmd = cmd.FieldValue(mv.member, strconv.FormatInt(mv.value, 10))
+		}
+		return cmd.Build()
+	})
+}
+
+// memberValue is one member of a restored key and its value.
+type memberValue struct {
+	member string
+	value  int64
+}
+
+// inChunks sends members restoreChunk at a time, each chunk as the command build makes of it.
+func (v *View) inChunks(ctx context.Context, members map[string]int64, build func([]memberValue) rueidis.Completed) error {
+	chunk := make([]memberValue, 0, min(len(members), restoreChunk))
+	send := func() error {
+		if len(chunk) == 0 {
+			return nil
+		}
+		err := v.client.Do(ctx, build(chunk)).Error()
+		chunk = chunk[:0]
+		return err
+	}
 	for m, val := range members {
-		cmd = cmd.ScoreMember(sign*float64(val), m)
-		if n++; n == restoreChunk {
-			if err := v.client.Do(ctx, cmd.Build()).Error(); err != nil {
+		if chunk = append(chunk, memberValue{m, val}); len(chunk) == restoreChunk {
+			if err := send(); err != nil {
 				return err
 			}
-			cmd, n = v.client.B().Zadd().Key(key).ScoreMember(), 0
 		}
 	}
-	if n == 0 {
-		return nil
-	}
-	return v.client.Do(ctx, cmd.Build()).Error()
+	return send()
 }
 
 // WriteSnapshot writes s to path so that a crash at any moment leaves either the previous file

@@ -2,12 +2,15 @@ package view
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/searchflow/searchflow/internal/redistest"
 )
 
 // TestSnapshotRestoresEveryShard: a view written to a file and loaded into an empty store reads
@@ -203,5 +206,33 @@ func TestSnapshotLock(t *testing.T) {
 				t.Error("the lock is not free after its holder released it")
 			}
 		})
+	}
+}
+
+// TestRestoreWritesInChunks: keys of more members than one command carries (restoreChunk) are
+// written whole, as sorted sets and as hashes.
+func TestRestoreWritesInChunks(t *testing.T) {
+	c := redistest.Start(t).Client(t)
+	v := New(c)
+	ctx := context.Background()
+	members := map[string]int64{}
+	for i := range 2*restoreChunk + 7 {
+		members[fmt.Sprintf("m%d", i)] = int64(i + 1)
+	}
+	if err := v.zadd(ctx, "z", members, -1); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.hset(ctx, "h", members); err != nil {
+		t.Fatal(err)
+	}
+	z, err1 := c.Do(ctx, c.B().Zrange().Key("z").Min("0").Max("-1").Withscores().Build()).AsZScores()
+	h, err2 := c.Do(ctx, c.B().Hgetall().Key("h").Build()).AsIntMap()
+	if err1 != nil || err2 != nil || len(z) != len(members) || len(h) != len(members) {
+		t.Fatalf("%d and %d members written (%v, %v), want %d", len(z), len(h), err1, err2, len(members))
+	}
+	for _, s := range z {
+		if int64(-s.Score) != members[s.Member] || h[s.Member] != members[s.Member] {
+			t.Fatalf("%s: score %v, field %d, want %d", s.Member, s.Score, h[s.Member], members[s.Member])
+		}
 	}
 }

@@ -198,22 +198,3 @@ func streamArg(s trends.StreamTime) string {
 	}
 	return strconv.FormatInt(s.T, 10)
 }
-
-// hset writes counts into a hash, restoreChunk fields at a time.
-func (v *View) hset(ctx context.Context, key string, counts map[string]int64) error {
-	cmd := v.client.B().Hset().Key(key).FieldValue()
-	n := 0
-	for m, c := range counts {
-		cmd = cmd.FieldValue(m, strconv.FormatInt(c, 10))
-		if n++; n == restoreChunk {
-			if err := v.client.Do(ctx, cmd.Build()).Error(); err != nil {
-				return err
-			}
-			cmd, n = v.client.B().Hset().Key(key).FieldValue(), 0
-		}
-	}
-	if n == 0 {
-		return nil
-	}
-	return v.client.Do(ctx, cmd.Build()).Error()
-}

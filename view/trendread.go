@@ -209,19 +209,8 @@ func decodeTop(res rueidis.RedisResult) (int64, []rueidis.ZScore, error) {
 // the shard of each entry (-1 for advertisers).
 func pageOf(kind Kind, lists [][]rueidis.ZScore, total int64, offset, limit int) (TrendPage, []int) {
 	if kind == Advertisers {
-		sums := map[string]int64{}
-		for _, l := range lists {
-			for _, z := range l {
-				sums[z.Member] += int64(-z.Score)
-			}
-		}
-		all := make([]Entry, 0, len(sums))
-		for id, n := range sums {
-			all = append(all, Entry{ID: id, Count: n})
-		}
-		slices.SortFunc(all, func(a, b Entry) int { return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.ID, b.ID)) })
-		page := all[min(offset, len(all)):]
-		return TrendPage{Total: int64(len(all)), Entries: page[:min(limit, len(page))]}, nil
+		total, entries := sumPage(lists, offset, limit)
+		return TrendPage{Total: total, Entries: entries}, nil
 	}
 	merged := mergeTop(lists, offset+limit)
 	merged = merged[min(offset, len(merged)):]

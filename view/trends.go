@@ -120,14 +120,12 @@ type windowPart struct {
 	sharedBucket int64
 }
 
-// trend returns partition p's trend part, made for n windows when missing.
+// trend returns partition p's trend part, made for n windows (the spec's, the same in every call
+// of a batch) when missing.
 func (b *Batch) trend(p int32, n int) *trendPart {
 	pt := b.part(p)
 	if pt.trend == nil {
 		pt.trend = &trendPart{windows: make([]windowPart, n)}
-	}
-	if len(pt.trend.windows) < n {
-		pt.trend.windows = append(pt.trend.windows, make([]windowPart, n-len(pt.trend.windows))...)
 	}
 	return pt.trend
 }
@@ -174,7 +172,12 @@ func (b *Batch) trendAdd(p int32, n, w int, bucket int64, kind Kind, id string, 
 // then takes the window's increments from the all-time ones, with no copy in the batch. Call
 // TrendUnshare before counting an event all time that breaks it.
 func (b *Batch) TrendShare(p int32, n, w int, bucket int64) {
+	pt := b.part(p)
 	wp := &b.trend(p, n).windows[w]
+	if !wp.shared {
+		pt.shares++
+		b.bytes += pt.countBytes + perPartitionBytes // the copy it may need, in a bucket of its own
+	}
 	wp.shared, wp.sharedBucket = true, bucket
 }
 
@@ -187,6 +190,8 @@ func (b *Batch) TrendUnshare(p int32, n, w int) {
 		return
 	}
 	wp.shared = false
+	pt.shares--
+	b.bytes -= pt.countBytes + perPartitionBytes // the copy takes the place of what was set aside
 	for ki, counts := range pt.counts {
 		for id, c := range counts {
 			b.trendAdd(p, n, w, wp.sharedBucket, kindAt(ki), id, c)

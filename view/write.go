@@ -286,9 +286,10 @@ type part struct {
 	minPrices map[string]map[string]int64 // hotel -> advertiser -> price
 	wins      map[string]map[string]int64 // hotel -> advertiser -> its lowest winning price
 	trend     *trendPart                  // nil when the batch has no event time of the partition
-	// countBytes is about the size of the counts' arguments: a window that shares them (see
-	// TrendShare) may have to copy them, and Bytes counts that copy in advance.
-	countBytes int
+	// countBytes is about the size of the counts' arguments. A window that shares them (see
+	// TrendShare) may have to copy them before the batch ends: the batch's bytes count that copy
+	// in advance, once per sharing window (shares).
+	countBytes, shares int
 }
 
 // kindIndex orders the counted kinds in a part.
@@ -336,7 +337,7 @@ func (b *Batch) Count(p int32, kind Kind, id string) {
 	n := len(c)
 	c[id]++ // one map access: a new id shows in the length
 	if len(c) > n {
-		b.bytes += len(id) + entryBytes
+		b.bytes += (len(id) + entryBytes) * (1 + pt.shares)
 		pt.countBytes += len(id) + entryBytes
 	}
 }
@@ -398,20 +399,7 @@ func (b *Batch) Applied(p int32) bool { return b.applied[p] }
 
 // Bytes is about the size of the batch's script arguments, a copy of the counts for every window
 // that shares them included (it may need one before the batch ends: TrendUnshare).
-func (b *Batch) Bytes() int {
-	n := b.bytes + perPartitionBytes*len(b.Offsets)
-	for _, pt := range b.parts {
-		if pt.trend == nil {
-			continue
-		}
-		for _, wp := range pt.trend.windows {
-			if wp.shared {
-				n += pt.countBytes + perPartitionBytes // the copy, in a bucket of its own
-			}
-		}
-	}
-	return n
-}
+func (b *Batch) Bytes() int { return b.bytes + perPartitionBytes*len(b.Offsets) }
 
 // perPartitionBytes stands for the keys and offsets every partition of a batch sends.
 const perPartitionBytes = 256

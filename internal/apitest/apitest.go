@@ -82,7 +82,8 @@ type countsBody struct {
 	Data  map[string]int64 `json:"data"`
 }
 
-func get(base, path string, into any) (http.Header, error) {
+// Get reads path of the API at base into into (JSON), failing on any status but 200.
+func Get(base, path string, into any) (http.Header, error) {
 	resp, err := http.Get(base + path)
 	if err != nil {
 		return nil, err
@@ -103,7 +104,7 @@ func get(base, path string, into any) (http.Header, error) {
 func (e *Expected) Diff(base string) string {
 	for path, want := range map[string]map[string]int64{"/users": e.Users, "/hotels": e.Hotels, "/advertisers": e.Advs} {
 		var b countsBody
-		hdr, err := get(base, path+"?limit=100000", &b)
+		hdr, err := Get(base, path+"?limit=100000", &b)
 		if err != nil {
 			return err.Error()
 		}
@@ -131,7 +132,7 @@ func (e *Expected) Diff(base string) string {
 func diffPrices(base, scope string, want map[string]map[string]int64) string {
 	path := "/hotel_min_offer_per_advertiser?scope=" + scope
 	var prices map[string]map[string]int64
-	hdr, err := get(base, path+"&limit=100000", &prices)
+	hdr, err := Get(base, path+"&limit=100000", &prices)
 	if err != nil {
 		return err.Error()
 	}
@@ -234,7 +235,7 @@ type stats struct {
 // reading is, as JSON ("" when /stats could not be read).
 func busy(base string) (why, lag string) {
 	var st stats
-	if _, err := get(base, "/stats", &st); err != nil {
+	if _, err := Get(base, "/stats", &st); err != nil {
 		return err.Error(), ""
 	}
 	b, _ := json.Marshal(st.Lag) // map keys sorted: equal readings give equal strings

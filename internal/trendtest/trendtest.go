@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"maps"
 	"math"
 	"net/http"
@@ -193,7 +192,7 @@ func (tr Truth) Diff(base string) string {
 				Count int64            `json:"count"`
 				Data  map[string]int64 `json:"data"`
 			}
-			h, err := get(base, "/trends/"+path+"?limit=100000&window="+url.QueryEscape(w.Name), &got)
+			h, err := apitest.Get(base, "/trends/"+path+"?limit=100000&window="+url.QueryEscape(w.Name), &got)
 			if err != nil {
 				return err.Error()
 			}
@@ -205,7 +204,7 @@ func (tr Truth) Diff(base string) string {
 			}
 		}
 		var prices map[string]map[string]int64
-		if _, err := get(base, "/trends/hotel_min_offer_per_advertiser?limit=100000&window="+url.QueryEscape(w.Name), &prices); err != nil {
+		if _, err := apitest.Get(base, "/trends/hotel_min_offer_per_advertiser?limit=100000&window="+url.QueryEscape(w.Name), &prices); err != nil {
 			return err.Error()
 		}
 		if !reflect.DeepEqual(prices, wt.Prices) && !(len(prices) == 0 && len(wt.Prices) == 0) {
@@ -226,22 +225,6 @@ func (tr Truth) checkNow(h http.Header) string {
 		return fmt.Sprintf("X-Trends-Now %q, want %q", got, want)
 	}
 	return ""
-}
-
-func get(base, path string, into any) (http.Header, error) {
-	resp, err := http.Get(base + path)
-	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", path, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %d %s", path, resp.StatusCode, body)
-	}
-	if err := json.Unmarshal(body, into); err != nil {
-		return nil, fmt.Errorf("GET %s: %w in %s", path, err, body)
-	}
-	return resp.Header, nil
 }
 
 // Wait waits until the API at base agrees with the fold of the processed and hotel topics of

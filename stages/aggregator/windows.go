@@ -17,9 +17,8 @@ import (
 type windower struct {
 	spec    view.TrendSpec
 	b       *view.Batch
-	before  map[int32]trends.StreamTime // as the view holds them
-	streams map[int32]trends.StreamTime // after the events so far
-	touched map[int32]bool              // partitions with an on-time event in the run
+	held    snapshot                    // the stream times the view holds
+	streams map[int32]trends.StreamTime // after the run's on-time events, for the partitions it has one of
 	bounds  priceBounds                 // bucket minimums the view holds: a price at or above is left out
 	modes   map[int32][]windowMode      // per partition, per window
 }
@@ -40,15 +39,8 @@ const (
 )
 
 func newWindower(spec view.TrendSpec, held snapshot, b *view.Batch, bounds priceBounds) *windower {
-	w := &windower{spec: spec, b: b, bounds: bounds}
-	if len(spec.Windows) > 0 {
-		w.before, w.streams, w.touched = map[int32]trends.StreamTime{}, map[int32]trends.StreamTime{}, map[int32]bool{}
-		w.modes = map[int32][]windowMode{}
-		for p, pos := range held {
-			w.before[p], w.streams[p] = pos.stream, pos.stream
-		}
-	}
-	return w
+	return &windower{spec: spec, b: b, held: held, bounds: bounds,
+		streams: map[int32]trends.StreamTime{}, modes: map[int32][]windowMode{}}
 }
 
 // on reports whether the view keeps trends.
@@ -58,10 +50,13 @@ func (w *windower) on() bool { return len(w.spec.Windows) > 0 }
 // user shards user is its user, for hotel shards facts holds it. It reports whether it was on
 // time. It runs before the event is counted all time (see windowMode).
 func (w *windower) event(p int32, at int64, timed bool, user string, facts *event.ProcessedFacts) bool {
-	st := w.streams[p]
+	st, seen := w.streams[p]
+	if !seen {
+		st = w.held[p].stream
+	}
 	late := !timed || st.Observe(at, w.spec.Lateness)
 	if !late {
-		w.streams[p], w.touched[p] = st, true
+		w.streams[p] = st
 	}
 	modes := w.modes[p]
 	if modes == nil {
@@ -125,7 +120,7 @@ func (w *windower) offerPrices(p int32, i int, bucket int64, facts *event.Proces
 // finish records, for every partition with an on-time event, the stream times before and after
 // the run.
 func (w *windower) finish() {
-	for p := range w.touched {
-		w.b.StreamTimes(p, len(w.spec.Windows), w.before[p], w.streams[p])
+	for p, st := range w.streams {
+		w.b.StreamTimes(p, len(w.spec.Windows), w.held[p].stream, st)
 	}
 }

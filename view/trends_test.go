@@ -438,13 +438,16 @@ func TestSharedCountsAreBudgeted(t *testing.T) {
 	}
 }
 
-// claimTrends returns a view over c that has claimed testLayout with the trends of windows and a
-// lateness of 5 minutes.
-func claimTrends(t *testing.T, c rueidis.Client, windows string) (*View, []trends.Window) {
+// claimTrends returns a view over c that has claimed testLayout with the trends of windows ("":
+// none) and a lateness of 5 minutes.
+func claimTrends(t testing.TB, c rueidis.Client, windows string) (*View, []trends.Window) {
 	t.Helper()
-	ws, err := trends.ParseWindows(windows)
-	if err != nil {
-		t.Fatal(err)
+	var ws []trends.Window
+	if windows != "" {
+		var err error
+		if ws, err = trends.ParseWindows(windows); err != nil {
+			t.Fatal(err)
+		}
 	}
 	l := testLayout
 	l.Trends = TrendSpec{Windows: ws, Lateness: 5 * time.Minute}.String()

@@ -77,9 +77,16 @@ type Results struct {
 	E2ECost         PartCost `json:"e2e_cost"`
 	// The same end to end without trend windows, and what the default windows (1h, 24h) cost:
 	// the drop in events/s, and the extra CPU per event.
-	E2ENoTrendsEventsPerSec       float64  `json:"e2e_no_trends_events_per_sec"`
-	E2ENoTrendsCost               PartCost `json:"e2e_no_trends_cost"`
-	TrendsSlowdownPct             float64  `json:"trends_slowdown_pct"`
+	E2ENoTrendsEventsPerSec float64  `json:"e2e_no_trends_events_per_sec"`
+	E2ENoTrendsCost         PartCost `json:"e2e_no_trends_cost"`
+	TrendsSlowdownPct       float64  `json:"trends_slowdown_pct"`
+	// The latency run again without trend windows, right after the one with them.
+	LatencyNoTrendsP50Ms float64 `json:"latency_no_trends_p50_ms"`
+	LatencyNoTrendsP99Ms float64 `json:"latency_no_trends_p99_ms"`
+	// The user aggregator's apply of one batch during each latency run (the script and its round
+	// trip): what an event waits for about twice.
+	ApplyP50Ms                    float64  `json:"apply_p50_ms"`
+	ApplyNoTrendsP50Ms            float64  `json:"apply_no_trends_p50_ms"`
 	Shards                        int      `json:"shards"`
 	ClusterAggregatorEventsPerSec float64  `json:"cluster_aggregator_events_per_sec"`
 	ClusterAggregatorCost         PartCost `json:"cluster_aggregator_cost"`
@@ -322,13 +329,23 @@ func (b *bench) measure(set settings, profile func(phase string) (func(), error)
 	if err := b.flush(); err != nil {
 		return res, err
 	}
-	lat, err := b.latency(set.latRate, set.latSecs, set.users)
+	lat, applies, err := b.latency("lat", set.latRate, set.latSecs, set.users)
 	if err != nil {
 		return res, err
 	}
 	res.LatencyEvents = len(lat)
 	res.LatencyP50Ms, res.LatencyP99Ms, res.LatencyMaxMs = percentile(lat, 0.50), percentile(lat, 0.99), percentile(lat, 1)
-	return res, nil
+	res.ApplyP50Ms = percentile(applies, 0.50)
+	step("the same latency run without trend windows")
+	if err := b.flush(); err != nil {
+		return res, err
+	}
+	b.noTrends = true
+	lat, applies, err = b.latency("lat_plain", set.latRate, set.latSecs, set.users)
+	b.noTrends = false
+	res.LatencyNoTrendsP50Ms, res.LatencyNoTrendsP99Ms = percentile(lat, 0.50), percentile(lat, 0.99)
+	res.ApplyNoTrendsP50Ms = percentile(applies, 0.50)
+	return res, err
 }
 
 func (b *bench) flush() error {
@@ -564,33 +581,35 @@ func (b *bench) config(name, raw, processed string) (config.Config, error) {
 }
 
 // latency runs generator, transformer and aggregator together at a fixed rate and returns, for
-// every event after the first second, the time from its production to its apply in Redis.
-func (b *bench) latency(rate, secs, users int) ([]time.Duration, error) {
+// every event after the first second, the time from its production to its apply in Redis, and
+// the user aggregator's apply time of each batch; its topics are named after name.
+func (b *bench) latency(name string, rate, secs, users int) (lat, applies []time.Duration, err error) {
 	n := int64(rate * secs)
-	if err := b.createTopics("raw_lat"); err != nil {
-		return nil, err
+	raw := "raw_" + name
+	if err := b.createTopics(raw); err != nil {
+		return nil, nil, err
 	}
 	warmup := time.Now().Add(time.Second)
-	var samples []time.Duration
-	onApplied := func(recs []*kgo.Record, at time.Time, _ time.Duration) {
+	onApplied := func(recs []*kgo.Record, at time.Time, took time.Duration) {
+		applies = append(applies, took)
 		for _, r := range recs {
 			if r.Timestamp.After(warmup) {
-				samples = append(samples, at.Sub(r.Timestamp))
+				lat = append(lat, at.Sub(r.Timestamp))
 			}
 		}
 	}
 	genErr := make(chan error, 1)
 	go func() {
-		_, _, err := b.generate("raw_lat", n, users, rate)
+		_, _, err := b.generate(raw, n, users, rate)
 		genErr <- err
 	}()
-	if _, err := b.stages("lat", "raw_lat", "processed_lat", n, true, true, b.redis, onApplied); err != nil {
-		return nil, err
+	if _, err := b.stages(name, raw, "processed_"+name, n, true, true, b.redis, onApplied); err != nil {
+		return nil, nil, err
 	}
 	if err := <-genErr; err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return samples, nil
+	return lat, applies, nil
 }
 
 func percentile(d []time.Duration, q float64) float64 {
@@ -634,6 +653,8 @@ func printTable(r Results) {
 	row("generator (events/s)", fmt.Sprintf("%.0f", r.GeneratorEventsPerSec))
 	row(fmt.Sprintf("latency p50 at %d ev/s (ms)", r.LatencyRate), fmt.Sprintf("%.1f", r.LatencyP50Ms))
 	row(fmt.Sprintf("latency p99 at %d ev/s (ms)", r.LatencyRate), fmt.Sprintf("%.1f", r.LatencyP99Ms))
+	row("latency without trend windows p50 / p99 (ms)", fmt.Sprintf("%.1f / %.1f", r.LatencyNoTrendsP50Ms, r.LatencyNoTrendsP99Ms))
+	row("apply of a batch p50, with / without windows (ms)", fmt.Sprintf("%.1f / %.1f", r.ApplyP50Ms, r.ApplyNoTrendsP50Ms))
 	row("peak RSS during end to end (MB)", fmt.Sprintf("%.0f", r.PeakRSSMB))
 	row("end to end without trend windows (ev/s)", fmt.Sprintf("%.0f", r.E2ENoTrendsEventsPerSec))
 	row("slowdown of the default trend windows (%)", fmt.Sprintf("%.1f", r.TrendsSlowdownPct))

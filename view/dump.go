@@ -16,19 +16,21 @@ import (
 // and the removal of the stored layout (for `searchflow rebuild --all`).
 
 // dumpLua reads one shard in one read-only script, so that its offset and its contents are of
-// the same instant even while its aggregator writes. It declares every key it reads in KEYS —
-// all in the shard's slot — so a hotel shard's caller must know its hotels before the call: it
-// reads the price index first, and the script answers "stale" with the index it sees when that
-// names a hotel the caller did not declare.
+// the same instant even while its aggregator writes. It declares the keys it reads in KEYS — all
+// in the shard's slot — and a hotel shard's caller declares the hotels of the price index it read
+// just before. A hotel indexed in between (an aggregator indexes one with its first price) is
+// read by its key's name, which carries the shard's hash tag: Redis lets a script read an
+// undeclared key of its own slot. So a growing index cannot keep the read from settling.
 //
 // KEYS: 1 state, 2 sources, 3 .. 2+k the count sets; hotel shards then: 3+k the price index,
 // 4+k .. one min-price key per hotel of ARGV, in its order, then one cheapest-per-search key per
 // hotel of ARGV, in its order; then the trend keys (trenddump.go).
 // ARGV: 1 k, 2 "1" when the shard has a price index, 3 the trend windows declared ("" for none,
-// see trenddump.go), 4 .. the declared hotels.
-// Returns {"stale", index} (or {"stale", index, stream time} when the stream time has moved past
-// the declared trend buckets) or {"ok", state, sources, index, count set 1 .. k, min prices of
-// each declared hotel, cheapest-per-search prices of each declared hotel, then the trend keys}:
+// see trenddump.go), 4 and 5 the shard's min-price and cheapest-per-search key prefixes, 6 .. the
+// declared hotels.
+// Returns {"stale", index, stream time} when the stream time has moved past the declared trend
+// buckets, or {"ok", state, sources, index, count set 1 .. k, min prices of each hotel of the
+// index, cheapest-per-search prices of each hotel of the index, then the trend keys}:
 // hashes as flat field/value lists, sorted sets as flat member/score lists (the index as members
 // only). No call spreads a list over arguments (no unpack), so no list is too long for it.
 // Errors: "VIEWKEY <type> <key>" when a key holds another type than the view writes there.
@@ -43,16 +45,12 @@ local function check(key, kind)
 end
 local e = check(KEYS[1], 'hash') or check(KEYS[2], 'hash')
 if e then return e end
-local index = {}
+local index, declared, n = {}, {}, #ARGV - 5
 if ARGV[2] == '1' then
   e = check(KEYS[3 + k], 'zset')
   if e then return e end
   index = redis.call('ZRANGE', KEYS[3 + k], 0, -1)
-  local declared = {}
-  for i = 4, #ARGV do declared[ARGV[i]] = true end
-  for _, hotel in ipairs(index) do
-    if not declared[hotel] then return {'stale', index} end
-  end
+  for i = 6, #ARGV do declared[ARGV[i]] = i - 5 end
 end
 local out = {'ok', redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), index}
 for i = 1, k do
@@ -60,10 +58,14 @@ for i = 1, k do
   if e then return e end
   out[#out + 1] = redis.call('ZRANGE', KEYS[2 + i], 0, -1, 'WITHSCORES')
 end
-for i = 4 + k, 3 + k + 2 * (#ARGV - 3) do
-  e = check(KEYS[i], 'zset')
-  if e then return e end
-  out[#out + 1] = redis.call('ZRANGE', KEYS[i], 0, -1, 'WITHSCORES')
+for scope = 0, 1 do
+  for _, hotel in ipairs(index) do
+    local key = ARGV[4 + scope] .. hotel
+    if declared[hotel] then key = KEYS[3 + k + scope * n + declared[hotel]] end
+    e = check(key, 'zset')
+    if e then return e end
+    out[#out + 1] = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  end
 end
 if ARGV[3] == '' then return out end
 local st = redis.call('HGET', KEYS[1], 'stream')
@@ -181,7 +183,7 @@ func (v *View) ReadShard(ctx context.Context, sh Shard) (ShardDump, error) {
 		for _, k := range kinds {
 			keys = append(keys, sh.Key(string(k)))
 		}
-		args := []string{strconv.Itoa(len(kinds)), "0", ""}
+		args := []string{strconv.Itoa(len(kinds)), "0", "", sh.Key(minPriceKeyPrefix), sh.Key(cheapestKeyPrefix)}
 		if sh.Role == HotelShards {
 			keys = append(keys, sh.Key(minPriceHotelsKey))
 			args[1] = "1"
@@ -198,18 +200,26 @@ func (v *View) ReadShard(ctx context.Context, sh Shard) (ShardDump, error) {
 		if err != nil {
 			return ShardDump{}, dumpError(sh, err)
 		}
-		status, _ := reply[0].ToString()
+		// The index the script saw: the hotels to declare next time, and the order of its prices.
+		status, at := "", 3
+		if len(reply) > 0 {
+			status, _ = reply[0].ToString()
+		}
 		if status == "stale" {
-			if hotels, err = reply[1].AsStrSlice(); err != nil {
-				return ShardDump{}, fmt.Errorf("view: read shard %v: price index: %w", sh, err)
+			at = 1
+		}
+		if len(reply) < at+2 {
+			return ShardDump{}, fmt.Errorf("view: read shard %v: %d parts in the script's reply", sh, len(reply))
+		}
+		if hotels, err = reply[at].AsStrSlice(); err != nil {
+			return ShardDump{}, fmt.Errorf("view: read shard %v: price index: %w", sh, err)
+		}
+		if status == "stale" {
+			t, err := reply[2].AsInt64()
+			if err != nil {
+				return ShardDump{}, &DamagedError{Shard: sh, Key: sh.Key(stateKey), Problem: "has a stream time that is not a number"}
 			}
-			if len(reply) > 2 {
-				t, err := reply[2].AsInt64()
-				if err != nil {
-					return ShardDump{}, &DamagedError{Shard: sh, Key: sh.Key(stateKey), Problem: "has a stream time that is not a number"}
-				}
-				stream = trends.StreamTime{T: t, Set: true}
-			}
+			stream = trends.StreamTime{T: t, Set: true}
 			continue
 		}
 		want := 4 + len(kinds) + 2*len(hotels)
@@ -222,7 +232,7 @@ func (v *View) ReadShard(ctx context.Context, sh Shard) (ShardDump, error) {
 		}
 		return d, d.decodeTrends(trendKeys, reply[want:])
 	}
-	return ShardDump{}, fmt.Errorf("view: read shard %v: its price index changed under %d reads in a row", sh, dumpAttempts)
+	return ShardDump{}, fmt.Errorf("view: read shard %v: its stream time moved past the buckets declared %d reads in a row", sh, dumpAttempts)
 }
 
 // dumpError turns the script's VIEWKEY reply into a *DamagedError.

@@ -156,9 +156,10 @@ func checkInstant(t *testing.T, d ShardDump) {
 	}
 }
 
-// TestDumpScriptDeclaresEveryHotel: a script that meets an indexed hotel its caller did not
-// declare reads nothing and answers the index it saw, for ReadShard to declare it next time.
-func TestDumpScriptDeclaresEveryHotel(t *testing.T) {
+// TestDumpScriptReadsHotelsIndexedSinceTheCall: a hotel indexed after its caller read the index
+// (so not declared) is read by its key's name: the dump is whole, and a growing index cannot keep
+// ReadShard from settling. TestReadShardAndDeleteLayoutOnRedisCluster does it on a cluster.
+func TestDumpScriptReadsHotelsIndexedSinceTheCall(t *testing.T) {
 	ctx := context.Background()
 	for name, v := range clients(t) {
 		t.Run(name, func(t *testing.T) {
@@ -169,20 +170,39 @@ func TestDumpScriptDeclaresEveryHotel(t *testing.T) {
 			if err := b.apply(ctx, v); err != nil {
 				t.Fatal(err)
 			}
-			sh := shardOf(t, v, HotelShards, 0)
-			keys := []string{sh.Key(stateKey), sh.Key(sourcesKey), sh.Key("hotels"), sh.Key("advertisers"),
-				sh.Key(minPriceHotelsKey), sh.Key(minPriceKeyPrefix + "h1")}
-			reply, err := rueidis.NewLuaScriptReadOnly(dumpLua).Exec(ctx, v.client, keys, []string{"2", "1", "h1"}).ToArray()
-			if err != nil || len(reply) != 2 {
-				t.Fatalf("reply %v (%v), want stale and the index", reply, err)
-			}
-			status, _ := reply[0].ToString()
-			index, _ := reply[1].AsStrSlice()
-			if status != "stale" || !reflect.DeepEqual(index, []string{"h1", "h2"}) {
-				t.Errorf("reply %q %v, want stale [h1 h2]", status, index)
+			d := dumpDeclaring(t, v, shardOf(t, v, HotelShards, 0), []string{"h1"})
+			want := map[string]map[string]int64{"h1": {"a": 5}, "h2": {"a": 6}}
+			if !reflect.DeepEqual(d.PricedHotels, []string{"h1", "h2"}) || !reflect.DeepEqual(d.MinPrices, want) || !reflect.DeepEqual(d.Cheapest, want) {
+				t.Errorf("dump with h2 undeclared: index %v, prices %v, cheapest %v; want both hotels %v", d.PricedHotels, d.MinPrices, d.Cheapest, want)
 			}
 		})
 	}
+}
+
+// dumpDeclaring runs the dump script on hotel shard sh (a view without trends) declaring only
+// the hotels of declared, and decodes its reply.
+func dumpDeclaring(t *testing.T, v *View, sh Shard, declared []string) ShardDump {
+	t.Helper()
+	keys := []string{sh.Key(stateKey), sh.Key(sourcesKey), sh.Key("hotels"), sh.Key("advertisers"), sh.Key(minPriceHotelsKey)}
+	for _, prefix := range []string{minPriceKeyPrefix, cheapestKeyPrefix} {
+		for _, h := range declared {
+			keys = append(keys, sh.Key(prefix+h))
+		}
+	}
+	args := append([]string{"2", "1", "", sh.Key(minPriceKeyPrefix), sh.Key(cheapestKeyPrefix)}, declared...)
+	reply, err := rueidis.NewLuaScriptReadOnly(dumpLua).Exec(context.Background(), v.client, keys, args).ToArray()
+	if err != nil || len(reply) < 4 {
+		t.Fatalf("dump of %v: %v (%d parts)", sh, err, len(reply))
+	}
+	index, err := reply[3].AsStrSlice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := decodeDump(sh, HotelShards.kinds(), index, reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 // TestReadShardReportsDamage: a key of another type, or a score the view could not have written,
@@ -341,6 +361,13 @@ func TestReadShardAndDeleteLayoutOnRedisCluster(t *testing.T) {
 		// Partition p holds events i ≡ p (mod 3), so hotels h<p>, h<p+3>, h<p+6>.
 		if sh.Role == HotelShards && (d.Next != 100 || len(d.Counts[Hotels]) != 3 || len(d.MinPrices) != 3 || len(d.PricedHotels) != 3) {
 			t.Errorf("shard %v: next %d, %d hotels, %d priced", sh, d.Next, len(d.Counts[Hotels]), len(d.MinPrices))
+		}
+		// Hotels indexed since the caller read the index are read by name, on the shard's master.
+		if sh.Role != HotelShards {
+			continue
+		}
+		if undeclared := dumpDeclaring(t, New(c), sh, nil); !reflect.DeepEqual(undeclared.MinPrices, d.MinPrices) {
+			t.Errorf("shard %v with no hotel declared: prices %v, want %v", sh, undeclared.MinPrices, d.MinPrices)
 		}
 	}
 	if len(masters) != 3 {

@@ -16,11 +16,12 @@ import (
 // and the removal of the stored layout (for `searchflow rebuild --all`).
 
 // dumpLua reads one shard in one read-only script, so that its offset and its contents are of
-// the same instant even while its aggregator writes. It declares the keys it reads in KEYS — all
-// in the shard's slot — and a hotel shard's caller declares the hotels of the price index it read
-// just before. A hotel indexed in between (an aggregator indexes one with its first price) is
-// read by its key's name, which carries the shard's hash tag: Redis lets a script read an
-// undeclared key of its own slot. So a growing index cannot keep the read from settling.
+// the same instant even while its aggregator writes. Every key it reads is in the shard's slot. It
+// declares them in KEYS where the caller can know them: a hotel shard's caller declares the hotels
+// of the price index it read just before. A hotel indexed in between (an aggregator indexes one
+// with its first price), and the trend buckets (which ones exist depends on the stream time the
+// script finds), are read by their names, which carry the shard's hash tag: Redis lets a script
+// read an undeclared key of its own slot. So the read settles in one call however the shard moves.
 //
 // KEYS: 1 state, 2 sources, 3 .. 2+k the count sets; hotel shards then: 3+k the price index,
 // 4+k .. one min-price key per hotel of ARGV, in its order, then one cheapest-per-search key per
@@ -28,9 +29,9 @@ import (
 // ARGV: 1 k, 2 "1" when the shard has a price index, 3 the trend windows declared ("" for none,
 // see trenddump.go), 4 and 5 the shard's min-price and cheapest-per-search key prefixes, 6 .. the
 // declared hotels.
-// Returns {"stale", index, stream time} when the stream time has moved past the declared trend
-// buckets, or {"ok", state, sources, index, count set 1 .. k, min prices of each hotel of the
-// index, cheapest-per-search prices of each hotel of the index, then the trend keys}:
+// Returns {"ok", state, sources, index, count set 1 .. k, min prices of each hotel of the index,
+// cheapest-per-search prices of each hotel of the index, then per trend window {first bucket,
+// last bucket} open at the stored stream time, its sums and those buckets (trenddump.go)}:
 // hashes as flat field/value lists, sorted sets as flat member/score lists (the index as members
 // only). No call spreads a list over arguments (no unpack), so no list is too long for it.
 // Errors: "VIEWKEY <type> <key>" when a key holds another type than the view writes there.
@@ -68,50 +69,38 @@ for scope = 0, 1 do
   end
 end
 if ARGV[3] == '' then return out end
-local st = redis.call('HGET', KEYS[1], 'stream')
-local windows = cjson.decode(ARGV[3])
-for _, w in ipairs(windows) do
-  -- w: {window seconds, bucket seconds, first bucket, last bucket, first key, kinds, minimums}
-  if st then
-    local s = tonumber(st)
-    if math.floor((s - w[1]) / w[2]) < w[3] or math.floor(s / w[2]) > w[4] then
-      return {'stale', index, st}
-    end
-  end
-end
-for _, w in ipairs(windows) do
-  local key = w[5]
-  local function read(kind)
-    e = check(KEYS[key], kind)
+local st = tonumber(redis.call('HGET', KEYS[1], 'stream') or '')
+for _, w in ipairs(cjson.decode(ARGV[3])) do
+  -- w: {window seconds, bucket seconds, first sum key, kinds, 1 with minimums, minimum hash prefix}
+  local first, last = 0, -1
+  if st then first, last = math.floor((st - w[1]) / w[2]), math.floor(st / w[2]) end
+  out[#out + 1] = {first, last}
+  local function read(key, kind)
+    e = check(key, kind)
     if e then return e end
     if kind == 'zset' then
-      out[#out + 1] = redis.call('ZRANGE', KEYS[key], 0, -1, 'WITHSCORES')
+      out[#out + 1] = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
     else
-      out[#out + 1] = redis.call('HGETALL', KEYS[key])
+      out[#out + 1] = redis.call('HGETALL', key)
     end
-    key = key + 1
   end
-  for _ = 1, w[6] do
-    e = read('zset')
+  for i = 0, w[4] - 1 do
+    e = read(KEYS[w[3] + i], 'zset')
     if e then return e end
   end
-  for _ = w[3], w[4] do
-    for _ = 1, w[6] do
-      e = read('hash')
+  for b = first, last do
+    for i = 0, w[4] - 1 do
+      e = read(KEYS[w[3] + i] .. ':' .. b, 'hash')
       if e then return e end
     end
-    if w[7] == 1 then
-      e = read('hash')
+    if w[5] == 1 then
+      e = read(w[6] .. b, 'hash')
       if e then return e end
     end
   end
 end
 return out
 `
-
-// dumpAttempts bounds how often ReadShard declares a newer index: each attempt declares every
-// hotel the previous one saw, so only hotels new in between can make it fail again.
-const dumpAttempts = 20
 
 // ShardDump is one shard as it was at one instant: its offset and everything it counts.
 type ShardDump struct {
@@ -174,65 +163,43 @@ func (v *View) ReadShard(ctx context.Context, sh Shard) (ShardDump, error) {
 	if err != nil {
 		return ShardDump{}, fmt.Errorf("view: read shard %v: %w", sh, err)
 	}
-	stream, err := v.storedStream(ctx, sh)
+	keys := []string{sh.Key(stateKey), sh.Key(sourcesKey)}
+	for _, k := range kinds {
+		keys = append(keys, sh.Key(string(k)))
+	}
+	args := []string{strconv.Itoa(len(kinds)), "0", "", sh.Key(minPriceKeyPrefix), sh.Key(cheapestKeyPrefix)}
+	if sh.Role == HotelShards {
+		keys = append(keys, sh.Key(minPriceHotelsKey))
+		args[1] = "1"
+		for _, scope := range []PriceScope{EveryOffer, CheapestPerSearch} {
+			for _, h := range hotels {
+				keys = append(keys, sh.Key(scope.keyPrefix()+h))
+			}
+		}
+		args = append(args, hotels...)
+	}
+	var trendKeys []trendDumpWindow
+	keys, args[2], trendKeys = trendDumpKeys(spec, sh, keys)
+	reply, err := lua.Exec(ctx, v.client, keys, args).ToArray()
 	if err != nil {
-		return ShardDump{}, err
+		return ShardDump{}, dumpError(sh, err)
 	}
-	for range dumpAttempts {
-		keys := []string{sh.Key(stateKey), sh.Key(sourcesKey)}
-		for _, k := range kinds {
-			keys = append(keys, sh.Key(string(k)))
-		}
-		args := []string{strconv.Itoa(len(kinds)), "0", "", sh.Key(minPriceKeyPrefix), sh.Key(cheapestKeyPrefix)}
-		if sh.Role == HotelShards {
-			keys = append(keys, sh.Key(minPriceHotelsKey))
-			args[1] = "1"
-			for _, scope := range []PriceScope{EveryOffer, CheapestPerSearch} {
-				for _, h := range hotels {
-					keys = append(keys, sh.Key(scope.keyPrefix()+h))
-				}
-			}
-			args = append(args, hotels...)
-		}
-		var trendKeys []trendDumpWindow
-		keys, args[2], trendKeys = trendDumpKeys(spec, sh, stream, keys)
-		reply, err := lua.Exec(ctx, v.client, keys, args).ToArray()
-		if err != nil {
-			return ShardDump{}, dumpError(sh, err)
-		}
-		// The index the script saw: the hotels to declare next time, and the order of its prices.
-		status, at := "", 3
-		if len(reply) > 0 {
-			status, _ = reply[0].ToString()
-		}
-		if status == "stale" {
-			at = 1
-		}
-		if len(reply) < at+2 {
-			return ShardDump{}, fmt.Errorf("view: read shard %v: %d parts in the script's reply", sh, len(reply))
-		}
-		if hotels, err = reply[at].AsStrSlice(); err != nil {
-			return ShardDump{}, fmt.Errorf("view: read shard %v: price index: %w", sh, err)
-		}
-		if status == "stale" {
-			t, err := reply[2].AsInt64()
-			if err != nil {
-				return ShardDump{}, &DamagedError{Shard: sh, Key: sh.Key(stateKey), Problem: "has a stream time that is not a number"}
-			}
-			stream = trends.StreamTime{T: t, Set: true}
-			continue
-		}
-		want := 4 + len(kinds) + 2*len(hotels)
-		if len(reply) < want {
-			return ShardDump{}, fmt.Errorf("view: read shard %v: %d parts in the script's reply, want at least %d", sh, len(reply), want)
-		}
-		d, err := decodeDump(sh, kinds, hotels, reply[:want])
-		if err != nil {
-			return d, err
-		}
-		return d, d.decodeTrends(trendKeys, reply[want:])
+	if len(reply) < 4 {
+		return ShardDump{}, fmt.Errorf("view: read shard %v: %d parts in the script's reply", sh, len(reply))
 	}
-	return ShardDump{}, fmt.Errorf("view: read shard %v: its stream time moved past the buckets declared %d reads in a row", sh, dumpAttempts)
+	// The index the script saw gives the order of the prices.
+	if hotels, err = reply[3].AsStrSlice(); err != nil {
+		return ShardDump{}, fmt.Errorf("view: read shard %v: price index: %w", sh, err)
+	}
+	want := 4 + len(kinds) + 2*len(hotels)
+	if len(reply) < want {
+		return ShardDump{}, fmt.Errorf("view: read shard %v: %d parts in the script's reply, want at least %d", sh, len(reply), want)
+	}
+	d, err := decodeDump(sh, kinds, hotels, reply[:want])
+	if err != nil {
+		return d, err
+	}
+	return d, d.decodeTrends(trendKeys, reply[want:])
 }
 
 // dumpError turns the script's VIEWKEY reply into a *DamagedError.

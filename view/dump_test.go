@@ -12,6 +12,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/searchflow/searchflow/internal/redistest"
+	"github.com/searchflow/searchflow/trends"
 )
 
 // shardOf returns the shard of role for partition p in v's stored layout.
@@ -323,10 +324,22 @@ func TestReadShardAndDeleteLayoutOnRedisCluster(t *testing.T) {
 	c := cl.Client(t)
 	ctx := context.Background()
 	v := New(c)
-	if err := v.Claim(ctx, Layout{UsersTopic: "t", Users: 3, HotelsTopic: "t-hotels", Hotels: 3}); err != nil {
+	ws, err := trends.ParseWindows("1h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	layout := Layout{UsersTopic: "t", Users: 3, HotelsTopic: "t-hotels", Hotels: 3, Trends: TrendSpec{Windows: ws, Lateness: 5 * time.Minute}.String()}
+	if err := v.Claim(ctx, layout); err != nil {
 		t.Fatal(err)
 	}
 	users, hotels := NewBatch(), NewBatch()
+	const t0 = 1_700_000_000
+	for p := range int32(3) { // every event of the test at t0: one bucket, read by name
+		for _, b := range []*Batch{users, hotels} {
+			b.TrendShare(p, 1, 0, ws[0].BucketOf(t0))
+			b.StreamTimes(p, 1, trends.StreamTime{}, trends.StreamTime{T: t0, Set: true})
+		}
+	}
 	for i := range 300 {
 		p := int32(i % 3)
 		users.Count(p, Users, fmt.Sprintf("u%d", i%30))
@@ -355,6 +368,9 @@ func TestReadShardAndDeleteLayoutOnRedisCluster(t *testing.T) {
 			t.Fatalf("shard %v: %v", sh, err)
 		}
 		masters[cl.SlotOwner(t, int(sh.Slot))] = true
+		if len(d.Trends) != 1 || len(d.Trends[0].Buckets) != 1 || len(d.Trends[0].Buckets[ws[0].BucketOf(t0)]) == 0 {
+			t.Errorf("shard %v: trends %+v, want the one bucket of t0", sh, d.Trends)
+		}
 		if sh.Role == UserShards && (d.Next != 100 || len(d.Counts[Users]) != 10) {
 			t.Errorf("shard %v: next %d, %d users", sh, d.Next, len(d.Counts[Users]))
 		}

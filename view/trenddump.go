@@ -16,11 +16,10 @@ import (
 // and, in hotel shards, their minimum prices, read by the same script as the rest of the shard so
 // that they are of the same instant as its offset and stream time.
 //
-// The script must declare the bucket keys it reads, and which buckets exist depends on the
-// stream time: ReadShard reads the stream time first and declares each window's buckets from the
-// first open one to one past the stream time's (room for a batch landing in between). When the
-// stored stream time needs another range, the script answers "stale" with it, and ReadShard
-// declares again.
+// Which buckets exist depends on the stream time, which the aggregator moves while the dump is
+// taken: the script declares the sums and reads the buckets open at the stream time it finds,
+// by their names (they carry the shard's hash tag, so they are in the script's slot), and answers
+// that range with them.
 
 // WindowDump is one window of a shard.
 type WindowDump struct {
@@ -32,39 +31,36 @@ type WindowDump struct {
 
 // trendDumpWindow is what ReadShard declared of one window, to decode the reply in order.
 type trendDumpWindow struct {
-	w           trends.Window
-	first, last int64
-	kinds       []Kind
-	mins        bool
+	w     trends.Window
+	kinds []Kind
+	mins  bool
 }
 
-// trendDumpKeys appends the trend keys of sh to keys and returns the script's trend argument.
-func trendDumpKeys(spec TrendSpec, sh Shard, stream trends.StreamTime, keys []string) ([]string, string, []trendDumpWindow) {
+// trendDumpKeys appends the trend sums of sh to keys and returns the script's trend argument:
+// per window {window seconds, bucket seconds, the index of its first sum key, kinds, 1 with
+// minimum prices, the name of its minimum hashes before the bucket}.
+func trendDumpKeys(spec TrendSpec, sh Shard, keys []string) ([]string, string, []trendDumpWindow) {
 	if len(spec.Windows) == 0 {
 		return keys, "", nil
 	}
 	var out []trendDumpWindow
 	var arg jsonList
 	for _, w := range spec.Windows {
-		d := trendDumpWindow{w: w, first: 0, last: -1, kinds: sh.Role.kinds(), mins: sh.Role == HotelShards}
-		if stream.Set {
-			d.first, d.last = firstOpen(w, stream.T), w.BucketOf(stream.T)+1
-		}
+		d := trendDumpWindow{w: w, kinds: sh.Role.kinds(), mins: sh.Role == HotelShards}
 		mins := int64(0)
 		if d.mins {
 			mins = 1
 		}
-		arg.ints(w.Seconds(), w.BucketSeconds(), d.first, d.last, int64(len(keys)+1), int64(len(d.kinds)), mins)
+		arg.open()
+		arg.int(w.Seconds())
+		arg.int(w.BucketSeconds())
+		arg.int(int64(len(keys) + 1))
+		arg.int(int64(len(d.kinds)))
+		arg.int(mins)
+		arg.str(sh.Key(trendMinPrefix(w)))
+		arg.close()
 		for _, k := range d.kinds {
 			keys = append(keys, sh.Key(trendSumKey(w, k)))
-		}
-		for b := d.first; b <= d.last; b++ {
-			for _, k := range d.kinds {
-				keys = append(keys, sh.Key(trendBucketKey(w, k, b)))
-			}
-			if d.mins {
-				keys = append(keys, sh.Key(trendMinKey(w, b)))
-			}
 		}
 		out = append(out, d)
 	}
@@ -72,18 +68,6 @@ func trendDumpKeys(spec TrendSpec, sh Shard, stream trends.StreamTime, keys []st
 }
 
 func secondsDuration(s int64) time.Duration { return time.Duration(s) * time.Second }
-
-// storedStream reads sh's stream time.
-func (v *View) storedStream(ctx context.Context, sh Shard) (trends.StreamTime, error) {
-	t, err := v.client.Do(ctx, v.client.B().Hget().Key(sh.Key(stateKey)).Field(streamField).Build()).AsInt64()
-	switch {
-	case rueidis.IsRedisNil(err):
-		return trends.StreamTime{}, nil
-	case err != nil:
-		return trends.StreamTime{}, fmt.Errorf("view: read the stream time of shard %v: %w", sh, err)
-	}
-	return trends.StreamTime{T: t, Set: true}, nil
-}
 
 // decodeTrends reads the trend part of the script's reply, in the order trendDumpKeys declared.
 func (d *ShardDump) decodeTrends(declared []trendDumpWindow, reply []rueidis.RedisMessage) error {
@@ -98,6 +82,14 @@ func (d *ShardDump) decodeTrends(declared []trendDumpWindow, reply []rueidis.Red
 	for _, dw := range declared {
 		wd := WindowDump{Seconds: dw.w.Seconds(), Sums: map[Kind]map[string]int64{}, Buckets: map[int64]map[Kind]map[string]int64{},
 			Mins: map[int64]map[string]map[string]string{}}
+		if len(reply) == 0 {
+			return fmt.Errorf("view: read shard %v: the reply ends before its trends", d.Shard)
+		}
+		span, err := reply[0].AsIntSlice() // the buckets open at the stream time the script found
+		reply = reply[1:]
+		if err != nil || len(span) != 2 {
+			return fmt.Errorf("view: read shard %v: the buckets of window %s: %v", d.Shard, dw.w.Name(), err)
+		}
 		for _, k := range dw.kinds {
 			l, err := next()
 			if err != nil {
@@ -107,7 +99,7 @@ func (d *ShardDump) decodeTrends(declared []trendDumpWindow, reply []rueidis.Red
 				return err
 			}
 		}
-		for b := dw.first; b <= dw.last; b++ {
+		for b := span[0]; b <= span[1]; b++ {
 			if err := d.decodeBucket(&wd, dw, b, next); err != nil {
 				return err
 			}

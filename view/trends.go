@@ -93,7 +93,12 @@ func trendBucketKey(w trends.Window, k Kind, bucket int64) string {
 }
 
 func trendMinKey(w trends.Window, bucket int64) string {
-	return "trendmin:" + strconv.FormatInt(w.Seconds(), 10) + ":" + strconv.FormatInt(bucket, 10)
+	return trendMinPrefix(w) + strconv.FormatInt(bucket, 10)
+}
+
+// trendMinPrefix is the name of w's minimum hashes before their bucket.
+func trendMinPrefix(w trends.Window) string {
+	return "trendmin:" + strconv.FormatInt(w.Seconds(), 10) + ":"
 }
 
 // streamField is the state hash's field of the partition's stream time.

@@ -325,27 +325,37 @@ func (b *bench) measure(set settings, profile func(phase string) (func(), error)
 		return res, err
 	}
 	res.TrendsSlowdownPct = 100 * (1 - res.E2EEventsPerSec/res.E2ENoTrendsEventsPerSec)
-	step(fmt.Sprintf("latency at %d events/s for %d s", set.latRate, set.latSecs))
-	if err := b.flush(); err != nil {
-		return res, err
+	step(fmt.Sprintf("latency at %d events/s for %d s, with and without trend windows", set.latRate, set.latSecs))
+	return res, b.measureLatency(set, &res)
+}
+
+// measureLatency runs the latency phase twice on an emptied Redis, with the trend windows and
+// without, and records both in res.
+func (b *bench) measureLatency(set settings, res *Results) error {
+	for _, plain := range []bool{false, true} {
+		if err := b.flush(); err != nil {
+			return err
+		}
+		name := "lat"
+		if plain {
+			name = "lat_plain"
+		}
+		b.noTrends = plain
+		lat, applies, err := b.latency(name, set.latRate, set.latSecs, set.users)
+		b.noTrends = false
+		if err != nil {
+			return err
+		}
+		if plain {
+			res.LatencyNoTrendsP50Ms, res.LatencyNoTrendsP99Ms = percentile(lat, 0.50), percentile(lat, 0.99)
+			res.ApplyNoTrendsP50Ms = percentile(applies, 0.50)
+			continue
+		}
+		res.LatencyEvents = len(lat)
+		res.LatencyP50Ms, res.LatencyP99Ms, res.LatencyMaxMs = percentile(lat, 0.50), percentile(lat, 0.99), percentile(lat, 1)
+		res.ApplyP50Ms = percentile(applies, 0.50)
 	}
-	lat, applies, err := b.latency("lat", set.latRate, set.latSecs, set.users)
-	if err != nil {
-		return res, err
-	}
-	res.LatencyEvents = len(lat)
-	res.LatencyP50Ms, res.LatencyP99Ms, res.LatencyMaxMs = percentile(lat, 0.50), percentile(lat, 0.99), percentile(lat, 1)
-	res.ApplyP50Ms = percentile(applies, 0.50)
-	step("the same latency run without trend windows")
-	if err := b.flush(); err != nil {
-		return res, err
-	}
-	b.noTrends = true
-	lat, applies, err = b.latency("lat_plain", set.latRate, set.latSecs, set.users)
-	b.noTrends = false
-	res.LatencyNoTrendsP50Ms, res.LatencyNoTrendsP99Ms = percentile(lat, 0.50), percentile(lat, 0.99)
-	res.ApplyNoTrendsP50Ms = percentile(applies, 0.50)
-	return res, err
+	return nil
 }
 
 func (b *bench) flush() error {
